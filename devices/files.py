@@ -1,0 +1,131 @@
+"""Files that are never half-written: atomic writes, hashes, and the metadata next to every artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from devices.errors import EdgexError
+
+METADATA_SUFFIX = ".json"
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, *, overwrite: bool = True, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
+
+    A process killed at any moment leaves either the old ``final`` or the new one, never a partial file.
+    ``is_dir`` yields a temporary directory instead (for SavedModels).
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise EdgexError(f"{final} already exists; pass --force to overwrite it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{final.name}.tmp-"
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=final.suffix, dir=final.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        else:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n",
+                             overwrite=overwrite)
+
+
+def _json_default(obj: Any):
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, or of every file under a directory (names and contents, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Size in bytes of a file, or of everything under a directory."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def metadata_path(artifact: str | os.PathLike) -> Path:
+    """Where the metadata of an artifact lives: ``model.tflite`` -> ``model.tflite.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + METADATA_SUFFIX)
+
+
+def read_metadata(artifact: str | os.PathLike) -> dict:
+    """The metadata written next to an artifact, or ``{}`` when there is none."""
+    path = metadata_path(artifact)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgexError(f"metadata file {path} is not valid JSON: {exc}") from exc
+
+
+def write_metadata(artifact: str | os.PathLike, meta: dict) -> Path:
+    return write_json_atomic(metadata_path(artifact), meta)

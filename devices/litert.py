@@ -1,0 +1,168 @@
+"""LiteRT (TensorFlow Lite) backend: ``ai_edge_litert``, or ``tflite_runtime`` on old Raspberry Pi OS images."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from devices.base import LoadedModel, TensorInfo
+from devices.errors import EdgexError, ModelFileError, RuntimeMissing
+from devices.logs import quiet_native_logs
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def interpreter_module():
+    """The LiteRT interpreter module: ai_edge_litert, else tflite_runtime."""
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter
+
+        return interpreter
+    except ImportError as exc:
+        raise RuntimeMissing(
+            "no LiteRT runtime is installed: pip install ai-edge-litert (or 'edgex[runtime]'); "
+            "tflite-runtime works as a fallback on old Raspberry Pi OS images"
+        ) from exc
+
+
+def runtime_version() -> str:
+    for dist in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def check_tflite_file(path: Path) -> bytes:
+    """Read a .tflite file, refusing anything that is not a TFLite flatbuffer before the runtime sees it."""
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    data = path.read_bytes()
+    if len(data) < 16 or data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelFileError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
+    return data
+
+
+class LiteRTModel(LoadedModel):
+    runtime = "litert"
+
+    def __init__(self, path, *, threads: int | None = None, delegates: Sequence = (), xnnpack: bool = True,
+                 device: str = "cpu"):
+        super().__init__(path)
+        module = interpreter_module()
+        content = check_tflite_file(self.path)
+        kwargs = {}
+        if not xnnpack and hasattr(module, "OpResolverType"):
+            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.device = device
+        self.threads = threads
+        try:
+            with quiet_native_logs():
+                self._interp = module.Interpreter(
+                    model_content=content, num_threads=threads, experimental_delegates=list(delegates) or None,
+                    **kwargs,
+                )
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"LiteRT cannot load {self.path}: {_first_line(exc)}") from exc
+        self._refresh()
+
+    def _refresh(self):
+        self._in = self._interp.get_input_details()
+        self._out = self._interp.get_output_details()
+        self._in_idx = [d["index"] for d in self._in]
+        self._out_idx = [d["index"] for d in self._out]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [_info(d) for d in self._in]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [_info(d) for d in self._out]
+
+    @property
+    def version(self) -> str:
+        return runtime_version()
+
+    def resize_batch(self, batch: int) -> None:
+        if all(int(d["shape"][0]) == batch for d in self._in):
+            return
+        for d in self._in:
+            shape = list(d["shape"])
+            shape[0] = batch
+            self._interp.resize_tensor_input(d["index"], shape)
+        self._interp.allocate_tensors()
+        self._refresh()
+
+    def set_inputs(self, arrays):
+        for index, array in zip(self._in_idx, arrays):
+            self._interp.set_tensor(index, array)
+
+    def invoke(self):
+        self._interp.invoke()
+
+    def get_outputs(self):
+        return [self._interp.get_tensor(i) for i in self._out_idx]
+
+    def ops(self) -> list[dict]:
+        """The operators of the graph as LiteRT reports them (name, input and output tensor indices)."""
+        return self._interp._get_ops_details()
+
+    def tensors(self) -> list[dict]:
+        return self._interp.get_tensor_details()
+
+    def close(self):
+        self._interp = None
+
+
+def _info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    signature = detail.get("shape_signature")
+    shape = signature if signature is not None and len(signature) else detail["shape"]
+    return TensorInfo(
+        name=detail["name"],
+        shape=tuple(int(d) for d in shape),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_delegate(library: str, options: dict | None = None):
+    """Load an external delegate library, with a one-line error when it cannot be loaded."""
+    module = interpreter_module()
+    try:
+        with quiet_native_logs():
+            return module.load_delegate(library, options or {})
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise EdgexError(f"cannot load delegate {library}: {_first_line(exc)}") from exc
+
+
+def load(path, *, device: str = "cpu", threads: int | None = None, delegate_options: dict | None = None,
+         xnnpack: bool = True) -> LiteRTModel:
+    """Load a .tflite file on the CPU (XNNPACK by default) or through an external delegate (``delegate:PATH``)."""
+    delegates = []
+    if device.startswith("delegate:"):
+        library = device.split(":", 1)[1]
+        if not library:
+            raise EdgexError("device 'delegate:' needs the delegate library path, e.g. delegate:/usr/lib/libvx_delegate.so")
+        delegates.append(load_delegate(library, delegate_options))
+    elif device != "cpu":
+        raise EdgexError(f"the LiteRT backend runs on 'cpu' or 'delegate:PATH', not {device!r}")
+    return LiteRTModel(path, threads=threads, delegates=delegates, xnnpack=xnnpack, device=device)

@@ -1,0 +1,5 @@
+import sys
+
+from edgex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""The ``edgex`` command: a thin Typer shell over the Python API (one module per command).
+
+Importing this module imports no TensorFlow: every command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import typer
+
+from devices.errors import EdgexError
+
+app = typer.Typer(
+    name="edgex",
+    help="Train, optimize, convert, benchmark and deploy Xception on edge devices, and measure what "
+    "depthwise separable convolutions buy on your hardware.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        from edgex import __version__
+
+        typer.echo(f"edgex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and native log lines.")] = False,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+):
+    """edgex — Xception from training to the edge."""
+    if debug:
+        os.environ["EDGEX_DEBUG"] = "1"
+
+
+def _register():
+    from edgex.cli import info, model
+
+    info.register(app)
+    app.add_typer(model.app, name="model")
+    from edgex.cli import commands
+
+    commands.register(app)
+
+
+_register()
+
+
+def _click_exceptions():
+    try:  # recent Typer vendors its own copy of Click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _debug() -> bool:
+    return os.environ.get("EDGEX_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for bad input, 3 for a failed accuracy gate)."""
+    click = _click_exceptions()
+    try:
+        result = app(args=argv, prog_name="edgex", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except (getattr(click, "Exit", typer.Exit), typer.Exit) as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        message = exc.format_message().replace("\n", " ")
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        print(f"error: {message}{hint}", file=sys.stderr)
+        return exc.exit_code
+    except (getattr(click, "Abort", typer.Abort), typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        return 130
+    except EdgexError as exc:
+        if _debug():
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # an edgex bug or an unexpected library failure
+        if _debug():
+            traceback.print_exc()
+        line = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(exc).__name__}: {line} (run 'edgex --debug ...' for the traceback)", file=sys.stderr)
+        return 1

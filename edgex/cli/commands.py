@@ -1,0 +1,11 @@
+"""Registration of the commands that live in their own modules."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from edgex.cli import train
+
+    train.register(app)

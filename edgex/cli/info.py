@@ -1,0 +1,36 @@
+"""``edgex info``: versions, CPU, ISA features, GPUs and ONNX Runtime providers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def info(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    gpus: Annotated[bool, typer.Option("--gpus/--no-gpus", help="Import TensorFlow to list the GPUs it sees.")] = True,
+):
+    """Show versions of every relevant package, the CPU and its ISA features, and the GPUs."""
+    from edgex.info import system_info
+    from edgex.render import console, print_json, table
+
+    data = system_info(probe_gpus=gpus)
+    if json_out:
+        print_json(data)
+        return
+    rows = [("python", data["python"]), ("platform", data["platform"])]
+    rows += [(name, version) for name, version in data["packages"].items()]
+    cpu = data["cpu"]
+    rows += [
+        ("cpu", f"{cpu['model']} ({cpu['machine']}, {cpu['cores']} cores, {cpu['usable_cores']} usable)"),
+        ("isa features", ", ".join(cpu["features"]) or "-"),
+        ("board", data["board"] or "-"),
+        ("onnxruntime providers", ", ".join(data["onnxruntime_providers"]) or "-"),
+        ("tensorflow gpus", "not probed" if data["tensorflow_gpus"] is None else ", ".join(data["tensorflow_gpus"]) or "none"),
+    ]
+    console.print(table("edgex info", ["what", "value"], rows, justify_right=[]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

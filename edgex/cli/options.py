@@ -1,0 +1,50 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+
+class Conv(str, Enum):
+    separable = "separable"
+    regular = "regular"
+
+
+class IntermediateActivation(str, Enum):
+    none = "none"
+    relu = "relu"
+    elu = "elu"
+
+
+Preset = Annotated[str, typer.Option("--preset", help="Model preset: mini, paper or tiny (see 'edgex model summary').")]
+ConvOpt = Annotated[Conv, typer.Option("--conv", help="separable (Xception) or regular (its twin).")]
+InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Input side in pixels (>= 32).")]
+Classes = Annotated[Optional[int], typer.Option("--classes", help="Number of classes (>= 2).")]
+Width = Annotated[Optional[float], typer.Option("--width", help="Channel multiplier (0, 4].")]
+MiddleBlocks = Annotated[Optional[int], typer.Option("--middle-blocks", help="Middle-flow blocks (paper: 8).")]
+Intermediate = Annotated[
+    IntermediateActivation,
+    typer.Option("--intermediate-activation", help="Activation between depthwise and pointwise (paper: none)."),
+]
+Residual = Annotated[bool, typer.Option("--residual/--no-residual", help="Residual shortcuts (paper: on).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Data = Annotated[
+    str,
+    typer.Option("--data", help="digits (embedded), an image folder PATH, or tfds:NAME."),
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+
+
+def model_overrides(conv: Conv, input_size, classes, width, middle_blocks, intermediate, residual) -> dict:
+    return {
+        "conv": conv.value,
+        "input_size": input_size,
+        "classes": classes,
+        "width": width,
+        "middle_blocks": middle_blocks,
+        "intermediate_activation": intermediate.value,
+        "residual": residual,
+    }

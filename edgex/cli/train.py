@@ -1,0 +1,133 @@
+"""``edgex train`` and ``edgex eval``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from edgex.cli import options as o
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    paper = "paper"
+
+
+class Strategy(str, Enum):
+    auto = "auto"
+    one_device = "one-device"
+    mirrored = "mirrored"
+    multi_worker = "multi-worker"
+
+
+class Precision(str, Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+def train(
+    data: o.Data = "digits",
+    preset: o.Preset = "mini",
+    conv: o.ConvOpt = o.Conv.separable,
+    input_size: o.InputSize = None,
+    width: o.Width = None,
+    middle_blocks: o.MiddleBlocks = None,
+    intermediate_activation: o.Intermediate = o.IntermediateActivation.none,
+    residual: o.Residual = True,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 32,
+    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer.adam,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and the split.")] = 0,
+    val_split: Annotated[float, typer.Option(help="Validation share when the data has no val/ folder.")] = 0.2,
+    augment: Annotated[str, typer.Option(help="Comma-separated: crop, flip, or none.")] = "crop",
+    strategy: Annotated[Strategy, typer.Option(help="tf.distribute strategy.")] = Strategy.auto,
+    precision: Annotated[Precision, typer.Option(help="Training precision.")] = Precision.float32,
+    strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
+    out: Annotated[str, typer.Option(help="Output folder.")] = "runs/train",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,
+    force: o.Force = False,
+    json_out: o.Json = False,
+):
+    """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
+    from edgex.cli.progress import EpochProgress
+    from edgex.render import console, human_count, print_json, table
+    from edgex.training import TrainConfig
+    from edgex.training import train as run_train
+
+    model = o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual)
+    model["dropout"] = dropout
+    config = TrainConfig(
+        data=data, preset=preset, model={k: v for k, v in model.items() if v is not None}, epochs=epochs,
+        batch_size=batch_size, optimizer=optimizer.value, lr=lr, seed=seed, val_split=val_split,
+        augment=tuple(a for a in augment.split(",") if a and a != "none"), strategy=strategy.value,
+        precision=precision.value, strict=strict,
+    )
+    _report_scan(config)
+    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else EpochProgress())
+    if json_out:
+        from dataclasses import asdict
+
+        print_json(asdict(result))
+        return
+    if result.already_done:
+        console.print(f"{result.model_path} is already trained ({result.epochs} epochs); nothing to resume")
+    rows = [
+        ("model", result.model_path),
+        ("epochs", f"{result.epochs}" + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "")),
+        ("parameters", human_count(result.params)),
+        ("val top-1", f"{100 * result.val_top1:.2f}%"),
+        ("val loss", f"{result.val_loss:.4f}"),
+        ("training time", f"{result.seconds:.1f} s"),
+    ]
+    console.print(table("training summary", ["", ""], rows, justify_right=[]))
+
+
+def _report_scan(config) -> None:
+    """Scan an image folder before training and show what was found."""
+    from pathlib import Path
+
+    if config.data == "digits" or config.data.startswith("tfds:") or not Path(config.data).is_dir():
+        return
+    from edgex.data import scan_folder
+    from edgex.render import note
+
+    _, report = scan_folder(config.data)
+    for line in report.summary_lines():
+        note(line)
+
+
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A .keras, .tflite, .onnx file or SavedModel folder.")],
+    data: o.Data = "digits",
+    runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, gpu[:N], edgetpu[:usb|pci], delegate:PATH.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = None,
+    split: Annotated[str, typer.Option(help="val or train.")] = "val",
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on at most this many samples.")] = None,
+    json_out: o.Json = False,
+):
+    """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of any model format."""
+    from edgex.evaluation import evaluate_model
+    from edgex.render import console, print_json, table
+
+    result = evaluate_model(model, data, runtime=runtime, device=device, threads=threads, split=split, limit=limit)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    acc = result.accuracy
+    console.print(f"{result.model} on {result.data} ({result.split}, {acc.samples} samples) with {result.runtime} "
+                  f"on {result.device}: top-1 [bold]{100 * acc.top1:.2f}%[/bold], top-5 {100 * acc.top5:.2f}%")
+    names = acc.class_names
+    rows = [(n, f"{100 * a:.1f}%" if a == a else "-", *acc.confusion[i]) for i, (n, a) in enumerate(zip(names, acc.per_class))]
+    console.print(table("per-class accuracy and confusion matrix (rows: true class, columns: predicted)",
+                        ["class", "accuracy", *names], rows))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate)

@@ -1,0 +1,115 @@
+"""Issue: the CLI skeleton (lazy imports, one-line errors), `edgex info`, `edgex model summary`, layering."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import ROOT, run_python
+
+
+def test_help_imports_no_tensorflow():
+    result = run_python(
+        "import sys\n"
+        "from edgex.cli import main\n"
+        "for args in (['--help'], ['model', '--help'], ['train', '--help'], ['info', '--help']):\n"
+        "    assert main(args) == 0, args\n"
+        "heavy = [m for m in ('tensorflow', 'tf_keras', 'onnx', 'onnxruntime', 'tf2onnx', 'ai_edge_litert') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_model_summary_json_for_the_paper_preset(cli):
+    result = cli("model", "summary", "--preset", "paper", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["trainable_params"] == 22_855_952
+    assert data["total_params"] == 22_910_480
+    assert data["macs"] == pytest.approx(8.36e9, rel=1e-3)
+    assert data["regular_twin"]["mac_ratio"] == pytest.approx(0.1214, abs=0.001)
+    assert [b["block"] for b in data["blocks"]][:3] == ["block1", "block2", "block3"]
+
+
+def test_model_summary_table_shows_blocks_totals_and_twin_ratio(cli):
+    result = cli("model", "summary", "--preset", "mini")
+    assert result.exit_code == 0, result.output
+    assert "block4" in result.stdout and "total" in result.stdout
+    assert "regular-conv twin" in result.stdout and "fewer MACs" in result.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["model", "summary", "--preset", "huge"], "unknown preset 'huge'; choose one of: mini, paper, tiny"),
+    (["model", "summary", "--input-size", "8"], "input size must be an integer >= 32, got 8"),
+    (["model", "summary", "--width", "0"], "width must be in (0, 4], got 0.0"),
+    (["model", "summary", "--classes", "1"], "classes must be an integer >= 2, got 1"),
+    (["model", "summary", "--conv", "grouped"], "'grouped' is not one of 'separable', 'regular'"),
+    (["model", "summry"], "No such command 'summry'"),
+])
+def test_bad_input_is_one_line_exit_2_without_traceback(cli, args, fragment):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_debug_flag_shows_the_traceback(cli):
+    result = cli("--debug", "model", "summary", "--width", "0")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
+
+
+def test_info_json_lists_versions_cpu_and_providers(cli):
+    result = cli("info", "--json", "--no-gpus")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for package in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnx",
+                    "onnxruntime"):
+        assert package in data["packages"], package
+    assert data["cpu"]["cores"] >= 1 and data["cpu"]["model"]
+    assert "CPUExecutionProvider" in data["onnxruntime_providers"]
+    assert isinstance(data["cpu"]["features"], list)
+
+
+def test_devices_package_never_imports_tensorflow_at_module_level():
+    # Not even inside functions: the TensorFlow backend gets TensorFlow through devices.tfkeras, by name.
+    pattern = re.compile(r"^\s*(import tensorflow|from tensorflow|import tf_keras|from tf_keras)", re.M)
+    for path in (ROOT / "devices").rglob("*.py"):
+        assert not pattern.search(path.read_text()), path
+
+
+@pytest.mark.parametrize("package, forbidden", [("devices", ("edgex", "converters")), ("converters", ("edgex",))])
+def test_dependencies_point_downwards(package, forbidden):
+    pattern = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M)
+    for path in (ROOT / package).rglob("*.py"):
+        imported = set(pattern.findall(path.read_text()))
+        assert not imported & set(forbidden), (path, imported & set(forbidden))
+
+
+def test_devices_imports_and_runs_a_tflite_model_without_tensorflow(tmp_path):
+    from devices.tfkeras import keras, tensorflow
+
+    tf, k = tensorflow(), keras()
+    model = k.Sequential([k.Input((8, 8, 3)), k.layers.Conv2D(4, 3), k.layers.GlobalAveragePooling2D(),
+                          k.layers.Dense(3, activation="softmax")])
+    path = tmp_path / "small.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    result = run_python(
+        "import numpy as np, sys, importlib, pkgutil\n"
+        "import devices\n"
+        "for m in pkgutil.iter_modules(devices.__path__):\n"
+        "    if m.name != 'tensorflow':\n"
+        "        importlib.import_module('devices.' + m.name)\n"
+        f"model = devices.load_model({str(path)!r}, threads=1)\n"
+        "out = model.predict(np.zeros((2, 8, 8, 3), np.float32))\n"
+        "assert out.shape == (2, 3), out.shape\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "print('OK')\n",
+        block_tensorflow=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
