@@ -88,6 +88,13 @@ def _json_default(obj: Any):
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
+def utc_now() -> str:
+    """An ISO 8601 UTC timestamp for metadata."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file, or of every file under a directory (names and contents, in sorted order)."""
     path = Path(path)

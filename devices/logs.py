@@ -13,42 +13,47 @@ import tempfile
 _NATIVE_NOISE = re.compile(
     r"^(?:[IW]\d{4} |WARNING: All log messages before absl::InitializeLog|INFO: |"
     r"E\d{4} .*(?:failed call to cuInit|Unable to register cu\w+ factory)|"
-    r"To enable the following instructions|This TensorFlow binary is optimized)"
+    r"To enable the following instructions|This TensorFlow binary is optimized|"
+    r"fully_quantize: \d+, inference_type: )"
 )
 
 
 @contextlib.contextmanager
-def quiet_native_logs():
-    """Hold back native stderr chatter for the duration of the block.
-
-    Lines that are not known noise are written back to stderr afterwards. ``EDGEX_DEBUG=1`` shows everything live.
-    """
-    if os.environ.get("EDGEX_DEBUG") == "1":
-        yield
-        return
+def _held_back(fd: int, stream):
+    """Redirect file descriptor ``fd`` to a temporary file; replay the lines that are not noise to ``stream``."""
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        stream.flush()
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (embedded interpreters, captured IO)
         yield
         return
     with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
+        os.dup2(capture.fileno(), fd)
         try:
             yield
         finally:
             try:
-                sys.stderr.flush()
+                stream.flush()
             except (OSError, ValueError):
                 pass
-            os.dup2(saved, 2)
+            os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)
-            kept = [
-                line
-                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not _NATIVE_NOISE.match(line)
-            ]
+            text = capture.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(keepends=True) if not _NATIVE_NOISE.match(line)]
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                stream.write("".join(kept))
+                stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Hold back native log lines (C++ code writes them to the process's stdout and stderr) during the block.
+
+    Lines that are not known noise are written back afterwards. ``EDGEX_DEBUG=1`` shows everything live.
+    """
+    if os.environ.get("EDGEX_DEBUG") == "1":
+        yield
+        return
+    with _held_back(2, sys.stderr), _held_back(1, sys.stdout):
+        yield

@@ -7,7 +7,6 @@ the model's folder (a symlink included) before any runtime opens the file.
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -108,23 +107,20 @@ def _node_locations(node) -> list[tuple[str, str]]:
 
 def external_locations(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(tensor name, location) of every external-data reference in an ONNX file."""
-    with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            raise ModelFileError(f"{path} is empty, not an ONNX model")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            buf = memoryview(mapped)
-            try:
-                found = []
-                for number, value in _sub(buf, _MODEL_GRAPH, _MODEL_FUNCTIONS):
-                    if number == _MODEL_GRAPH:
-                        found += _graph_locations(value)
-                    else:
-                        found += [loc for _, node in _sub(value, _FUNCTION_NODE) for loc in _node_locations(node)]
-                return found
-            except (_Malformed, IndexError) as exc:
-                raise ModelFileError(f"{path} is not a valid ONNX model ({exc})") from None
-            finally:
-                buf.release()
+    data = Path(path).read_bytes()
+    if not data:
+        raise ModelFileError(f"{path} is empty, not an ONNX model")
+    buf = memoryview(data)  # slices of a memoryview share the bytes: tensor data is never copied
+    try:
+        found = []
+        for number, value in _sub(buf, _MODEL_GRAPH, _MODEL_FUNCTIONS):
+            if number == _MODEL_GRAPH:
+                found += _graph_locations(value)
+            else:
+                found += [loc for _, node in _sub(value, _FUNCTION_NODE) for loc in _node_locations(node)]
+        return found
+    except (_Malformed, IndexError) as exc:
+        raise ModelFileError(f"{path} is not a valid ONNX model ({exc})") from None
 
 
 def check_external_data(path: str | os.PathLike) -> None:

@@ -147,3 +147,8 @@ def environment() -> dict:
         "throttled": throttling(),
     }
     return {k: v for k, v in env.items() if v not in ("", None, [])}
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the packages edgex works with (recorded in every artifact's metadata)."""
+    return {"python": platform.python_version(), **package_versions()}

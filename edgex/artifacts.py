@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
-import platform
 from pathlib import Path
 
-from devices import sysinfo
 from devices.errors import EdgexError
 from devices.files import read_metadata, sha256_file
 from devices.preprocess import Preprocessing
-
-
-def versions() -> dict:
-    return {"python": platform.python_version(), **sysinfo.package_versions()}
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def model_metadata(path: str | Path) -> dict:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
+from devices.files import atomic_path, read_metadata, utc_now, write_json_atomic, write_metadata
 from devices.preprocess import XCEPTION
-from edgex.artifacts import now, versions
+from devices.sysinfo import versions
 
 OPTIMIZERS = ("adam", "paper")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
@@ -281,12 +281,12 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
         if config.precision != "float32":
             model = _as_float32(model, model_config)
         with atomic_path(model_path, overwrite=True) as tmp:
-            model.save(tmp)
+            without_optimizer(model).save(tmp)  # the epoch checkpoints hold the optimizer for resuming
         val_top1 = hist.get("val_accuracy", [float("nan")])[-1]
         val_loss = hist.get("val_loss", [float("nan")])[-1]
         write_metadata(model_path, {
             "kind": "keras",
-            "created": now(),
+            "created": utc_now(),
             "class_names": list(dataset.class_names),
             "input_shape": [model_config.input_size, model_config.input_size, 3],
             "preprocessing": XCEPTION.to_dict(),
@@ -305,6 +305,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
                            int(model.count_params()))
     finally:
         k.mixed_precision.set_global_policy("float32")
+
+
+def without_optimizer(model):
+    """An uncompiled copy of a model with the same weights: the file then holds the model, not Adam's slots."""
+    from devices.tfkeras import keras
+
+    clone = keras().models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _as_float32(model, model_config):

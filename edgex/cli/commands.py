@@ -6,6 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import train
+    from edgex.cli import convert, train
 
     train.register(app)
+    convert.register(app)

@@ -1,0 +1,244 @@
+"""The table of target formats and the one ``convert`` function that writes, checks and describes an export."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.source import SourceModel, load_source
+from devices.errors import EdgexError, choice_error
+from devices.files import atomic_path, file_size, utc_now, write_metadata
+from devices.preprocess import Preprocessing
+from devices.sysinfo import versions
+
+MIN_CALIBRATION_SAMPLES = 100  # fewer gives a warning
+FP32_TOLERANCE = 1e-4  # max |difference| of the outputs (probabilities)
+FP16_TOLERANCE = 1e-2
+MIN_TOP1_AGREEMENT = 0.98  # dynamic-range and int8 exports
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    module: str  # converters.<module> with export(source, path, options) -> ExportInfo
+    precisions: tuple[str, ...]
+    suffix: str  # "" for folders
+    runtime: str  # the runtime that runs the result (for the parity check)
+
+
+TARGETS: dict[str, Target] = {
+    "tflite": Target("tflite", "converters.tflite", ("fp32", "fp16", "dynamic", "int8"), ".tflite", "litert"),
+    "onnx": Target("onnx", "converters.onnx", ("fp32", "int8"), ".onnx", "onnxruntime"),
+    "saved-model": Target("saved-model", "converters.saved_model", ("fp32",), "", "tensorflow"),
+    "edgetpu": Target("edgetpu", "converters.edgetpu", ("int8",), ".tflite", "litert"),
+}
+IO_TYPES = ("float", "int8", "uint8")
+BATCHES = ("1", "dynamic")
+ONNX_INT8_ROUTES = ("qdq", "tflite")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    precision: str = "fp32"
+    io: str = "float"  # input/output type of full-integer models
+    batch: str = "1"  # "1" or "dynamic"
+    opset: int = 17
+    calibration: np.ndarray | None = None  # preprocessed float32 samples for int8
+    keep_float: tuple[str, ...] = ()  # layers left in float in int8 TFLite models
+    onnx_int8_route: str = "qdq"  # qdq: ONNX Runtime static QDQ; tflite: int8 TFLite then tf2onnx.from_tflite
+    final_name: str = ""  # the artifact's final file name (external data files are named after it)
+
+    @property
+    def batch_size(self) -> int | None:
+        return 1 if self.batch == "1" else None
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an exporter reports besides the file itself."""
+
+    notes: tuple[str, ...] = ()
+    details: dict = field(default_factory=dict)  # format-specific: opset, quantization route, Edge TPU report...
+
+
+@dataclass(frozen=True)
+class Parity:
+    samples: int
+    inputs: str  # "data" or "random"
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    criterion: str  # what was required
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    path: str
+    target: str
+    precision: str
+    size_bytes: int
+    source_size_bytes: int
+    seconds: float
+    parity: Parity
+    metadata_path: str
+    notes: tuple[str, ...] = ()
+    details: dict = field(default_factory=dict)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_bytes / self.source_size_bytes if self.source_size_bytes else float("nan")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["size_ratio"] = self.size_ratio
+        return data
+
+
+def default_precision(to: str) -> str:
+    """fp32, except for the Edge TPU, which runs full-integer models only."""
+    return "int8" if to == "edgetpu" else "fp32"
+
+
+def default_output(model: str | Path, to: str, precision: str) -> Path:
+    """``model.keras`` -> ``model_int8.tflite``, ``model_fp32.onnx``, ``model_saved_model/``, ``model_quant.tflite``."""
+    model = Path(model)
+    stem = model.stem if model.is_file() else model.name
+    if to == "saved-model":
+        return model.with_name(f"{stem}_saved_model")
+    if to == "edgetpu":  # Coral's convention: edgetpu_compiler turns x_quant.tflite into x_quant_edgetpu.tflite
+        return model.with_name(f"{stem}_quant.tflite")
+    return model.with_name(f"{stem}_{precision}{TARGETS[to].suffix}")
+
+
+def check_parity(reference: np.ndarray, exported: np.ndarray, precision: str, inputs: str) -> Parity:
+    """Compare exported outputs with the original's: max |diff| for float exports, top-1 agreement for quantized."""
+    diff = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
+    agreement = float((reference.argmax(-1) == exported.argmax(-1)).mean())
+    if precision == "fp32":
+        criterion, passed = f"max abs diff <= {FP32_TOLERANCE:g}", float(diff.max()) <= FP32_TOLERANCE
+    elif precision == "fp16":
+        criterion, passed = f"max abs diff <= {FP16_TOLERANCE:g}", float(diff.max()) <= FP16_TOLERANCE
+    else:
+        criterion, passed = f"top-1 agreement >= {MIN_TOP1_AGREEMENT:.0%}", agreement >= MIN_TOP1_AGREEMENT
+    return Parity(len(reference), inputs, float(diff.max()), float(diff.mean()), agreement, criterion, passed)
+
+
+def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: str) -> Target:
+    if to not in TARGETS:
+        raise choice_error("format", to, TARGETS)
+    target = TARGETS[to]
+    if precision not in target.precisions:
+        raise EdgexError(f"precision {precision!r} is not available for {to}; choose one of: "
+                         f"{', '.join(target.precisions)}")
+    if io not in IO_TYPES:
+        raise choice_error("input/output type", io, IO_TYPES)
+    if io != "float" and not (precision == "int8" and to in ("tflite", "edgetpu")):
+        raise EdgexError(f"--io {io} applies to full-integer TFLite models (--precision int8), not {to} {precision}")
+    if batch not in BATCHES:
+        raise choice_error("batch", batch, BATCHES)
+    if to == "edgetpu" and batch != "1":
+        raise EdgexError("the Edge TPU needs static shapes: --batch 1")
+    if not 9 <= int(opset) <= 21:
+        raise EdgexError(f"ONNX opset must be between 9 and 21, got {opset}")
+    if route not in ONNX_INT8_ROUTES:
+        raise choice_error("ONNX int8 route", route, ONNX_INT8_ROUTES)
+    return target
+
+
+def convert(model: str | Path | SourceModel, to: str, precision: str | None = None, *, out: str | Path | None = None,
+            force: bool = False, calibration: np.ndarray | None = None, parity_inputs: np.ndarray | None = None,
+            io: str | None = None, batch: str = "1", opset: int = 17, keep_float: tuple[str, ...] = (),
+            onnx_int8_route: str = "qdq", metadata: dict | None = None) -> ConversionResult:
+    """Export ``model`` to ``to`` at ``precision``, run the file in its runtime and compare it with the original.
+
+    ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
+    for the parity check (random inputs when None). ``metadata``: extra fields for the artifact's metadata.
+    """
+    precision = precision or default_precision(to)
+    io = io or ("uint8" if to == "edgetpu" else "float")
+    target = _validate(to, precision, io, batch, opset, onnx_int8_route)
+    source_path = Path(model.path if isinstance(model, SourceModel) else model)
+    out = Path(out) if out else default_output(source_path, to, precision)
+    if out.exists() and not force:
+        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    if target.suffix and out.suffix != target.suffix:
+        raise EdgexError(f"output {out} should end in {target.suffix} for {to}")
+    notes: list[str] = []
+    if precision == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
+        if len(calibration) < MIN_CALIBRATION_SAMPLES:
+            notes.append(f"only {len(calibration)} calibration samples (fewer than {MIN_CALIBRATION_SAMPLES}): "
+                         "activation ranges may be poorly estimated")
+    source = model if isinstance(model, SourceModel) else load_source(model)
+    options = ExportOptions(precision, io, batch, int(opset),
+                            None if calibration is None else np.asarray(calibration, np.float32),
+                            tuple(keep_float), onnx_int8_route, out.name)
+    exporter = importlib.import_module(target.module)
+    start = time.perf_counter()
+    with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:
+        info: ExportInfo = exporter.export(source, tmp, options)
+    seconds = time.perf_counter() - start
+    notes += list(info.notes)
+
+    inputs_kind = "data"
+    if parity_inputs is None or len(parity_inputs) == 0:
+        inputs_kind = "random"
+        parity_inputs = np.random.default_rng(0).uniform(-1, 1, (32, *source.input_shape)).astype(np.float32)
+        notes.append("parity checked on random inputs; pass --data for real samples")
+    parity_inputs = np.asarray(parity_inputs, np.float32)
+    reference = source.predict(parity_inputs)
+    parity = check_parity(reference, _predict_export(out, target, parity_inputs), precision, inputs_kind)
+    if not parity.passed:
+        notes.append(f"parity check FAILED: {parity.criterion} not met (max abs diff {parity.max_abs_diff:.3g}, "
+                     f"top-1 agreement {parity.top1_agreement:.1%})")
+
+    meta = {
+        "kind": target.name,
+        "format": target.name,
+        "precision": precision,
+        "io": io,
+        "batch": batch,
+        "created": utc_now(),
+        "source": {"path": str(source.path), "sha256": source.sha256, "kind": source.kind},
+        "input_shape": list(source.input_shape),
+        "class_names": source.metadata.get("class_names") or [str(i) for i in range(reference.shape[-1])],
+        "preprocessing": Preprocessing.from_dict(source.metadata.get("preprocessing")).to_dict(),
+        "model_config": source.metadata.get("model_config"),
+        "dataset": source.metadata.get("dataset"),
+        "quantization": _io_quantization(out, target),
+        "parity": asdict(parity),
+        "notes": notes,
+        "versions": versions(),
+        **info.details,
+        **(metadata or {}),
+    }
+    if precision == "int8":
+        meta["calibration"] = {"samples": int(len(calibration)), **meta.get("calibration", {})}
+    meta_path = write_metadata(out, meta)
+    return ConversionResult(str(out), to, precision, file_size(out), file_size(source.path), seconds, parity,
+                            str(meta_path), tuple(notes), dict(info.details))
+
+
+def _predict_export(path: Path, target: Target, x: np.ndarray) -> np.ndarray:
+    """Outputs of the exported file in its own runtime (an Edge TPU model is checked on the CPU before compiling)."""
+    import devices
+
+    with devices.load_model(path, runtime=target.runtime, device="cpu") as model:
+        return model.predict(x)
+
+
+def _io_quantization(path: Path, target: Target) -> dict:
+    """Input/output tensor types, with scale and zero point where quantized (read back from the file)."""
+    import devices
+
+    with devices.load_model(path, runtime=target.runtime, device="cpu") as model:
+        return {
+            "inputs": [asdict(t) for t in model.inputs],
+            "outputs": [asdict(t) for t in model.outputs],
+        }

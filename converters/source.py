@@ -1,0 +1,86 @@
+"""The model being converted: a Keras file or a SavedModel folder, with its metadata and a reference runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from devices.errors import ModelFileError
+from devices.files import read_metadata, sha256_file
+
+
+@dataclass
+class SourceModel:
+    path: Path
+    kind: str  # "keras" or "saved_model"
+    keras_model: object | None  # tf_keras model for Keras files
+    input_shape: tuple[int, ...]  # without the batch dimension
+    metadata: dict = field(default_factory=dict)
+    sha256: str = ""
+    _reference: object | None = None
+
+    def reference(self):
+        """The source in the TensorFlow backend of ``devices``: what every export is compared against."""
+        if self._reference is None:
+            from devices.tensorflow import TensorFlowModel
+
+            self._reference = TensorFlowModel(self.path, model=self.keras_model)
+        return self._reference
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.reference().predict(x)
+
+    def concrete_function(self, batch: int | None):
+        """A concrete TF function of the model with a fixed (or dynamic, None) batch dimension."""
+        from devices.tfkeras import tensorflow
+
+        tf = tensorflow()
+        spec = tf.TensorSpec([batch, *self.input_shape], tf.float32, name="input")
+        if self.kind == "keras":
+            model = self.keras_model
+            fn = tf.function(lambda x: model(x, training=False))
+            return fn.get_concrete_function(spec)
+        loaded = tf.saved_model.load(str(self.path))
+        signature = loaded.signatures["serving_default"]
+        name = sorted(signature.structured_input_signature[1])[0]
+        outputs = sorted(signature.structured_outputs)
+        fn = tf.function(lambda x: [signature(**{name: x})[o] for o in outputs][0])
+        concrete = fn.get_concrete_function(spec)
+        concrete._edgex_keepalive = loaded  # the function references variables owned by ``loaded``
+        return concrete
+
+
+def load_source(path: str | Path) -> SourceModel:
+    """Load a model to convert; one-line errors for missing, corrupt or non-model files."""
+    from devices.tensorflow import is_saved_model, load_keras_model
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    meta = read_metadata(path)
+    if is_saved_model(path):
+        from devices.tfkeras import tensorflow
+
+        tf = tensorflow()
+        try:
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures["serving_default"]
+        except Exception as exc:
+            raise ModelFileError(f"cannot load SavedModel {path}: {str(exc).splitlines()[0][:200]}") from exc
+        specs = signature.structured_input_signature[1]
+        if len(specs) != 1:
+            raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
+        shape = tuple(int(d) for d in list(specs.values())[0].shape[1:])
+        return SourceModel(path, "saved_model", None, shape, meta, sha256_file(path))
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
+    model = load_keras_model(path)
+    if len(model.inputs) != 1:
+        raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(model.inputs)} inputs")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise ModelFileError(f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
+                             "rebuild the model with a fixed input size")
+    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256_file(path))

@@ -1,0 +1,124 @@
+"""TFLite (LiteRT) export: fp32, fp16 weights, dynamic-range int8 weights, full-integer int8."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from converters.registry import ExportInfo, ExportOptions
+from converters.source import SourceModel
+from devices.errors import EdgexError
+from devices.logs import quiet_native_logs
+
+_IO_DTYPES = {"int8": "int8", "uint8": "uint8", "float": "float32"}
+
+
+def representative_dataset(samples: np.ndarray):
+    """The generator TFLite's calibration asks for: one preprocessed sample (batch of 1) at a time."""
+
+    def generate():
+        for sample in samples:
+            yield [sample[None].astype(np.float32)]
+
+    return generate
+
+
+def make_converter(source: SourceModel, options: ExportOptions):
+    """A configured ``tf.lite.TFLiteConverter`` for ``source`` at ``options.precision``."""
+    from devices.tfkeras import tensorflow
+
+    tf = tensorflow()
+    concrete = source.concrete_function(options.batch_size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], source.keras_model)
+    converter._edgex_keepalive = concrete
+    if options.precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif options.precision == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif options.precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(options.calibration)
+        if options.keep_float:
+            # Layers kept in float need float kernels next to the int8 ones.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if options.io != "float":
+            converter.inference_input_type = getattr(tf, options.io)
+            converter.inference_output_type = getattr(tf, options.io)
+    return converter
+
+
+def convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
+    """The TFLite flatbuffer of ``source``; unsupported operations become one-line errors naming op and layer."""
+    from devices.tfkeras import tensorflow
+
+    tf = tensorflow()
+    converter = make_converter(source, options)
+    try:
+        with quiet_native_logs():
+            if options.keep_float:
+                return _selective_int8(tf, converter, source, options)
+            return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+        raise EdgexError(f"TFLite cannot express this model at {options.precision}: {describe_converter_error(exc)}") from exc
+
+
+def _selective_int8(tf, converter, source: SourceModel, options: ExportOptions) -> bytes:
+    debug_options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=output_tensors_of_layers(source, options, options.keep_float)
+    )
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative_dataset(options.calibration), debug_options=debug_options
+    )
+    return debugger.get_nondebug_quantized_model()
+
+
+def output_tensors_of_layers(source: SourceModel, options: ExportOptions, layers: tuple[str, ...]) -> list[str]:
+    """Names of the TFLite tensors produced inside the given Keras layers (TFLite names them ``.../layer/...``)."""
+    from dataclasses import replace
+
+    from devices.litert import interpreter_module
+
+    float_model = make_converter(source, replace(options, precision="fp32", keep_float=())).convert()
+    interp = interpreter_module().Interpreter(model_content=float_model)
+    names = [d["name"] for d in interp.get_tensor_details()]
+    nodes, missing = [], []
+    for layer in layers:
+        matched = [n for n in names if re.search(rf"(^|[/;]){re.escape(layer)}(/|;|:|$)", n)]
+        nodes += matched
+        if not matched:
+            missing.append(layer)
+    if missing:
+        raise EdgexError(f"--keep-float: no layer named {', '.join(missing)} in the model")
+    return sorted(set(nodes))
+
+
+def describe_converter_error(exc: Exception) -> str:
+    """The first useful line of a converter error: the op and, where the message has it, the layer."""
+    text = str(exc)
+    op = re.search(r"'(tf\.\w+|tfl\.\w+)' op", text) or re.search(r"op[: ]+'?(\w+)'? is neither", text)
+    layer = re.search(r'loc\(.*?"([^"@]+?)(?:@[^"]*)?"', text)
+    if op:
+        where = f" in layer {layer.group(1).split('/')[1] if '/' in layer.group(1) else layer.group(1)}" if layer else ""
+        reason = re.search(r"op[^\n]*?(is neither[^\n.]*|not supported[^\n.]*|is not quantizable[^\n.]*|"
+                           r"quantization[^\n.]*not[^\n.]*supported[^\n.]*)", text)
+        return f"op {op.group(1)}{where}: {reason.group(1) if reason else 'not supported'}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "loc(" not in line]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInfo:
+    data = convert_bytes(source, options)
+    Path(path).write_bytes(data)
+    details = {"converter": "tf.lite.TFLiteConverter (from a concrete function)"}
+    notes = []
+    if options.precision == "fp16":
+        notes.append("fp16 stores weights as float16; they are dequantized to float32 when the model is loaded on "
+                     "CPUs without fp16 arithmetic")
+    if options.keep_float:
+        details["kept_float"] = list(options.keep_float)
+    return ExportInfo(tuple(notes), details)

@@ -1,0 +1,65 @@
+"""`edgex convert` as a library function: pick data for calibration and the parity check, then convert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devices.errors import EdgexError
+from edgex.artifacts import preprocessing_of
+
+DEFAULT_CALIBRATION_SAMPLES = 200
+DEFAULT_PARITY_SAMPLES = 256
+
+
+def _image_size(input_shape: tuple[int, ...]) -> int | None:
+    """The square RGB side of an image model's input, or None for other inputs."""
+    if len(input_shape) == 3 and input_shape[0] == input_shape[1] and input_shape[2] == 3:
+        return int(input_shape[0])
+    return None
+
+
+def export_model(model: str | Path, to: str, precision: str | None = None, *, data: str | None = None,
+                 calib_samples: int = DEFAULT_CALIBRATION_SAMPLES, parity_samples: int = DEFAULT_PARITY_SAMPLES,
+                 io: str | None = None, opset: int = 17, batch: str = "1", out: str | Path | None = None,
+                 force: bool = False, keep_float: tuple[str, ...] = (), onnx_int8_route: str = "qdq",
+                 source=None, dataset=None):
+    """Convert a Keras file or SavedModel, calibrating int8 on real samples of ``data`` and checking parity on
+    its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only)."""
+    from converters import TARGETS, convert, default_precision, load_source
+    from edgex.evaluation import dataset_for
+
+    if to not in TARGETS:  # fail before loading anything
+        from devices.errors import choice_error
+
+        raise choice_error("format", to, TARGETS)
+    precision = precision or default_precision(to)
+    if calib_samples < 1:
+        raise EdgexError(f"--calib-samples must be at least 1, got {calib_samples}")
+    needs_calibration = precision == "int8" or to == "edgetpu"
+    if needs_calibration and not data and dataset is None:
+        raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
+    if out is not None and Path(out).exists() and not force:
+        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    source = source or load_source(model)
+    meta = source.metadata
+    preprocessing = preprocessing_of(meta)
+    spec = data or (meta.get("dataset") or {}).get("spec")
+    size = _image_size(source.input_shape)
+    calibration = parity_inputs = None
+    if spec or dataset is not None:
+        if size is None:
+            raise EdgexError(f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
+                             "and checks image classifiers")
+        dataset = dataset or dataset_for(meta, spec, size)
+        if needs_calibration:
+            images, _ = dataset.train.take(calib_samples, seed=0).arrays()
+            calibration = preprocessing.apply(images)
+        images, _ = dataset.val.take(parity_samples, seed=0).arrays()
+        parity_inputs = preprocessing.apply(images)
+    extra = {"parity_data": dataset.name if dataset is not None else "random"}
+    if needs_calibration:
+        extra["calibration"] = {"data": dataset.name, "samples": int(len(calibration))}
+    return convert(source, to, precision, out=out, force=force, calibration=calibration,
+                   parity_inputs=parity_inputs, io=io, batch=batch, opset=opset, keep_float=tuple(keep_float),
+                   onnx_int8_route=onnx_int8_route, metadata=extra)
+

@@ -1,0 +1,310 @@
+"""Issue: `edgex convert` to every format and precision, each export checked against the original."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+import devices
+from converters import TARGETS, convert
+from converters.edgetpu import compatibility_report, parse_compiler_output
+from devices.errors import EdgexError, ModelFileError
+from devices.files import read_metadata
+from edgex.export import export_model
+
+CASES = [(to, precision) for to, target in TARGETS.items() for precision in target.precisions]
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("convert")
+    shutil.copy(trained_tiny, folder / "model.keras")
+    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
+    return folder
+
+
+@pytest.mark.parametrize("to, precision", CASES, ids=[f"{t}-{p}" for t, p in CASES])
+def test_every_format_and_precision_passes_its_parity_check(model_dir, to, precision):
+    result = export_model(model_dir / "model.keras", to, precision, data="digits")
+    assert result.parity.passed, result.parity
+    assert result.parity.inputs == "data" and result.parity.samples == 256
+    if precision == "fp32":
+        assert result.parity.max_abs_diff <= 1e-4
+    elif precision == "fp16":
+        assert result.parity.max_abs_diff <= 1e-2
+    else:
+        assert result.parity.top1_agreement >= 0.98
+    meta = read_metadata(result.path)
+    assert meta["precision"] == precision and meta["format"] == to
+    assert meta["source"]["sha256"] and meta["input_shape"] == [32, 32, 3]
+    assert meta["class_names"] == list("0123456789") and meta["preprocessing"]["name"] == "xception"
+    assert meta["parity"]["max_abs_diff"] == pytest.approx(result.parity.max_abs_diff)
+    if precision == "int8":
+        assert meta["calibration"] == {"data": "digits", "samples": 200}
+    with devices.load_model(result.path) as model:  # the artifact runs in its runtime, metadata or not
+        assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
+
+
+def test_int8_tflite_io_types_and_quantization_parameters_are_recorded(model_dir, tmp_path):
+    for io in ("int8", "uint8"):
+        result = export_model(model_dir / "model.keras", "tflite", "int8", data="digits", io=io,
+                              out=tmp_path / f"io_{io}.tflite")
+        meta = read_metadata(result.path)
+        inp = meta["quantization"]["inputs"][0]
+        assert inp["dtype"] == io and inp["scale"] > 0
+        assert result.parity.passed
+
+
+def test_dynamic_batch_runs_any_batch(model_dir, tmp_path):
+    for to, suffix in (("tflite", ".tflite"), ("onnx", ".onnx")):
+        result = export_model(model_dir / "model.keras", to, "fp32", data="digits", batch="dynamic",
+                              out=tmp_path / f"dyn{suffix}")
+        with devices.load_model(result.path) as model:
+            assert model.inputs[0].batch is None
+            assert model.run([np.zeros((5, 32, 32, 3), np.float32)])[0].shape == (5, 10)
+
+
+def test_onnx_file_is_named_and_passes_the_full_checker(model_dir):
+    import onnx
+
+    path = model_dir / "model_fp32.onnx"
+    if not path.exists():
+        export_model(model_dir / "model.keras", "onnx", "fp32", data="digits")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["output"]
+    assert model.opset_import[0].version == 17
+
+
+def test_onnx_int8_through_the_tflite_route(model_dir, tmp_path):
+    result = export_model(model_dir / "model.keras", "onnx", "int8", data="digits", onnx_int8_route="tflite",
+                          out=tmp_path / "via_tflite.onnx")
+    assert result.parity.passed and result.details["onnx_int8_route"] == "tflite"
+
+
+def test_a_saved_model_folder_is_a_source_too(model_dir, tmp_path):
+    saved = export_model(model_dir / "model.keras", "saved-model", data="digits", out=tmp_path / "saved")
+    result = convert(saved.path, "tflite", "fp32", out=tmp_path / "from_saved.tflite")
+    assert result.parity.passed and result.parity.inputs == "random"
+
+
+def test_a_foreign_keras_model_converts(tmp_path):
+    from devices.tfkeras import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    mobilenet = k.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=5)
+    mobilenet.save(tmp_path / "mobilenet.keras")
+    for to, precision in (("tflite", "fp32"), ("onnx", "fp32"), ("tflite", "int8")):
+        result = export_model(tmp_path / "mobilenet.keras", to, precision, data="digits")
+        assert result.parity.passed, (to, precision, result.parity)
+        assert read_metadata(result.path)["input_shape"] == [64, 64, 3]
+
+
+def test_edgetpu_export_meets_the_requirements_and_reports_ops(model_dir):
+    result = export_model(model_dir / "model.keras", "edgetpu", data="digits", force=True)
+    with devices.load_model(result.path) as model:
+        assert model.inputs[0].dtype == "uint8" and model.inputs[0].shape == (1, 32, 32, 3)
+        assert model.outputs[0].dtype == "uint8"
+    report = result.details["edgetpu"]
+    assert report["mapped_ops"] == report["total_ops"] > 10
+    assert report["first_fallback"] is None
+    assert {op["op"] for op in report["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "FULLY_CONNECTED"}
+    assert 0 < report["parameter_bytes"] < 8 * 2**20 and report["streamed_bytes"] == 0
+    if shutil.which("edgetpu_compiler") is None:
+        assert any("edgetpu_compiler not found" in n and "apt-get install edgetpu-compiler" in n for n in result.notes)
+
+
+def test_edgetpu_report_names_the_first_op_that_falls_back(model_dir):
+    fp32 = model_dir / "model_fp32.tflite"
+    if not fp32.exists():
+        export_model(model_dir / "model.keras", "tflite", "fp32", data="digits")
+    report = compatibility_report(fp32)
+    assert report.first_fallback is not None and report.first_fallback.index == 0
+    assert "float32" in report.first_fallback.reason
+    assert report.mapped == 0
+
+
+COMPILER_STDOUT = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 1163 ms.
+
+Input model: model_quant.tflite
+Input size: 3.97MiB
+Output model: model_quant_edgetpu.tflite
+Output size: 4.48MiB
+On-chip memory used for caching model parameters: 4.19MiB
+On-chip memory remaining for caching model parameters: 3.03MiB
+Off-chip memory used for streaming uncached model parameters: 0.00B
+Number of Edge TPU subgraphs: 1
+Total number of operations: 33
+Operation log: model_quant_edgetpu.log
+See the operation log file for individual operation details.
+Compilation child process completed within timeout period.
+Compilation succeeded!
+"""
+COMPILER_LOG = """Edge TPU Compiler version 16.0.384591198
+Input: model_quant.tflite
+Output: model_quant_edgetpu.tflite
+
+Operator                       Count      Status
+
+ADD                            11         Mapped to Edge TPU
+CONV_2D                        13         Mapped to Edge TPU
+DEPTHWISE_CONV_2D              6          Mapped to Edge TPU
+MEAN                           1          Mapped to Edge TPU
+FULLY_CONNECTED                1          Mapped to Edge TPU
+SOFTMAX                        1          More than one subgraph is not supported
+"""
+
+
+def test_compiler_output_is_parsed_into_the_report():
+    parsed = parse_compiler_output(COMPILER_STDOUT, COMPILER_LOG)
+    assert parsed["compiled"] and parsed["version"] == "16.0.384591198"
+    assert parsed["on_chip_bytes"] == int(4.19 * 2**20) and parsed["off_chip_bytes"] == 0
+    assert parsed["subgraphs"] == 1 and parsed["operations"] == 33
+    assert parsed["mapped_ops"] == 32 and parsed["cpu_ops"] == 1
+    assert parsed["ops"][-1] == {"op": "SOFTMAX", "count": 1, "status": "More than one subgraph is not supported",
+                                 "mapped": False}
+
+
+# -- errors ------------------------------------------------------------------------------------------------------
+def test_existing_output_needs_force(model_dir, cli):
+    out = model_dir / "exists.tflite"
+    out.write_bytes(b"keep me")
+    result = cli("convert", model_dir / "model.keras", "--to", "tflite", "--out", out)
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: d / "missing.keras", "not found"),
+    (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", "not a Keras model file"),
+    (lambda d: (d / "page.keras").write_text("<html></html>") and d / "page.keras", "not a valid .keras file"),
+])
+def test_bad_model_files_are_one_line_errors(tmp_path, cli, make, fragment):
+    result = cli("convert", make(tmp_path), "--to", "tflite")
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_keras_file_is_a_one_line_error(model_dir, tmp_path, cli):
+    data = (model_dir / "model.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    result = cli("convert", tmp_path / "cut.keras", "--to", "onnx")
+    assert result.exit_code == 2 and "cut.keras" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_member_in_keras_archive_is_a_one_line_error(model_dir, tmp_path, cli):
+    with zipfile.ZipFile(model_dir / "model.keras") as src, zipfile.ZipFile(tmp_path / "bad.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, data[: len(data) // 3] if item.filename.endswith(".h5") else data)
+    result = cli("convert", tmp_path / "bad.keras", "--to", "tflite")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_int8_without_data_is_refused(model_dir, cli):
+    result = cli("convert", model_dir / "model.keras", "--to", "tflite", "--precision", "int8")
+    assert result.exit_code == 2 and "needs calibration data" in result.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--to", "coreml"], "'coreml' is not one of"),
+    (["--to", "onnx", "--precision", "fp16"], "precision 'fp16' is not available for onnx; choose one of: fp32, int8"),
+    (["--to", "edgetpu", "--batch", "dynamic", "--data", "digits"], "--batch 1"),
+])
+def test_unknown_format_or_precision_lists_the_valid_ones(model_dir, cli, args, fragment):
+    result = cli("convert", model_dir / "model.keras", *args)
+    assert result.exit_code == 2 and fragment in result.stderr
+
+
+def test_lambda_model_is_refused(tmp_path, cli):
+    from devices.tfkeras import keras
+
+    k = keras()
+    model = k.Sequential([k.Input((32, 32, 3)), k.layers.Lambda(lambda x: x + 1), k.layers.Flatten(), k.layers.Dense(3)])
+    model.save(tmp_path / "lambda.keras")
+    result = cli("convert", tmp_path / "lambda.keras", "--to", "tflite")
+    assert result.exit_code == 2 and "Lambda" in result.stderr
+
+
+def test_an_op_the_target_cannot_express_is_named_with_its_layer(tmp_path, cli):
+    from devices.tfkeras import keras
+
+    k = keras()
+    model = k.Sequential([k.Input((32, 32, 3)), k.layers.Discretization(bin_boundaries=[0.0, 0.5], name="buckets"),
+                          k.layers.Flatten(), k.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "buckets.keras")
+    result = cli("convert", tmp_path / "buckets.keras", "--to", "onnx")
+    assert result.exit_code == 2
+    assert "cannot express op Bucketize (layer 'buckets'" in result.stderr
+
+
+def test_cli_json_output(model_dir, cli):
+    result = cli("convert", model_dir / "model.keras", "--to", "tflite", "--precision", "dynamic", "--data",
+                 "digits", "--force", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["parity"]["passed"] and data["size_ratio"] < 0.5
+
+
+# -- ONNX external data ------------------------------------------------------------------------------------------
+@pytest.fixture
+def onnx_with_external_data(model_dir, tmp_path):
+    import onnx
+
+    fp32 = model_dir / "model_fp32.onnx"
+    if not fp32.exists():
+        export_model(model_dir / "model.keras", "onnx", "fp32", data="digits")
+    model = onnx.load(str(fp32))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin",
+                    size_threshold=1024)
+
+    def with_location(location: str):
+        crafted = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        for tensor in crafted.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        path = folder / "crafted.onnx"
+        onnx.save_model(crafted, str(path))
+        return path
+
+    return folder, with_location
+
+
+def test_onnx_external_data_inside_the_folder_loads(onnx_with_external_data):
+    folder, _ = onnx_with_external_data
+    with devices.load_model(folder / "model.onnx") as model:
+        assert model.predict(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("location, fragment", [
+    ("/etc/passwd", "absolute"),
+    ("../outside.bin", "'..'"),
+    ("sub/../../outside.bin", "'..'"),
+])
+def test_onnx_external_data_outside_the_folder_is_refused(onnx_with_external_data, location, fragment):
+    _, craft = onnx_with_external_data
+    with pytest.raises(ModelFileError, match=fragment):
+        devices.load_model(craft(location))
+
+
+def test_onnx_external_data_through_a_symlink_outside_is_refused(onnx_with_external_data, tmp_path):
+    folder, craft = onnx_with_external_data
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 64)
+    (folder / "link.bin").symlink_to(secret)
+    with pytest.raises(ModelFileError, match="resolves outside"):
+        devices.load_model(craft("link.bin"))
