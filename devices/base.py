@@ -131,6 +131,16 @@ class LoadedModel(abc.ABC):
                 arrays.append(rng.uniform(-1, 1, size=shape).astype(dtype))
         return arrays
 
+    def encode_input(self, x: np.ndarray) -> np.ndarray:
+        """Float (preprocessed) samples -> the first input's dtype, quantized with its scale and zero point."""
+        info = self.inputs[0]
+        return quantize(x, info) if info.quantized else np.asarray(x).astype(np.dtype(info.dtype))
+
+    def decode_outputs(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Outputs as float, dequantized where the model's outputs are quantized."""
+        return [dequantize(o, info) if info.quantized else np.asarray(o).astype(np.float32)
+                for o, info in zip(outputs, self.outputs)]
+
     def predict(self, x: np.ndarray, max_batch: int = 64) -> np.ndarray:
         """Float input (N, ...) -> float output of the first output tensor (N, ...)."""
         return self.predict_all(x, max_batch=max_batch)[0]
@@ -145,11 +155,7 @@ class LoadedModel(abc.ABC):
             )
         chunks: list[list[np.ndarray]] = []
         for start in range(0, x.shape[0], step):
-            part = x[start : start + step]
-            feed = quantize(part, inp) if inp.quantized else part.astype(np.dtype(inp.dtype))
-            outs = self.run([feed])
-            chunks.append([dequantize(o, info) if info.quantized else o.astype(np.float32)
-                           for o, info in zip(outs, self.outputs)])
+            chunks.append(self.decode_outputs(self.run([self.encode_input(x[start : start + step])])))
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
 
     def __enter__(self):

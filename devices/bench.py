@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -146,9 +146,10 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def measure(model, config: BenchConfig = BenchConfig(), inputs: Iterable[Sequence[np.ndarray]] | None = None,
+def measure(model, config: BenchConfig = BenchConfig(), inputs: Sequence[np.ndarray] | None = None,
             *, load_ms: float = 0.0, load_rss_mb: float = 0.0, progress=None) -> BenchResult:
-    """Time a loaded model. ``inputs``: batches to cycle through (real data), or None for random inputs."""
+    """Time a loaded model. ``inputs``: float (preprocessed) batches of ``config.batch`` samples to cycle
+    through (real data, quantized here for integer models), or None for random inputs."""
     if model.inputs[0].batch is None:
         model.resize_batch(config.batch)
     elif model.inputs[0].batch != config.batch:
@@ -156,7 +157,10 @@ def measure(model, config: BenchConfig = BenchConfig(), inputs: Iterable[Sequenc
             f"model input {model.inputs[0].name!r} has a fixed batch of {model.inputs[0].batch}; "
             f"cannot benchmark batch {config.batch} (convert with --batch dynamic)"
         )
-    feeds = [list(f) for f in inputs] if inputs is not None else [model.sample_inputs(config.batch)]
+    if inputs is not None:
+        feeds = [[model.encode_input(batch)] for batch in inputs]
+    else:
+        feeds = [model.sample_inputs(config.batch)]
     if not feeds:
         raise EdgexError("no input batches to benchmark with")
     for feed in feeds[:1]:

@@ -146,7 +146,14 @@ def _first_line(exc: BaseException) -> str:
 
 def load_delegate(library: str, options: dict | None = None):
     """Load an external delegate library, with a one-line error when it cannot be loaded."""
+    import ctypes
+
     module = interpreter_module()
+    try:
+        # Checked first: LiteRT's Delegate raises from its __del__ when the library cannot be opened.
+        ctypes.CDLL(library)
+    except OSError as exc:
+        raise EdgexError(f"cannot load delegate {library}: {_first_line(exc)}") from exc
     try:
         with quiet_native_logs():
             return module.load_delegate(library, options or {})

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 # Without a terminal (pipes, CI logs) rich would wrap at 80 columns; tables read better a little wider.
-_width = None if sys.stdout.isatty() else 120
+_width = None if sys.stdout.isatty() else 200
 console = Console(highlight=False, width=_width)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def print_json(data: Any) -> None:
@@ -51,7 +51,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     right = set(range(1, len(columns))) if justify_right is None else set(justify_right)
     t = Table(title=title, title_justify="left", header_style="bold", show_header=any(columns))
     for i, name in enumerate(columns):
-        t.add_column(name, justify="right" if i in right else "left")
+        t.add_column(name, justify="right" if i in right else "left", no_wrap=i in right)
     for row in rows:
         t.add_row(*("-" if v is None else str(v) for v in row))
     return t

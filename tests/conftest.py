@@ -74,3 +74,20 @@ def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300,
         [sys.executable, "-c", prelude + code],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(trained_tiny, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model exported once: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
+    import shutil
+
+    from edgex.export import export_model
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    keras_path = folder / "model.keras"
+    shutil.copy(trained_tiny, keras_path)
+    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
+    found = {"keras": keras_path}
+    for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
+        found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)
+    return found

@@ -6,7 +6,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import convert, train
+    from edgex.cli import bench, convert, train
 
     train.register(app)
     convert.register(app)
+    bench.register(app)

@@ -1,0 +1,89 @@
+"""`edgex bench` as a library: benchmark models on devices with random or real inputs, and write the results
+in the one bench schema (JSON and CSV) that compare, sweep, pipeline and deploy share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from devices.bench import BenchConfig, BenchResult, benchmark, results_from_json, results_to_csv, results_to_json
+from devices.errors import EdgexError, InputMismatch
+from devices.files import read_metadata, write_json_atomic, write_text_atomic
+from edgex.artifacts import preprocessing_of
+
+
+def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16) -> list[np.ndarray]:
+    """Real, preprocessed validation samples for a model, as ``batches`` batches of ``batch``."""
+    import devices
+    from edgex.evaluation import dataset_for
+
+    meta = read_metadata(model_path)
+    if meta.get("input_shape"):
+        shape = tuple(meta["input_shape"])
+    else:
+        with devices.load_model(model_path) as model:
+            shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
+        raise InputMismatch(f"--inputs data:{spec} gives square RGB images, but the model's input is {list(shape)}")
+    dataset = dataset_for(meta, spec, int(shape[0]))
+    images, _ = dataset.val.take(batch * batches, seed=0).arrays()
+    x = preprocessing_of(meta).apply(images)
+    usable = len(x) // batch * batch
+    if usable == 0:
+        raise EdgexError(f"the validation split of {spec} has fewer than {batch} samples")
+    return [x[i : i + batch] for i in range(0, usable, batch)]
+
+
+def parse_inputs(inputs: str) -> str | None:
+    """``random`` -> None; ``data:SPEC`` -> SPEC."""
+    if inputs == "random":
+        return None
+    if inputs.startswith("data:") and len(inputs) > 5:
+        return inputs[5:]
+    raise EdgexError(f"unknown --inputs {inputs!r}; use random or data:SPEC (e.g. data:digits)")
+
+
+def run_bench(models: Sequence[str | Path], devices_: Sequence[str] = ("cpu",), *, runtime: str = "auto",
+              threads: int | None = None, config: BenchConfig = BenchConfig(), inputs: str = "random",
+              delegate_options: dict | None = None, progress=None) -> list[BenchResult]:
+    """One result row per (model, device)."""
+    spec = parse_inputs(inputs)
+    results = []
+    for model in models:
+        batches = data_inputs(model, spec, config.batch) if spec else None
+        for device in devices_:
+            result = benchmark(model, runtime=runtime, device=device, threads=threads, config=config,
+                               inputs=batches, delegate_options=delegate_options, progress=progress)
+            meta = read_metadata(model)
+            extra = {k: meta[k] for k in ("precision", "format") if k in meta}
+            results.append(result.with_extra(label=Path(model).name, **extra))
+    return results
+
+
+def write_results(results: Sequence[BenchResult], json_path: str | Path | None = None,
+                  csv_path: str | Path | None = None, *, append: bool = False, force: bool = False) -> None:
+    """Write rows as JSON and/or CSV; ``append`` adds to an existing file, otherwise it is never overwritten
+    silently (``force`` does)."""
+    rows = list(results)
+    if json_path:
+        json_path = Path(json_path)
+        existing = []
+        if json_path.exists():
+            if append:
+                existing = results_from_json(json.loads(json_path.read_text()))
+            elif not force:
+                raise EdgexError(f"{json_path} already exists; pass --append to add rows or --force to overwrite")
+        write_json_atomic(json_path, results_to_json(existing + rows))
+        all_rows = existing + rows
+    else:
+        all_rows = rows
+    if csv_path:
+        csv_path = Path(csv_path)
+        if csv_path.exists() and not (append or force):
+            raise EdgexError(f"{csv_path} already exists; pass --append to add rows or --force to overwrite")
+        if append and csv_path.exists() and not json_path:
+            raise EdgexError("--append to a CSV needs --json too (the JSON file keeps every row in full)")
+        write_text_atomic(csv_path, results_to_csv(all_rows))
