@@ -85,20 +85,13 @@ class EdgeTpuReport:
 
 def compatibility_report(path: str | Path) -> EdgeTpuReport:
     """Check a .tflite op by op against the Edge TPU's documented operations and constraints."""
-    from devices.litert import check_tflite_file, interpreter_module
+    from devices.litert import constant_tensors, graph_interpreter
 
-    module = interpreter_module()
-    # Without default delegates: XNNPACK would fold the graph into DELEGATE nodes and hide the real ops.
-    interp = module.Interpreter(model_content=check_tflite_file(Path(path)),
-                                experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
+    interp = graph_interpreter(path)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()
-    produced = {int(i) for op in ops for i in op["outputs"]}
-    graph_inputs = {int(d["index"]) for d in interp.get_input_details()}
     graph_outputs = {int(d["index"]) for d in interp.get_output_details()}
-    constants = {i for op in ops for i in (int(x) for x in op["inputs"] if x >= 0)
-                 if i not in produced and i not in graph_inputs}
+    constants = constant_tensors(interp)
     checks = []
     for op in ops:
         name = op["op_name"]

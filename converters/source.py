@@ -52,6 +52,13 @@ class SourceModel:
         return concrete
 
 
+def source_from_keras(model, path: str | Path) -> SourceModel:
+    """A SourceModel for an in-memory Keras model already saved at ``path`` (no reload)."""
+    path = Path(path)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    return SourceModel(path, "keras", model, shape, read_metadata(path), sha256_file(path))
+
+
 def load_source(path: str | Path) -> SourceModel:
     """Load a model to convert; one-line errors for missing, corrupt or non-model files."""
     from devices.tensorflow import is_saved_model, load_keras_model

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,9 @@ def convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
     tf = tensorflow()
     converter = make_converter(source, options)
     try:
-        with quiet_native_logs():
+        # Selective quantization runs tf.lite.Interpreter, which warns that it is deprecated.
+        with quiet_native_logs(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             if options.keep_float:
                 return _selective_int8(tf, converter, source, options)
             return converter.convert()
@@ -122,3 +126,56 @@ def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInf
     if options.keep_float:
         details["kept_float"] = list(options.keep_float)
     return ExportInfo(tuple(notes), details)
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How far one quantized tensor is from its float value (TFLite's QuantizationDebugger statistics)."""
+
+    tensor: str
+    layer: str  # the Keras layer the tensor belongs to ("" when it cannot be told)
+    op: str
+    rmse_over_scale: float  # RMS error in units of the quantization step; ~0.29 is pure rounding error
+    mean_error: float
+    max_abs_error: float
+    scale: float
+
+
+def _layer_of(tensor: str, layers: list[str]) -> str:
+    """The Keras layer of a TFLite tensor. Fused tensors are named "act;bn;conv": the last part is the op."""
+    for part in reversed(tensor.split(";")):
+        for name in layers:  # longest names first, so that block1_conv1_bn is not taken for block1_conv1
+            if re.search(rf"(^|/){re.escape(name)}(/|$)", part):
+                return name
+    return ""
+
+
+def quantization_errors(source: SourceModel, calibration: np.ndarray, samples: int = 64) -> list[LayerError]:
+    """Per-layer quantization error of the full-integer model, worst first."""
+    import csv
+    import io
+    import math
+
+    from devices.tfkeras import tensorflow
+
+    tf = tensorflow()
+    options = ExportOptions(precision="int8", calibration=calibration)
+    converter = make_converter(source, options)
+    debug_data = representative_dataset(calibration[:samples])
+    # The debugger runs tf.lite.Interpreter, which warns that it is deprecated.
+    with quiet_native_logs(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+        debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    layers = sorted((l.name for l in source.keras_model.layers), key=len, reverse=True) if source.keras_model else []
+    errors = []
+    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
+        scale = float(row.get("scale") or 0)
+        mse = float(row.get("mean_squared_error") or 0)
+        tensor = row.get("tensor_name", "")
+        layer = _layer_of(tensor, layers)
+        errors.append(LayerError(tensor, layer, row.get("op_name", ""), math.sqrt(mse) / scale if scale else 0.0,
+                                 float(row.get("mean_error") or 0), float(row.get("max_abs_error") or 0), scale))
+    return sorted(errors, key=lambda e: e.rmse_over_scale, reverse=True)

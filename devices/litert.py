@@ -144,6 +144,27 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def graph_interpreter(path: str | Path):
+    """An interpreter for inspecting a model's graph: no default delegates (XNNPACK would fold the ops into
+    DELEGATE nodes), tensors allocated so that constants can be read."""
+    module = interpreter_module()
+    kwargs = {}
+    if hasattr(module, "OpResolverType"):
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with quiet_native_logs():
+        interp = module.Interpreter(model_content=check_tflite_file(Path(path)), **kwargs)
+        interp.allocate_tensors()
+    return interp
+
+
+def constant_tensors(interp) -> set[int]:
+    """Indices of the tensors stored in the file (weights, biases, shapes): op inputs no op produces."""
+    ops = interp._get_ops_details()
+    produced = {int(i) for op in ops for i in op["outputs"]}
+    graph_inputs = {int(d["index"]) for d in interp.get_input_details()}
+    return {int(i) for op in ops for i in op["inputs"] if i >= 0} - produced - graph_inputs
+
+
 def load_delegate(library: str, options: dict | None = None):
     """Load an external delegate library, with a one-line error when it cannot be loaded."""
     import ctypes

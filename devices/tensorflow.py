@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from devices.base import LoadedModel, TensorInfo
-from devices.errors import DeviceNotFound, EdgexError, ModelFileError
+from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing
 from devices.tfkeras import keras, tensorflow
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -36,8 +36,10 @@ def _tfmot_scope():
     """Custom objects of tensorflow-model-optimization (QAT and pruning wrappers), when it is installed."""
     with contextlib.ExitStack() as stack:
         try:
-            tfmot = importlib.import_module("tensorflow_model_optimization")
-        except ImportError:
+            from devices.tfkeras import tfmot as import_tfmot
+
+            tfmot = import_tfmot()
+        except RuntimeMissing:
             pass
         else:
             stack.enter_context(tfmot.quantization.keras.quantize_scope())
@@ -91,10 +93,8 @@ def load_keras_model(path: str | Path):
     try:
         try:
             return k.models.load_model(path, compile=False, **kwargs)
-        except (ValueError, TypeError) as exc:
-            if "Unknown" not in str(exc) and "Quantize" not in str(exc) and "Prune" not in str(exc):
-                raise
-            # QAT and pruning wrappers are tfmot's own layers.
+        except (ValueError, TypeError):
+            # QAT and pruning wrappers are tfmot's own layers; without its scope they fail in several ways.
             with _tfmot_scope():
                 return k.models.load_model(path, compile=False, **kwargs)
     except Exception as exc:  # Keras raises ValueError, TypeError, KeyError, OSError... for bad files
@@ -152,7 +152,8 @@ class TensorFlowModel(LoadedModel):
                 self._model = load_keras_model(self.path)
         if self._model is not None:
             model = self._model
-            self._fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+            self._fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
+                                   reduce_retracing=True)
             self._in = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.inputs]
             self._out = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.outputs]
         else:

@@ -45,3 +45,12 @@ def keras():
         return importlib.import_module("tf_keras")
     except ImportError as exc:
         raise RuntimeMissing("tf-keras is not installed: pip install 'edgex[train]'") from exc
+
+
+def tfmot():
+    """tensorflow-model-optimization, imported after Keras 2 is selected (it needs tf_keras)."""
+    keras()
+    try:
+        return importlib.import_module("tensorflow_model_optimization")
+    except ImportError as exc:
+        raise RuntimeMissing("tensorflow-model-optimization is not installed: pip install 'edgex[train]'") from exc

@@ -345,3 +345,29 @@ def _checkpoint_epoch(backup_dir: Path) -> int:
     except Exception:
         return 0
     return 0
+
+
+def fine_tune(model, dataset, *, epochs: int, lr: float = 1e-4, batch_size: int = 32, seed: int = 0,
+              augment: tuple[str, ...] = ("crop",), callbacks=(), progress=None) -> dict:
+    """Fine-tune a Keras model (QAT- or pruning-wrapped) on a dataset's train split; returns the history."""
+    from devices.tfkeras import keras
+
+    k = keras()
+    if epochs < 1:
+        raise EdgexError(f"fine-tuning needs at least 1 epoch, got {epochs}")
+    k.utils.set_random_seed(seed)
+    steps = steps_per_epoch(dataset, batch_size)
+    train_ds = dataset.train.tf_dataset(batch_size, XCEPTION, shuffle=True, augment=augment, seed=seed, repeat=True)
+    val_ds = dataset.val.tf_dataset(128, XCEPTION)
+    model.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps * epochs)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    all_callbacks = list(callbacks)
+    if progress is not None:
+        all_callbacks.append(_ProgressCallback(k, epochs, progress))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+                        callbacks=all_callbacks, verbose=0)
+    return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def steps_per_epoch(dataset, batch_size: int = 32) -> int:
+    return max(1, len(dataset.train) // batch_size)

@@ -6,8 +6,9 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, train
+    from edgex.cli import bench, convert, optimize, train
 
     train.register(app)
     convert.register(app)
+    optimize.register(app)
     bench.register(app)

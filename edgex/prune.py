@@ -1,0 +1,292 @@
+"""`edgex prune`: magnitude pruning with tensorflow-model-optimization, reported honestly — sparsity per layer,
+accuracy before and after, file sizes raw and gzip-compressed, and latency as measured (not as hoped)."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from devices.errors import EdgexError, choice_error
+from devices.files import atomic_path, file_size, read_metadata, write_json_atomic, write_metadata
+
+SCHEDULES = ("polynomial", "constant")
+PATTERNS = ("2:4",)
+REPORT_FILE = "prune_report.json"
+_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@dataclass(frozen=True)
+class WeightSparsity:
+    layer: str
+    weight: str  # kernel, depthwise_kernel or pointwise_kernel
+    size: int
+    zeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.size if self.size else 0.0
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    model: str
+    pruned_model: str
+    target_sparsity: float
+    schedule: str
+    pattern: str | None
+    epochs: int
+    steps: int
+    end_step: int
+    frequency: int
+    sparsity_pruned_weights: float  # over the weights tfmot prunes
+    sparsity_all_kernels: float  # over every convolution and dense kernel
+    sparsity_by_kind: dict  # kernel / pointwise_kernel / depthwise_kernel
+    layers: tuple[dict, ...]
+    float_top1: float
+    pruned_top1: float
+    drop_points: float
+    sizes: dict  # raw and gzip bytes of the dense and pruned .keras and fp32 .tflite files
+    gzip_ratio: float  # pruned / dense, gzip-compressed fp32 TFLite
+    latency_ms: dict  # measured p50 of the dense and pruned fp32 TFLite models
+    history: dict = field(default_factory=dict)
+    then_qat: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pruning_schedule_steps(total_steps: int) -> tuple[int, int]:
+    """(end_step, frequency) so that the schedule fires about ten times and reaches its target at 60% of the
+    fine-tuning; the rest recovers accuracy at full sparsity."""
+    if total_steps < 2:
+        raise EdgexError(f"pruning needs at least 2 fine-tuning steps, got {total_steps}; raise --epochs")
+    end = max(1, int(total_steps * 0.6))
+    frequency = max(1, end // 10)
+    end = max(frequency, end // frequency * frequency)  # pruning happens at multiples of the frequency
+    return end, frequency
+
+
+def kernel_sparsity(model, pruned_kinds: set[tuple[str, str]] | None = None) -> list[WeightSparsity]:
+    rows = []
+    for layer in model.layers:
+        for weight in layer.weights:
+            kind = weight.name.split("/")[-1].split(":")[0]
+            if kind in _KERNELS:
+                value = weight.numpy()
+                rows.append(WeightSparsity(layer.name, kind, int(value.size), int((value == 0).sum())))
+    return rows
+
+
+def _gzip_size(path: Path) -> int:
+    if path.is_dir():
+        raise EdgexError(f"{path} is a folder")
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def _validate(model: Path, sparsity: float, schedule: str, pattern: str | None, data: str | None, epochs: int):
+    if not model.exists():
+        raise EdgexError(f"model file not found: {model}")
+    if model.suffix not in (".keras", ".h5"):
+        raise EdgexError(f"pruning fine-tunes a Keras model; {model.name} is not a Keras file (.keras, .h5)")
+    if not 0 < sparsity < 1:
+        raise EdgexError(f"sparsity must be in (0, 1), got {sparsity}")
+    if schedule not in SCHEDULES:
+        raise choice_error("schedule", schedule, SCHEDULES)
+    if pattern is not None and pattern not in PATTERNS:
+        raise choice_error("pattern", pattern, PATTERNS)
+    if pattern == "2:4" and sparsity != 0.5:
+        raise EdgexError(f"--pattern 2:4 keeps 2 of every 4 weights (50% sparsity); pass --sparsity 0.5, not {sparsity}")
+    if not data:
+        raise EdgexError("pruning fine-tunes on data: pass --data digits, an image folder or tfds:NAME")
+    if epochs < 1:
+        raise EdgexError(f"--epochs must be at least 1, got {epochs}")
+
+
+def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedule: str = "polynomial",
+          epochs: int = 8, pattern: str | None = None, then_qat: bool = False, qat_epochs: int = 2,
+          lr: float = 3e-4, out: str | Path | None = None, force: bool = False, progress=None) -> PruneReport:
+    """Prune ``model`` to ``sparsity`` while fine-tuning, strip the wrappers, and measure the result."""
+    from devices.tfkeras import tfmot as import_tfmot
+
+    tfmot = import_tfmot()
+
+    from converters import convert
+    from converters.source import load_source, source_from_keras
+    from devices.tfkeras import keras
+    from edgex.artifacts import class_names_of, preprocessing_of
+    from edgex.evaluation import dataset_for
+    from edgex.quantize import keras_accuracy
+    from edgex.training import fine_tune, steps_per_epoch, without_optimizer
+
+    model = Path(model)
+    _validate(model, sparsity, schedule, pattern, data, epochs)
+    out_dir = Path(out) if out else model.parent / f"prune_{int(round(sparsity * 100))}"
+    if (out_dir / REPORT_FILE).exists() and not force:
+        raise EdgexError(f"{out_dir / REPORT_FILE} already exists; pass --force to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = keras()
+
+    source = load_source(model)
+    meta = source.metadata
+    dataset = dataset_for(meta, data, int(source.input_shape[0]))
+    preprocessing = preprocessing_of(meta)
+    names = class_names_of(meta, len(dataset.class_names))
+    float_top1 = keras_accuracy(source.keras_model, dataset, preprocessing, names)
+
+    steps = steps_per_epoch(dataset) * epochs
+    end_step, frequency = pruning_schedule_steps(steps)
+    if schedule == "polynomial":
+        schedule_obj = tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step,
+                                                            frequency=frequency)
+    else:
+        schedule_obj = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
+    kwargs = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
+    first, last = _first_and_last(source.keras_model)
+
+    def wrap(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        # The first convolution and the classifier are small and the most sensitive: they stay dense.
+        if layer.__class__.__name__ not in _PRUNABLE or layer.name in (first, last):
+            return fresh
+        return tfmot.sparsity.keras.prune_low_magnitude(fresh, pruning_schedule=schedule_obj, **kwargs)
+
+    wrapped = k.models.clone_model(source.keras_model, clone_function=wrap)
+    wrapped.set_weights(_wrapped_weights(wrapped, source.keras_model))
+    pruned_names = {(layer.layer.name, w.name.split("/")[-1].split(":")[0])
+                    for layer in wrapped.layers if hasattr(layer, "layer")
+                    for w, _, _ in getattr(layer, "pruning_vars", [])}
+    history = fine_tune(wrapped, dataset, epochs=epochs, lr=lr,
+                        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], progress=progress)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    pruned_path = out_dir / f"{model.stem}_pruned{int(round(sparsity * 100))}.keras"
+    with atomic_path(pruned_path, overwrite=True) as tmp:
+        without_optimizer(stripped).save(tmp)
+    write_metadata(pruned_path, {**meta, "pruning": {"target_sparsity": sparsity, "schedule": schedule,
+                                                     "pattern": pattern, "epochs": epochs}})
+    pruned_top1 = keras_accuracy(stripped, dataset, preprocessing, names)
+
+    rows = kernel_sparsity(stripped)
+    pruned_rows = [r for r in rows if (r.layer, r.weight) in pruned_names]
+    by_kind = {}
+    for kind in _KERNELS:
+        chosen = [r for r in rows if r.weight == kind]
+        if chosen:
+            by_kind[kind] = sum(r.zeros for r in chosen) / sum(r.size for r in chosen)
+
+    # Files: what ships is the fp32 TFLite model; sparsity shrinks only its compressed size.
+    dense_tflite = convert(source, "tflite", "fp32", out=out_dir / f"{model.stem}_dense_fp32.tflite", force=True)
+    pruned_source = source_from_keras(stripped, pruned_path)
+    pruned_tflite = convert(pruned_source, "tflite", "fp32", out=out_dir / f"{pruned_path.stem}_fp32.tflite",
+                            force=True)
+    sizes = {}
+    for name, path in (("dense_keras", model), ("pruned_keras", pruned_path),
+                       ("dense_tflite", Path(dense_tflite.path)), ("pruned_tflite", Path(pruned_tflite.path))):
+        sizes[name] = {"raw": file_size(path), "gzip": _gzip_size(path)}
+    latency = _latency(Path(dense_tflite.path), Path(pruned_tflite.path))
+    notes = ["sparsity leaves the raw file size unchanged (zeros are stored like any weight); it pays off when the "
+             "file is compressed for download or storage",
+             f"tfmot pruned {len(pruned_rows)} of {len(rows)} kernels: the pointwise halves of separable "
+             "convolutions but never their depthwise kernels; the first convolution and the classifier stay dense"]
+    if latency["speedup"] < 1.05:
+        notes.append(f"no speed-up measured: {latency['dense_p50']:.3f} ms dense vs {latency['pruned_p50']:.3f} ms "
+                     "pruned; LiteRT runs dense kernels with their zeros")
+
+    qat_report = _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, qat_epochs,
+                                       progress) if then_qat else {}
+    report = PruneReport(
+        model=str(model), pruned_model=str(pruned_path), target_sparsity=sparsity, schedule=schedule,
+        pattern=pattern, epochs=epochs, steps=steps, end_step=end_step, frequency=frequency,
+        sparsity_pruned_weights=sum(r.zeros for r in pruned_rows) / max(1, sum(r.size for r in pruned_rows)),
+        sparsity_all_kernels=sum(r.zeros for r in rows) / max(1, sum(r.size for r in rows)),
+        sparsity_by_kind=by_kind,
+        layers=tuple({**asdict(r), "sparsity": r.sparsity, "pruned": (r.layer, r.weight) in pruned_names}
+                     for r in rows),
+        float_top1=float_top1, pruned_top1=pruned_top1, drop_points=100 * (float_top1 - pruned_top1),
+        sizes=sizes, gzip_ratio=sizes["pruned_tflite"]["gzip"] / sizes["dense_tflite"]["gzip"],
+        latency_ms=latency, history=history, then_qat=qat_report, notes=tuple(notes),
+    )
+    write_json_atomic(out_dir / REPORT_FILE, report.to_dict())
+    return report
+
+
+_PRUNABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dense")
+
+
+def _first_and_last(model) -> tuple[str, str]:
+    names = [l.name for l in model.layers if l.__class__.__name__ in _PRUNABLE]
+    return (names[0], names[-1]) if names else ("", "")
+
+
+def _wrapped_weights(wrapped, original) -> list[np.ndarray]:
+    """The trained weights in the order of the pruning-wrapped model (whose wrappers add mask/threshold/step)."""
+    values = {w.name: v for w, v in zip(original.weights, original.get_weights())}
+    result = []
+    for weight, current in zip(wrapped.weights, wrapped.get_weights()):
+        name = weight.name.replace("prune_low_magnitude_", "")
+        result.append(values.get(name, current))
+    return result
+
+
+def _latency(dense: Path, pruned: Path) -> dict:
+    from devices.bench import BenchConfig, benchmark
+
+    config = BenchConfig(warmup=5, runs=50, min_seconds=0.5)
+    dense_p50 = benchmark(dense, config=config).latency.p50
+    pruned_p50 = benchmark(pruned, config=config).latency.p50
+    return {"dense_p50": dense_p50, "pruned_p50": pruned_p50, "speedup": dense_p50 / pruned_p50}
+
+
+def _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, epochs, progress) -> dict:
+    """tfmot's prune-preserving QAT, an int8 export, and the sparsity that survives into the int8 file."""
+    from devices.tfkeras import tfmot as import_tfmot
+
+    tfmot = import_tfmot()
+
+    from converters import convert
+    from converters.source import source_from_keras
+    from edgex.quantize import artifact_accuracy, keras_accuracy
+    from edgex.training import fine_tune
+
+    annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
+    qat = tfmot.quantization.keras.quantize_apply(
+        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    history = fine_tune(qat, dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
+    qat_path = out_dir / f"{pruned_path.stem}_qat.h5"  # tfmot's QAT wrappers reload from HDF5 only
+    with atomic_path(qat_path, overwrite=True) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras warns that HDF5 is a legacy format
+        qat.save(tmp)
+    write_metadata(qat_path, read_metadata(pruned_path))
+    images, _ = dataset.train.take(200, seed=0).arrays()
+    int8 = convert(source_from_keras(qat, qat_path), "tflite", "int8", out=out_dir / f"{pruned_path.stem}_int8.tflite",
+                   force=True, calibration=preprocessing.apply(images),
+                   parity_inputs=preprocessing.apply(dataset.val.take(256).arrays()[0]))
+    return {
+        "qat_model": str(qat_path), "int8_model": int8.path, "history": history,
+        "qat_top1": keras_accuracy(qat, dataset, preprocessing, names),
+        "int8_top1": artifact_accuracy(int8.path, dataset, preprocessing, names),
+        "int8_weight_sparsity": int8_weight_sparsity(Path(int8.path)),
+        "float_sparsity": sum(r.zeros for r in kernel_sparsity(stripped)) / max(1, sum(r.size for r in kernel_sparsity(stripped))),
+        "int8_size": file_size(int8.path), "int8_gzip": _gzip_size(Path(int8.path)),
+    }
+
+
+def int8_weight_sparsity(path: Path) -> float:
+    """Share of zeros among the int8 weight tensors (rank >= 2 constants) of a TFLite file."""
+    from devices.litert import constant_tensors, graph_interpreter
+
+    interp = graph_interpreter(path)
+    constants = constant_tensors(interp)
+    zeros = total = 0
+    for t in interp.get_tensor_details():
+        index = int(t["index"])
+        if index not in constants or np.dtype(t["dtype"]) != np.int8 or len(t["shape"]) < 2:
+            continue
+        value = interp.get_tensor(index)
+        zeros += int((value == 0).sum())
+        total += int(value.size)
+    return zeros / total if total else 0.0

@@ -1,0 +1,143 @@
+"""Issue: `edgex quantize` (post-training, QAT) and `edgex prune`, with accuracy measured and gated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import devices
+from edgex.prune import int8_weight_sparsity, prune, pruning_schedule_steps
+from edgex.quantize import quantize
+
+
+@pytest.fixture(scope="module")
+def model(trained_tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("optimize")
+    shutil.copy(trained_tiny, folder / "model.keras")
+    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
+    return folder / "model.keras"
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "float16", "int8"])
+def test_post_training_quantization_reports_accuracy_sizes_and_compression(model, mode):
+    report = quantize(model, mode, data="digits", force=True)
+    assert report.samples == 359
+    assert report.drop_points == pytest.approx(100 * (report.float_top1 - report.quant_top1))
+    assert abs(report.drop_points) <= 3.0
+    assert report.quant_size_bytes < report.float_size_bytes
+    assert report.compression == pytest.approx(report.float_size_bytes / report.quant_size_bytes)
+    if mode == "int8":
+        assert report.quant_size_bytes <= 0.4 * report.float_size_bytes  # tiny: per-channel parameters weigh in
+    saved = json.loads((model.parent / f"quantize_{mode}_tflite" / "quantize_report.json").read_text())
+    assert saved["quant_top1"] == report.quant_top1
+
+
+def test_int8_to_onnx_and_edgetpu(model):
+    for to in ("onnx", "edgetpu"):
+        report = quantize(model, "int8", data="digits", to=to, force=True)
+        assert report.artifact.endswith(".onnx" if to == "onnx" else "_quant.tflite")
+        assert report.parity["passed"]
+
+
+def test_qat_xception_int8_tflite_agrees_with_the_qat_keras_model(model):
+    report = quantize(model, "qat", data="digits", epochs=1, force=True)
+    assert report.qat["keras_model"].endswith(".h5") and len(report.qat["history"]["loss"]) == 1
+    # The parity check of the export compares the int8 TFLite file with the QAT Keras model it came from.
+    assert report.parity["top1_agreement"] >= 0.97
+    assert report.parity["mean_abs_diff"] <= 0.02
+    assert abs(100 * (report.qat["top1"] - report.quant_top1)) <= 2.0
+    with devices.load_model(report.artifact) as m:
+        ops = {op["op_name"] for op in m.ops()}
+    assert "DEPTHWISE_CONV_2D" in ops or "DELEGATE" in ops
+
+
+def test_debug_lists_the_worst_layers(model):
+    report = quantize(model, "int8", data="digits", debug=True, force=True)
+    errors = [d["rmse_over_scale"] for d in report.debug_layers]
+    assert len(errors) >= 5 and errors == sorted(errors, reverse=True)
+    assert all(d["layer"] for d in report.debug_layers[:5])
+
+
+def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
+    report = quantize(model, "int8", data="digits", keep_float=("block1_conv1",), out=tmp_path, force=True)
+    from devices.litert import graph_interpreter
+
+    interp = graph_interpreter(report.artifact)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    first_conv = next(op for op in interp._get_ops_details() if op["op_name"] == "CONV_2D")
+    assert np.dtype(tensors[int(first_conv["outputs"][0])]["dtype"]) == np.float32
+    assert report.kept_float == ("block1_conv1",)
+
+
+def test_max_drop_gate_exits_3_after_writing_the_report(model, tmp_path, cli):
+    # One calibration image gives ranges that clip every other image: a real, large accuracy drop.
+    result = cli("quantize", model, "--mode", "int8", "--data", "digits", "--calib-samples", "1",
+                 "--max-drop", "0.5", "--out", tmp_path, "--json")
+    data = json.loads(result.stdout)
+    assert data["drop_points"] > 0.5
+    assert result.exit_code == 3
+    assert data["gate_passed"] is False and (tmp_path / "quantize_report.json").exists()
+    passed = cli("quantize", model, "--mode", "dynamic", "--data", "digits", "--max-drop", "100", "--out",
+                 tmp_path / "ok")
+    assert passed.exit_code == 0, passed.output
+
+
+def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
+    report = quantize(model, "int8", data="digits", calib_samples=1, max_drop=0.0, auto_keep_float=True,
+                      auto_keep_limit=2, out=tmp_path, force=True)
+    assert 1 <= len(report.auto_keep_float) <= 2
+    assert report.kept_float[0] == report.debug_layers[0]["layer"]
+    assert {"full_int8_p50", "selective_p50"} <= set(report.latency_ms)
+    assert all(step["size_bytes"] > 0 for step in report.auto_keep_float)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["quantize", "{model}", "--mode", "int8"], "needs data"),
+    (["quantize", "{model}", "--mode", "qat"], "needs data"),
+    (["quantize", "{tflite}", "--mode", "qat", "--data", "digits"], "not a Keras file"),
+    (["quantize", "{model}", "--mode", "float16", "--to", "onnx", "--data", "digits"], "for ONNX use"),
+    (["quantize", "{model}", "--mode", "dynamic", "--to", "edgetpu", "--data", "digits"], "full-integer"),
+    (["prune", "{model}", "--sparsity", "1.5", "--data", "digits"], "sparsity must be in (0, 1), got 1.5"),
+    (["prune", "{model}", "--sparsity", "0", "--data", "digits"], "sparsity must be in (0, 1)"),
+    (["prune", "{tflite}", "--sparsity", "0.5", "--data", "digits"], "not a Keras file"),
+    (["prune", "{model}", "--sparsity", "0.75", "--pattern", "2:4", "--data", "digits"], "--sparsity 0.5"),
+    (["prune", "{model}", "--sparsity", "0.5", "--pattern", "1:8", "--data", "digits"], "unknown pattern"),
+])
+def test_bad_input_is_a_one_line_error(model, tiny_artifacts, cli, args, fragment):
+    args = [a.format(model=model, tflite=tiny_artifacts["tflite-fp32"]) for a in args]
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("total", [2, 5, 44, 88, 1000])
+def test_pruning_schedule_always_fires_and_reaches_its_target_in_time(total):
+    end, frequency = pruning_schedule_steps(total)
+    assert 1 <= frequency <= end < total
+    assert end % frequency == 0  # the last pruning step lands exactly on end_step
+
+
+def test_pruning_reaches_the_requested_sparsity(model, tmp_path):
+    report = prune(model, 0.5, data="digits", epochs=2, out=tmp_path)
+    assert report.sparsity_pruned_weights == pytest.approx(0.5, abs=0.01)
+    assert report.sparsity_by_kind["depthwise_kernel"] == 0.0
+    assert report.sparsity_by_kind["pointwise_kernel"] == pytest.approx(0.5, abs=0.01)
+    pruned = [l for l in report.layers if l["pruned"]]
+    assert pruned and all(l["weight"] != "depthwise_kernel" for l in pruned)
+    sizes = report.sizes
+    assert sizes["pruned_tflite"]["raw"] == pytest.approx(sizes["dense_tflite"]["raw"], rel=0.01)
+    assert sizes["pruned_tflite"]["gzip"] < sizes["dense_tflite"]["gzip"]
+    assert report.latency_ms["dense_p50"] > 0 and report.latency_ms["pruned_p50"] > 0
+    assert any("raw file size unchanged" in n for n in report.notes)
+    assert abs(report.drop_points) < 15
+
+
+def test_two_four_pattern_with_sparsity_preserving_qat(model, tmp_path):
+    report = prune(model, 0.5, data="digits", epochs=1, pattern="2:4", then_qat=True, qat_epochs=1, out=tmp_path)
+    assert report.sparsity_pruned_weights == pytest.approx(0.5, abs=0.01)
+    qat = report.then_qat
+    assert qat["int8_weight_sparsity"] == pytest.approx(qat["float_sparsity"], abs=0.02)
+    assert int8_weight_sparsity(__import__("pathlib").Path(qat["int8_model"])) == qat["int8_weight_sparsity"]
