@@ -221,7 +221,8 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     if precision == "int8":
         meta["calibration"] = {"samples": int(len(calibration)), **meta.get("calibration", {})}
     meta_path = write_metadata(out, meta)
-    return ConversionResult(str(out), to, precision, file_size(out), file_size(source.path), seconds, parity,
+    source_size = file_size(source.path) if source.path.exists() else 0  # in-memory sources have no file
+    return ConversionResult(str(out), to, precision, file_size(out), source_size, seconds, parity,
                             str(meta_path), tuple(notes), dict(info.details))
 
 

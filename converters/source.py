@@ -52,11 +52,14 @@ class SourceModel:
         return concrete
 
 
-def source_from_keras(model, path: str | Path) -> SourceModel:
-    """A SourceModel for an in-memory Keras model already saved at ``path`` (no reload)."""
+def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> SourceModel:
+    """A SourceModel for an in-memory Keras model, saved at ``path`` or (when ``path`` does not exist) never saved:
+    the one-layer models of the sweep are converted straight from memory."""
     path = Path(path)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    return SourceModel(path, "keras", model, shape, read_metadata(path), sha256_file(path))
+    if path.exists():
+        return SourceModel(path, "keras", model, shape, metadata or read_metadata(path), sha256_file(path))
+    return SourceModel(path, "keras", model, shape, metadata or {}, "")
 
 
 def load_source(path: str | Path) -> SourceModel:

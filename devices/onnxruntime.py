@@ -81,7 +81,8 @@ def providers_for(device: str) -> list:
 class OnnxRuntimeModel(LoadedModel):
     runtime = "onnxruntime"
 
-    def __init__(self, path, *, device: str = "cpu", threads: int | None = None, profile_prefix: str | None = None):
+    def __init__(self, path, *, device: str = "cpu", threads: int | None = None, profile_prefix: str | None = None,
+                 optimized_model_path: str | None = None):
         super().__init__(path)
         module = ort()
         if not self.path.is_file():
@@ -95,6 +96,8 @@ class OnnxRuntimeModel(LoadedModel):
         if profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix
+        if optimized_model_path:  # the graph after ONNX Runtime's fusions: what a profile's node names refer to
+            options.optimized_model_filepath = optimized_model_path
         providers = providers_for(device)
         try:
             self._session = module.InferenceSession(str(self.path), sess_options=options, providers=providers)

@@ -6,9 +6,10 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, optimize, train
+    from edgex.cli import bench, convert, optimize, separable, train
 
     train.register(app)
     convert.register(app)
     optimize.register(app)
     bench.register(app)
+    separable.register(app)

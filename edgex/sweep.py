@@ -1,0 +1,337 @@
+"""`edgex sweep`: separable vs regular convolutions layer by layer, on this device, runtime and precision.
+
+For every convolution shape of Xception (or of a shapes file) and every variant (regular, separable, depthwise,
+pointwise), a one-layer model is converted through ``converters`` and timed through ``devices``. Each layer is
+placed on a roofline whose roofs are measured here: attainable compute from a large GEMM-shaped pointwise
+convolution and memory bandwidth from a large elementwise operation, for the same runtime and precision.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from devices.bench import BenchConfig, BenchResult, benchmark, results_to_csv, results_to_json
+from devices.errors import EdgexError, choice_error
+from devices.files import write_json_atomic, write_text_atomic
+from edgex.models.costs import VARIANTS, ConvSpec
+
+RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
+SWEEP_BENCH = BenchConfig(warmup=2, min_warmup_seconds=0.05, runs=10, min_seconds=0.15, max_seconds=3.0)
+COMPUTE_PROBE = ConvSpec(56, 56, 512, 512, 1)  # GEMM-shaped: a 3136 x 512 x 512 matrix product
+BANDWIDTH_PROBE = (1, 512, 512, 64)  # 16.8 M elements through an elementwise add of a constant
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    input_size: int = 299
+    shapes: str = "xception"  # or a CSV/YAML file of h, w, c_in, c_out, k, stride
+    variants: tuple[str, ...] = VARIANTS
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    runtimes: tuple[str, ...] = ("litert",)
+    device: str = "cpu"
+    threads: int | None = 1
+    bench: BenchConfig = SWEEP_BENCH
+
+    def __post_init__(self):
+        for v in self.variants:
+            if v not in VARIANTS:
+                raise choice_error("variant", v, VARIANTS)
+        for r in self.runtimes:
+            if r not in RUNTIME_PRECISIONS:
+                raise choice_error("runtime", r, RUNTIME_PRECISIONS)
+        for p in self.precisions:
+            if p not in ("fp32", "fp16", "int8"):
+                raise choice_error("precision", p, ("fp32", "fp16", "int8"))
+        if self.shapes == "xception" and self.input_size < 71:
+            raise EdgexError(f"the sweep uses the paper Xception's shapes; --input-size must be >= 71, got {self.input_size}")
+
+
+@dataclass(frozen=True)
+class Roof:
+    runtime: str
+    precision: str
+    compute_gops: float  # attainable operations per second (2 per MAC), in G/s
+    bandwidth_gbs: float  # attainable bytes per second, in GB/s
+
+    @property
+    def ridge(self) -> float:
+        """Arithmetic intensity (ops/byte) where a layer stops being memory-bound."""
+        return self.compute_gops / self.bandwidth_gbs
+
+    def attainable(self, intensity: float) -> float:
+        return min(self.compute_gops, intensity * self.bandwidth_gbs)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    shape: str
+    variant: str
+    runtime: str
+    precision: str
+    h: int
+    w: int
+    c_in: int
+    c_out: int
+    k: int
+    stride: int
+    macs: int
+    params: int
+    bytes_moved: int
+    intensity: float  # ops per byte
+    p50_ms: float
+    gops: float  # achieved G(FL)OP/s: 2 * MACs / p50
+    roof_fraction: float  # achieved / attainable at this intensity
+    valid: bool
+    count: int = 1  # how many layers of the network have this shape
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    rows: tuple[SweepRow, ...]
+    roofs: tuple[Roof, ...]
+    speedups: tuple[dict, ...]  # per shape, runtime, precision: measured and theoretical separable speedup
+    bench: tuple[BenchResult, ...]
+    out_dir: str
+    seconds: float
+    files: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "roofs": [{**asdict(r), "ridge": r.ridge} for r in self.roofs],
+            "rows": [asdict(r) for r in self.rows],
+            "speedups": list(self.speedups),
+            "seconds": self.seconds,
+            "files": self.files,
+        }
+
+
+# -- shapes -------------------------------------------------------------------------------------------------------
+def xception_shapes(input_size: int = 299) -> list[tuple[str, ConvSpec, int]]:
+    """(kind, spec, count) of every distinct convolution of the paper Xception at ``input_size``."""
+    from devices.tfkeras import keras
+    from edgex.models import create_model
+    from edgex.models.costs import model_cost
+
+    model = create_model("paper", input_size=input_size, include_top=False)
+    found: dict[ConvSpec, list] = {}
+    for _, kind, spec in model_cost(model).conv_specs():
+        found.setdefault(spec, [kind, 0])[1] += 1
+    keras().backend.clear_session()
+    return [(kind, spec, count) for spec, (kind, count) in found.items()]
+
+
+def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
+    """Shapes from a CSV (header h,w,c_in,c_out,k,stride) or YAML (a list of such mappings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgexError(f"shapes file not found: {path} (or use --shapes xception)")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        entries = yaml.safe_load(path.read_text()) or []
+    else:
+        entries = list(csv.DictReader(path.read_text().splitlines()))
+    shapes = []
+    for i, entry in enumerate(entries, 1):
+        try:
+            values = {key: int(entry[key]) for key in ("h", "w", "c_in", "c_out")}
+            values["k"] = int(entry.get("k", 3))
+            values["stride"] = int(entry.get("stride", 1))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgexError(f"{path} entry {i}: needs integer h, w, c_in, c_out (and optional k, stride): {entry}") from exc
+        shapes.append(("file", ConvSpec(**values, padding=str(entry.get("padding", "same"))), 1))
+    if not shapes:
+        raise EdgexError(f"{path} lists no shapes")
+    return shapes
+
+
+def variants_for(spec: ConvSpec, wanted: tuple[str, ...]) -> list[str]:
+    """A 1x1 convolution has no separable form: it is measured as itself (regular)."""
+    return [v for v in wanted if spec.k > 1 or v == "regular"]
+
+
+# -- one-layer models ----------------------------------------------------------------------------------------------
+def layer_model(spec: ConvSpec, variant: str):
+    """A Keras model of one convolution in the given variant (biased: batch norm folds into a bias)."""
+    from devices.tfkeras import keras
+
+    k = keras()
+    layers = k.layers
+    if variant == "pointwise":  # sees the already-strided output of the depthwise half
+        inputs = k.Input((spec.out_h, spec.out_w, spec.c_in))
+        return k.Model(inputs, layers.Conv2D(spec.c_out, 1)(inputs))
+    inputs = k.Input((spec.h, spec.w, spec.c_in))
+    common = {"strides": spec.stride, "padding": spec.padding}
+    layer = {
+        "regular": lambda: layers.Conv2D(spec.c_out, spec.k, **common),
+        "separable": lambda: layers.SeparableConv2D(spec.c_out, spec.k, **common),
+        "depthwise": lambda: layers.DepthwiseConv2D(spec.k, **common),
+    }[variant]()
+    return k.Model(inputs, layer(inputs))
+
+
+def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -> Path:
+    """Convert a one-layer model for a runtime and precision (cached by name)."""
+    from converters import convert
+    from converters.source import source_from_keras
+
+    suffix = {"litert": ".tflite", "onnxruntime": ".onnx", "tensorflow": ".keras"}[runtime]
+    path = folder / f"{name}_{precision}{suffix}"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    if runtime == "tensorflow":
+        model.save(path)
+        return path
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    samples = rng.standard_normal((4, *shape)).astype(np.float32)
+    source = source_from_keras(model, folder / f"{name}.keras")
+    to = "tflite" if runtime == "litert" else "onnx"
+    # int8 TFLite layers take and give int8, so that only the layer itself is timed, not (de)quantization.
+    io = "int8" if (precision == "int8" and to == "tflite") else None
+    convert(source, to, precision, out=path, force=True, calibration=samples if precision == "int8" else None,
+            parity_inputs=samples[:1], io=io)
+    return path
+
+
+# -- roofs ---------------------------------------------------------------------------------------------------------
+def measure_roofs(runtimes, precisions, folder: Path, device: str, threads: int | None,
+                  config: BenchConfig = SWEEP_BENCH) -> list[Roof]:
+    from devices.tfkeras import keras
+
+    k = keras()
+    roofs = []
+    for runtime in runtimes:
+        for precision in precisions:
+            if precision not in RUNTIME_PRECISIONS[runtime]:
+                continue
+            gemm = export_layer(layer_model(COMPUTE_PROBE, "regular"), folder, "roof_gemm", runtime, precision)
+            p50 = benchmark(gemm, runtime=runtime, device=device, threads=threads, config=config).latency.p50
+            compute = 2 * COMPUTE_PROBE.macs("regular") / (p50 / 1e3) / 1e9
+            # An ADD of a constant: XNNPACK runs it in fp32 and int8 alike (its int8 RELU falls back to a slow
+            # reference kernel, which would measure the kernel, not the memory).
+            inputs = k.Input(BANDWIDTH_PROBE[1:])
+            add = k.Model(inputs, k.layers.Rescaling(1.0, offset=0.25)(inputs))
+            copy = export_layer(add, folder, "roof_add", runtime, precision)
+            p50 = benchmark(copy, runtime=runtime, device=device, threads=threads, config=config).latency.p50
+            act_bytes = 1 if precision == "int8" else 4
+            moved = 2 * int(np.prod(BANDWIDTH_PROBE)) * act_bytes  # read once, written once
+            roofs.append(Roof(runtime, precision, compute, moved / (p50 / 1e3) / 1e9))
+    return roofs
+
+
+# -- the sweep -----------------------------------------------------------------------------------------------------
+def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep", *, force: bool = False,
+          progress=None, plots: bool = True) -> SweepResult:
+    """Measure every shape x variant x runtime x precision; write sweep.json, bench.json/.csv, summary.md, PNGs."""
+    out_dir = Path(out_dir)
+    if (out_dir / "sweep.json").exists() and not force:
+        raise EdgexError(f"{out_dir / 'sweep.json'} already exists; pass --force to overwrite it")
+    start = time.perf_counter()
+    shapes = xception_shapes(config.input_size) if config.shapes == "xception" else load_shapes(config.shapes)
+    models_dir = out_dir / "models"
+    if force:  # one-layer exports are cached by name inside one run only
+        shutil.rmtree(models_dir, ignore_errors=True)
+    roofs = measure_roofs(config.runtimes, config.precisions, models_dir, config.device, config.threads, config.bench)
+    roof_of = {(r.runtime, r.precision): r for r in roofs}
+    rows, results = [], []
+    jobs = [(kind, spec, count, variant, runtime, precision)
+            for kind, spec, count in shapes
+            for variant in variants_for(spec, config.variants)
+            for runtime in config.runtimes
+            for precision in config.precisions if precision in RUNTIME_PRECISIONS[runtime]]
+    for i, (kind, spec, count, variant, runtime, precision) in enumerate(jobs, 1):
+        name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
+        path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
+        result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
+        p50 = result.latency.p50
+        macs = spec.macs(variant)
+        intensity = spec.arithmetic_intensity(variant, precision)
+        gops = 2 * macs / (p50 / 1e3) / 1e9
+        roof = roof_of[(runtime, precision)]
+        row = SweepRow(spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k,
+                       spec.stride, macs, spec.params(variant), spec.bytes_moved(variant, precision), intensity, p50,
+                       gops, gops / roof.attainable(intensity), result.valid, count)
+        rows.append(row)
+        results.append(result.with_extra(label=f"{spec.label} {variant} {precision}", shape=spec.label,
+                                         variant=variant, precision=precision, macs=macs, gops=gops,
+                                         intensity=intensity, roof_fraction=row.roof_fraction))
+        if progress is not None:
+            progress(i, len(jobs), row)
+    speedups = speedup_table(rows)
+    result = SweepResult(tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir),
+                         time.perf_counter() - start)
+    return write_sweep(result, out_dir, plots=plots)
+
+
+def speedup_table(rows) -> list[dict]:
+    """Per shape, runtime and precision: separable speedup over regular, measured and theoretical."""
+    by_key = {(r.shape, r.runtime, r.precision, r.variant): r for r in rows}
+    table = []
+    for (shape, runtime, precision, variant), regular in by_key.items():
+        if variant != "regular" or (shape, runtime, precision, "separable") not in by_key:
+            continue
+        separable = by_key[(shape, runtime, precision, "separable")]
+        measured = regular.p50_ms / separable.p50_ms
+        theoretical = regular.macs / separable.macs
+        entry = {"shape": shape, "runtime": runtime, "precision": precision, "regular_ms": regular.p50_ms,
+                 "separable_ms": separable.p50_ms, "measured_speedup": measured,
+                 "theoretical_speedup": theoretical, "efficiency": measured / theoretical, "count": regular.count}
+        for part in ("depthwise", "pointwise"):
+            if (shape, runtime, precision, part) in by_key:
+                entry[f"{part}_ms"] = by_key[(shape, runtime, precision, part)].p50_ms
+        table.append(entry)
+    return table
+
+
+def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> SweepResult:
+    files = {
+        "sweep": out_dir / "sweep.json",
+        "bench": out_dir / "bench.json",
+        "csv": out_dir / "sweep.csv",
+        "summary": out_dir / "summary.md",
+    }
+    if plots:
+        from edgex import plots as plotting
+
+        files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
+        files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
+        files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
+    result = replace(result, files={k: str(v) for k, v in files.items()})
+    write_json_atomic(files["bench"], results_to_json(result.bench))
+    write_text_atomic(files["csv"], results_to_csv(result.bench))
+    write_text_atomic(files["summary"], summary_markdown(result))
+    write_json_atomic(files["sweep"], result.to_dict())
+    return result
+
+
+def summary_markdown(result: SweepResult) -> str:
+    lines = ["# Separable vs regular convolutions, layer by layer", ""]
+    lines += ["## Measured roofs", "", "| runtime | precision | compute (G op/s) | bandwidth (GB/s) | ridge (op/byte) |",
+              "|---|---|---:|---:|---:|"]
+    lines += [f"| {r.runtime} | {r.precision} | {r.compute_gops:.1f} | {r.bandwidth_gbs:.1f} | {r.ridge:.1f} |"
+              for r in result.roofs]
+    lines += ["", "## Separable speedup over regular, per shape", "",
+              "| shape | runtime | precision | regular ms | separable ms | measured | theoretical | efficiency |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['shape']} | {s['runtime']} | {s['precision']} | {s['regular_ms']:.3f} | {s['separable_ms']:.3f} "
+              f"| {s['measured_speedup']:.2f}x | {s['theoretical_speedup']:.2f}x | {s['efficiency']:.0%} |"
+              for s in result.speedups]
+    lines += ["", "## Every layer", "",
+              "| shape | variant | runtime | precision | MACs | op/byte | p50 ms | G op/s | of roof |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.shape} | {r.variant} | {r.runtime} | {r.precision} | {r.macs / 1e6:.1f} M | {r.intensity:.1f} | "
+              f"{r.p50_ms:.3f} | {r.gops:.1f} | {r.roof_fraction:.0%} |" for r in result.rows]
+    return "\n".join(lines) + "\n"
+
+
+def load_sweep(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
