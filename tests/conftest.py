@@ -91,3 +91,55 @@ def tiny_artifacts(trained_tiny, tmp_path_factory) -> dict[str, Path]:
     for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
         found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)
     return found
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with a temporary host key and authorized key, and an ssh_config
+    naming it ``edgex-test``. Skipped only when sshd is not installed (.ci/run installs it)."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None or shutil.which("ssh") is None:
+        pytest.skip("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
+    folder = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    os.chmod(folder / "authorized_keys", 0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nStrictModes no\nUsePAM no\n"
+        "PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+    )
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited: {proc.stdout.read().decode()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    config = folder / "ssh_config"
+    config.write_text(
+        f"Host edgex-test\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile {folder / 'client_key'}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+        f"  UserKnownHostsFile {folder / 'known_hosts'}\n  LogLevel ERROR\n"
+    )
+    yield {"host": "edgex-test", "config": str(config), "port": port, "folder": folder}
+    proc.terminate()
+    proc.wait(timeout=10)

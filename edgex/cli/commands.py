@@ -6,10 +6,11 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, optimize, separable, train
+    from edgex.cli import bench, convert, deploy, optimize, separable, train
 
     train.register(app)
     convert.register(app)
     optimize.register(app)
     bench.register(app)
     separable.register(app)
+    deploy.register(app)

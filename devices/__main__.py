@@ -1,0 +1,187 @@
+"""The on-device entry point of an edgex bundle (numpy + one runtime; no TensorFlow, no edgex):
+
+    python -m devices predict IMAGE...      top classes of images
+    python -m devices bench [--json]        latency statistics in the edgex bench schema
+    python -m devices eval [--json]         accuracy on the evaluation set packed into the bundle
+    python -m devices verify                check every file against the manifest
+    python -m devices info [--json]         what this device is
+
+Run it from the bundle folder (or pass --bundle DIR). Defaults (model, threads, device) come from the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from devices.errors import EdgexError
+
+
+def _bundle(args) -> tuple[Path, dict]:
+    from devices.bundle import BundleError, read_manifest
+
+    root = Path(args.bundle)
+    try:
+        return root, read_manifest(root)
+    except BundleError as exc:
+        raise EdgexError(str(exc)) from exc
+
+
+def _load(args, root: Path, manifest: dict):
+    import devices
+
+    defaults = manifest.get("defaults", {})
+    model = root / (args.model or manifest["model"])
+    device = args.device or defaults.get("device", "cpu")
+    threads = args.threads or defaults.get("threads")
+    return devices.load_model(model, device=device, threads=threads), model
+
+
+def _meta(model_path: Path) -> dict:
+    from devices.files import read_metadata
+
+    return read_metadata(model_path)
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from devices.preprocess import Preprocessing, load_image
+
+    root, manifest = _bundle(args)
+    model, path = _load(args, root, manifest)
+    meta = _meta(path)
+    shape = meta.get("input_shape") or list(model.inputs[0].shape[1:])
+    names = meta.get("class_names") or []
+    preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
+    results = []
+    for image in args.images:
+        x = preprocessing.apply(load_image(image, (int(shape[0]), int(shape[1])))[None])
+        scores = model.predict(x)[0]
+        top = np.argsort(-scores)[: args.top]
+        results.append({"image": image, "top": [
+            {"class": names[i] if i < len(names) else str(i), "index": int(i), "score": float(scores[i])} for i in top]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            best = ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+            print(f"{r['image']}: {best}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from devices.bench import BenchConfig, measure, results_to_json
+
+    root, manifest = _bundle(args)
+    import time
+
+    start = time.perf_counter()
+    model, path = _load(args, root, manifest)
+    load_ms = (time.perf_counter() - start) * 1e3
+    config = BenchConfig(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    result = measure(model, config, load_ms=load_ms)
+    result = result.with_extra(label=Path(path).name, target=manifest.get("target", ""))
+    if args.json:
+        print(json.dumps(results_to_json([result]), indent=2))
+    else:
+        lat = result.latency
+        print(f"{path.name} on {result.device} ({result.runtime_version}, {result.threads or 'default'} threads): "
+              f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms, p99 {lat.p99:.3f} ms, CV {lat.cv:.1%}, "
+              f"{result.images_per_s:.1f} img/s{'' if result.valid else ' (NOT VALID: ' + '; '.join(result.invalid_reasons) + ')'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from devices.evaluate import accuracy_from_scores
+    from devices.preprocess import Preprocessing
+
+    root, manifest = _bundle(args)
+    if not manifest.get("eval"):
+        raise EdgexError("this bundle has no evaluation set (build it with edgex deploy --eval-data ...)")
+    data = np.load(root / manifest["eval"])
+    model, path = _load(args, root, manifest)
+    meta = _meta(path)
+    preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
+    scores = np.concatenate([model.predict(preprocessing.apply(data["images"][i : i + 64]))
+                             for i in range(0, len(data["labels"]), 64)])
+    names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
+    accuracy = accuracy_from_scores(scores, data["labels"], names)
+    if args.json:
+        print(json.dumps(accuracy.to_dict(), indent=2))
+    else:
+        print(f"{path.name}: top-1 {100 * accuracy.top1:.2f}%, top-5 {100 * accuracy.top5:.2f}% on {accuracy.samples} samples")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from devices.bundle import BundleError, verify
+
+    try:
+        problems = verify(Path(args.bundle))
+    except BundleError as exc:
+        raise EdgexError(str(exc)) from exc
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"error: bundle {args.bundle} failed verification ({len(problems)} problem(s))", file=sys.stderr)
+        return 1
+    print("bundle verified: every file matches the manifest")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from dataclasses import asdict
+
+    from devices import available_devices, sysinfo
+
+    data = {"environment": sysinfo.environment(), "packages": sysinfo.package_versions(),
+            "devices": [asdict(d) for d in available_devices(probe_tensorflow=False)]}
+    print(json.dumps(data, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in data["environment"].items()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m devices", description="Run an edgex bundle on this device.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def common(p, model=True):
+        p.add_argument("--bundle", default=".", help="bundle folder (default: current folder)")
+        if model:
+            p.add_argument("--model", help="model file inside the bundle (default: the manifest's)")
+            p.add_argument("--device", help="cpu, edgetpu[:usb|pci], delegate:PATH (default: the target's)")
+            p.add_argument("--threads", type=int, help="runtime threads (default: the target's cores)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    p = common(sub.add_parser("predict", help="classify images"))
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+    p.set_defaults(run=cmd_predict)
+    p = common(sub.add_parser("bench", help="latency statistics"))
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--max-seconds", type=float, default=60.0)
+    p.set_defaults(run=cmd_bench)
+    common(sub.add_parser("eval", help="accuracy on the bundled evaluation set")).set_defaults(run=cmd_eval)
+    common(sub.add_parser("verify", help="check files against the manifest"), model=False).set_defaults(run=cmd_verify)
+    common(sub.add_parser("info", help="what this device is"), model=False).set_defaults(run=cmd_info)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except EdgexError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""`edgex deploy` and `edgex verify`: bundles for a Raspberry Pi, a Coral or any Linux board, and a benchmark run
+on the device itself over SSH (the system's ssh/scp, so ~/.ssh/config, keys and agents just work)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from devices.bench import BenchResult, results_from_json
+from devices.bundle import MANIFEST, BundleError, read_manifest, safe_extract, verify, write_manifest
+from devices.errors import EdgexError, choice_error
+from devices.files import atomic_path, read_metadata, utc_now
+
+REPO = Path(__file__).resolve().parents[1]
+CORAL_APT = [
+    'echo "deb https://packages.cloud.google.com/apt coral-edgetpu-stable main" | '
+    "sudo tee /etc/apt/sources.list.d/coral-edgetpu.list",
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | "
+    "sudo gpg --dearmor -o /etc/apt/trusted.gpg.d/coral-edgetpu.gpg",
+    "sudo apt-get update && sudo apt-get install -y libedgetpu1-std",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    machine: str  # uname -m of the board
+    cores: int | None  # threads by default (None: whatever the device has)
+    device: str  # the --device the runner uses by default
+    coral: bool = False
+
+
+TARGETS = {
+    "rpi4": Target("rpi4", "Raspberry Pi 4 (Cortex-A72, 64-bit OS)", "aarch64", 4, "cpu"),
+    "rpi5": Target("rpi5", "Raspberry Pi 5 (Cortex-A76, 64-bit OS)", "aarch64", 4, "cpu"),
+    "coral-usb": Target("coral-usb", "Coral USB Accelerator on a Linux host", "aarch64", 4, "edgetpu:usb", True),
+    "coral-devboard": Target("coral-devboard", "Coral Dev Board (i.MX 8M, Edge TPU on PCIe)", "aarch64", 4,
+                             "edgetpu:pci", True),
+    "generic-arm64": Target("generic-arm64", "any 64-bit Arm Linux board", "aarch64", None, "cpu"),
+    "generic-x86_64": Target("generic-x86_64", "any x86-64 Linux machine", "x86_64", None, "cpu"),
+}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: str
+    target: str
+    model: str  # the model the runner uses, relative to the bundle
+    files: dict
+    notes: tuple[str, ...] = ()
+
+
+def _requirements(model: Path, target: Target) -> str:
+    if model.suffix == ".onnx":
+        runtime = ["onnxruntime>=1.17"]
+    else:
+        runtime = ["ai-edge-litert>=1.2"]
+    lines = ["# Runtime for this bundle (no TensorFlow needed).", *runtime, "numpy>=1.23", "Pillow>=9",
+             "# Old Raspberry Pi OS images without ai-edge-litert wheels: use tflite-runtime with numpy<2 instead.",
+             "# tflite-runtime", "# numpy<2"]
+    if target.coral:
+        lines += ["# The Edge TPU runtime is a system package (libedgetpu1-std); see README.md."]
+    return "\n".join(lines) + "\n"
+
+
+def _readme(target: Target, model: str, notes: list[str], has_eval: bool) -> str:
+    threads = f"--threads {target.cores}" if target.cores else ""
+    lines = [
+        f"# edgex bundle for {target.description}", "",
+        f"Model: `{model}` (metadata next to it: classes, preprocessing, quantization).", "",
+        "## Set up", "", "```bash", "python3 -m venv --system-site-packages venv && . venv/bin/activate",
+        "pip install -r requirements.txt", "```",
+    ]
+    if target.coral:
+        lines += ["", "The Edge TPU runtime (once, from Coral's apt repository):", "", "```bash", *CORAL_APT, "```"]
+    lines += ["", "## Run", "", "```bash", "python -m devices verify            # every file against manifest.json",
+              "python -m devices predict image.jpg  # top classes",
+              f"python -m devices bench {threads}".rstrip() + "      # latency statistics (--json for the edgex schema)"]
+    if has_eval:
+        lines.append("python -m devices eval               # accuracy on the bundled validation images")
+    lines += ["python -m devices info               # what this device is", "```"]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _choose_model(model: Path, target: Target) -> tuple[list[Path], Path, list[str]]:
+    """(files to ship, the one to run, notes) for a target."""
+    notes = []
+    if model.suffix not in (".tflite", ".onnx"):
+        raise EdgexError(f"deploy takes a .tflite or .onnx model; convert {model.name} first "
+                         "(edgex convert MODEL --to tflite --precision int8 --data ..., or --to edgetpu for a Coral)")
+    if not model.is_file():
+        raise EdgexError(f"model file not found: {model}")
+    if target.coral:
+        if model.suffix != ".tflite":
+            raise EdgexError("a Coral target needs a full-integer .tflite model (edgex convert --to edgetpu)")
+        compiled = model if model.stem.endswith("_edgetpu") else model.with_name(f"{model.stem}_edgetpu.tflite")
+        if compiled.is_file():
+            cpu_version = model.with_name(model.name.replace("_edgetpu.tflite", ".tflite"))
+            ship = [compiled] + ([cpu_version] if cpu_version.is_file() and cpu_version != compiled else [])
+            return ship, compiled, notes
+        notes.append(f"{model.name} is not compiled for the Edge TPU (no {compiled.name} next to it): the bundle "
+                     "runs the int8 model on the CPU. Compile it on an x86-64 host with edgetpu_compiler, then deploy "
+                     f"{compiled.name}.")
+        return [model], model, notes
+    return [model], model, notes
+
+
+def _copy_devices_package(dest: Path) -> None:
+    shutil.copytree(REPO / "devices", dest / "devices", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def build_bundle(model: str | Path, target: str, out: str | Path | None = None, *, eval_data: str | None = None,
+                 eval_samples: int = 256, force: bool = False) -> Bundle:
+    """Write ``bundle.tar.gz``: model, metadata, the devices package, entry point docs, requirements, manifest."""
+    if target not in TARGETS:
+        raise choice_error("target", target, TARGETS)
+    spec = TARGETS[target]
+    model = Path(model)
+    ship, primary, notes = _choose_model(model, spec)
+    device = spec.device if not spec.coral or primary.stem.endswith("_edgetpu") else "cpu"
+    out = Path(out) if out else model.with_name(f"{model.stem}_{target}_bundle.tar.gz")
+    if out.exists() and not force:
+        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    meta = read_metadata(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "bundle"
+        (root / "model").mkdir(parents=True)
+        for path in ship:
+            shutil.copy2(path, root / "model" / path.name)
+            meta_path = path.with_name(path.name + ".json")
+            extra = read_metadata(path) or meta
+            (root / "model" / meta_path.name).write_text(json.dumps(extra, indent=2) + "\n")
+        _copy_devices_package(root)
+        eval_file = None
+        if eval_data:
+            eval_file = "eval/eval.npz"
+            _write_eval_set(root / eval_file, meta, eval_data, eval_samples)
+        (root / "requirements.txt").write_text(_requirements(primary, spec))
+        (root / "README.md").write_text(_readme(spec, f"model/{primary.name}", notes, eval_file is not None))
+        if spec.coral:
+            (root / "install_edgetpu_runtime.sh").write_text("#!/bin/sh\nset -e\n" + "\n".join(CORAL_APT) + "\n")
+        manifest = write_manifest(root, {
+            "target": spec.name, "target_description": spec.description, "machine": spec.machine,
+            "model": f"model/{primary.name}", "defaults": {"threads": spec.cores, "device": device},
+            "eval": eval_file, "created": utc_now(), "source_model": str(model), "notes": notes,
+        })
+        with atomic_path(out, overwrite=True) as tmp_archive:
+            with tarfile.open(tmp_archive, "w:gz") as tar:
+                for path in sorted(root.rglob("*")):
+                    tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+    return Bundle(str(out), spec.name, f"model/{primary.name}", manifest["files"], tuple(notes))
+
+
+def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:
+    """Validation images at the model's input size, uint8, with labels: evaluation on the device needs no data."""
+    from edgex.evaluation import dataset_for
+
+    shape = meta.get("input_shape")
+    if not shape:
+        raise EdgexError("--eval-data needs the model's metadata (input shape, classes) next to the model")
+    dataset = dataset_for(meta, data, int(shape[0]))
+    images, labels = dataset.val.take(samples, seed=0).arrays()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=images, labels=labels.astype(np.int64))
+
+
+def read_manifest_of_archive(archive: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return read_manifest(safe_extract(archive, Path(tmp) / "bundle"))
+
+
+def verify_bundle(bundle: str | Path) -> list[str]:
+    """Problems of a bundle (archive or folder): tampered, missing or extra files; unsafe archives raise."""
+    bundle = Path(bundle)
+    if not bundle.exists():
+        raise EdgexError(f"bundle not found: {bundle}")
+    try:
+        if bundle.is_dir():
+            return verify(bundle)
+        with tempfile.TemporaryDirectory() as tmp:
+            return verify(safe_extract(bundle, Path(tmp) / "bundle"))
+    except BundleError as exc:
+        raise EdgexError(str(exc)) from exc
+
+
+# -- remote runs over SSH -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: bool
+    error: str = ""
+    bench: BenchResult | None = None
+    accuracy: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["bench"] = self.bench.to_dict() if self.bench else None
+        return data
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    config: str | None = None  # an ssh_config file (-F)
+    options: tuple[str, ...] = ()  # extra -o KEY=VALUE
+    connect_timeout: int = 10
+    timeout: float = 600.0  # per remote step
+
+
+def _ssh_base(host: str, opts: SshOptions, tool: str) -> tuple[list[str], str]:
+    user_host, port = host, None
+    if host.count(":") == 1 and host.rsplit(":", 1)[1].isdigit():
+        user_host, port = host.rsplit(":", 1)
+    cmd = [tool, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={opts.connect_timeout}"]
+    if opts.config:
+        cmd += ["-F", opts.config]
+    for option in opts.options:
+        cmd += ["-o", option]
+    if port:
+        cmd += ["-P" if tool == "scp" else "-p", port]
+    return cmd, user_host
+
+
+class _RemoteError(Exception):
+    pass
+
+
+def _classify(host: str, step: str, proc: subprocess.CompletedProcess) -> str:
+    text = (proc.stderr or "") + (proc.stdout or "")
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), f"exit code {proc.returncode}")
+    lowered = text.lower()
+    if "permission denied" in lowered or "authentication" in lowered or "host key verification failed" in lowered:
+        return f"{host}: authentication failed ({last})"
+    if proc.returncode == 255 and any(s in lowered for s in ("could not resolve", "connection refused", "no route",
+                                                                  "timed out", "network is unreachable")):
+        return f"{host}: unreachable ({last})"
+    return f"{host}: {step} failed ({last})"
+
+
+def _run(cmd: list[str], host: str, step: str, timeout: float, stdin: bytes | None = None) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
+    except subprocess.TimeoutExpired:
+        raise _RemoteError(f"{host}: timed out after {timeout:g} s during {step}") from None
+    except FileNotFoundError as exc:
+        raise _RemoteError(f"{cmd[0]} not found: install the OpenSSH client") from exc
+    if proc.returncode != 0:
+        raise _RemoteError(_classify(host, step, proc))
+    return proc.stdout
+
+
+def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench_args: list[str] | None,
+                evaluate: bool, opts: SshOptions, remote_python: str = "python3") -> HostResult:
+    start = time.perf_counter()
+    ssh, target = _ssh_base(host, opts, "ssh")
+    scp, _ = _ssh_base(host, opts, "scp")
+    q = shlex.quote
+    base = remote_dir.rstrip("/")
+    try:
+        _run(ssh + [target, f"mkdir -p {q(base)}"], host, "connecting", opts.timeout)
+        _run(scp + [str(archive), str(REPO / "devices" / "bundle.py"), f"{target}:{base}/"], host, "copying",
+             opts.timeout)
+        folder = f"{base}/bundle"
+        _run(ssh + [target, f"rm -rf {q(folder)} && {q(remote_python)} {q(base + '/bundle.py')} unpack "
+                            f"{q(base + '/' + archive.name)} {q(folder)}"], host, "unpacking", opts.timeout)
+        python = remote_python
+        if setup:
+            venv = f"{base}/venv"
+            _run(ssh + [target, f"{q(remote_python)} -m venv --system-site-packages {q(venv)} && {q(venv)}/bin/pip "
+                                f"install -q -r {q(folder + '/requirements.txt')}"], host, "setting up", opts.timeout)
+            python = f"{venv}/bin/python"
+        run = f"cd {q(folder)} && {q(python)} -m devices"
+        _run(ssh + [target, f"{run} verify"], host, "verifying", opts.timeout)
+        identity = json.loads(_run(ssh + [target, f"{run} info --json"], host, "identifying", opts.timeout))
+        bench = None
+        if bench_args is not None:
+            output = _run(ssh + [target, f"{run} bench --json " + " ".join(map(q, bench_args))], host,
+                          "benchmarking", opts.timeout)
+            (bench,) = results_from_json(json.loads(output))
+            bench = bench.with_extra(host=host, board=identity["environment"].get("board", ""),
+                                     os=identity["environment"].get("os", ""))
+        accuracy = {}
+        if evaluate:
+            accuracy = json.loads(_run(ssh + [target, f"{run} eval --json"], host, "evaluating", opts.timeout))
+        return HostResult(host, True, bench=bench, accuracy=accuracy, identity=identity,
+                          seconds=time.perf_counter() - start)
+    except _RemoteError as exc:
+        return HostResult(host, False, error=str(exc), seconds=time.perf_counter() - start)
+    except (ValueError, KeyError) as exc:
+        return HostResult(host, False, error=f"{host}: unexpected output from the device ({exc})",
+                          seconds=time.perf_counter() - start)
+
+
+def read_hosts(hosts: list[str], hosts_file: str | None) -> list[str]:
+    found = list(hosts)
+    if hosts_file:
+        path = Path(hosts_file)
+        if not path.is_file():
+            raise EdgexError(f"hosts file not found: {path}")
+        found += [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    found = [h for h in dict.fromkeys(found) if h]
+    if not found:
+        raise EdgexError("no hosts: pass --ssh USER@HOST (repeatable) or --hosts FILE")
+    return found
+
+
+def deploy_remote(bundle: Bundle, hosts: list[str], *, remote_dir: str = "edgex", setup: bool = False,
+                  bench: bool = True, evaluate: bool = False, runs: int = 50, min_seconds: float = 1.0,
+                  remote_python: str = "python3", opts: SshOptions = SshOptions(), progress=None) -> list[HostResult]:
+    """Copy, verify, (set up,) benchmark and (evaluate) on every host in parallel; one result per host."""
+    if shutil.which("ssh") is None or shutil.which("scp") is None:
+        raise EdgexError("ssh/scp not found: install the OpenSSH client")
+    if evaluate and not read_manifest_of_archive(Path(bundle.path)).get("eval"):
+        raise EdgexError("remote evaluation needs a bundle built with --eval-data")
+    bench_args = ["--runs", str(runs), "--min-seconds", str(min_seconds)] if bench else None
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        futures = [pool.submit(run_on_host, host, Path(bundle.path), remote_dir=remote_dir, setup=setup,
+                               bench_args=bench_args, evaluate=evaluate, opts=opts, remote_python=remote_python)
+                   for host in hosts]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            if progress is not None:
+                progress(results[-1])
+    return results
