@@ -34,6 +34,7 @@ class CompareConfig:
     data: str | None = None  # calibration and accuracy
     calib_samples: int = 100
     breakdown: bool = True
+    breakdown_runtimes: tuple[str, ...] = ("litert", "onnxruntime")  # TFLite's costs a one-layer model per shape
     bench: BenchConfig = COMPARE_BENCH
 
     def __post_init__(self):
@@ -123,10 +124,11 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
     paths += [Path(m) for m in config.models]
 
     rows, results, breakdown = [], [], {}
+    labels = _labels(paths)
     for path in paths:
         source = load_source(path)
         meta = source.metadata
-        label = _label(path)
+        label = labels[path]
         cost = model_cost(source.keras_model) if source.keras_model is not None else None
         size = int(source.input_shape[0])
         dataset = dataset_for(meta, config.data, size) if config.data else None
@@ -135,7 +137,7 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
         for runtime in config.runtimes:
             for precision in config.precisions:
                 to = FORMATS[runtime]
-                artifact = models_dir / f"{path.stem}_{precision}.{to}"
+                artifact = models_dir / f"{label}_{precision}.{to}"
                 if not artifact.exists():
                     _export(export_model, source, to, precision, artifact, dataset, config)
                 result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads,
@@ -149,7 +151,7 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
                 results.append(result.with_extra(label=f"{label} {runtime} {precision}", precision=precision,
                                                  model_label=label, macs=cost.macs if cost else 0,
                                                  **({"top1": top1} if top1 is not None else {})))
-                if config.breakdown and cost is not None:
+                if config.breakdown and cost is not None and runtime in config.breakdown_runtimes:
                     shares = _breakdown(source, cost, runtime, precision, artifact, result.latency.p50, config,
                                         models_dir / "layers")
                     breakdown.setdefault(label, {}).setdefault(runtime, {})[precision] = shares
@@ -160,8 +162,22 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
     return _write(result, out_dir, plots)
 
 
-def _label(path: Path) -> str:
-    return path.stem
+def _labels(paths: list[Path]) -> dict[Path, str]:
+    """A unique, readable name per model: preset + xception/regular_twin from the metadata, else the file stem;
+    parent folder names are prepended while names collide (runs/a/model.keras vs runs/b/model.keras)."""
+    def base(path: Path) -> str:
+        meta = read_metadata(path)
+        config = meta.get("model_config") or {}
+        if config.get("conv") and meta.get("preset"):
+            return f"{meta['preset']}_{'xception' if config['conv'] == 'separable' else 'regular_twin'}"
+        return path.stem
+
+    names = {path: base(path) for path in paths}
+    depth = 0
+    while len(set(names.values())) < len(names) and depth < 4:
+        depth += 1
+        names = {path: "_".join([*path.parts[-1 - depth:-1], base(path)]) for path in paths}
+    return names
 
 
 def _export(export_model, source, to, precision, artifact, dataset, config) -> None:
@@ -183,10 +199,11 @@ def _ab(rows) -> list[dict]:
     pairs = []
     by = defaultdict(dict)
     for r in rows:
-        conv = _conv_of(r.model)
-        if conv:
-            by[(r.runtime, r.precision)][conv] = r
-    for (runtime, precision), found in by.items():
+        meta = read_metadata(r.model)
+        conv = (meta.get("model_config") or {}).get("conv")
+        if conv:  # a model and its twin share a preset
+            by[(r.runtime, r.precision, meta.get("preset"))][conv] = r
+    for (runtime, precision, _), found in by.items():
         if "separable" in found and "regular" in found:
             sep, reg = found["separable"], found["regular"]
             pairs.append({"runtime": runtime, "precision": precision, "xception": sep.label, "twin": reg.label,
@@ -196,12 +213,6 @@ def _ab(rows) -> list[dict]:
                           "params_ratio": reg.params / sep.params if sep.params else float("nan"),
                           "size_ratio": reg.size_bytes / sep.size_bytes})
     return pairs
-
-
-def _conv_of(model_path: str) -> str | None:
-    meta = read_metadata(model_path)
-    config = meta.get("model_config") or {}
-    return config.get("conv")
 
 
 # -- where the time goes --------------------------------------------------------------------------------------------

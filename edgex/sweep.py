@@ -31,7 +31,7 @@ BANDWIDTH_PROBE = (1, 512, 512, 64)  # 16.8 M elements through an elementwise ad
 @dataclass(frozen=True)
 class SweepConfig:
     input_size: int = 299
-    shapes: str = "xception"  # or a CSV/YAML file of h, w, c_in, c_out, k, stride
+    shapes: str = "xception"  # or a CSV/YAML file of h, w, c_in, c_out, k, stride, or a Keras model file
     variants: tuple[str, ...] = VARIANTS
     precisions: tuple[str, ...] = ("fp32", "int8")
     runtimes: tuple[str, ...] = ("litert",)
@@ -115,16 +115,32 @@ class SweepResult:
 # -- shapes -------------------------------------------------------------------------------------------------------
 def xception_shapes(input_size: int = 299) -> list[tuple[str, ConvSpec, int]]:
     """(kind, spec, count) of every distinct convolution of the paper Xception at ``input_size``."""
-    from devices.tfkeras import keras
     from edgex.models import create_model
+
+    return model_shapes(create_model("paper", input_size=input_size, include_top=False))
+
+
+def model_shapes(model) -> list[tuple[str, ConvSpec, int]]:
+    """(kind, spec, count) of every distinct convolution of a Keras model."""
+    from devices.tfkeras import keras
     from edgex.models.costs import model_cost
 
-    model = create_model("paper", input_size=input_size, include_top=False)
     found: dict[ConvSpec, list] = {}
     for _, kind, spec in model_cost(model).conv_specs():
         found.setdefault(spec, [kind, 0])[1] += 1
     keras().backend.clear_session()
     return [(kind, spec, count) for spec, (kind, count) in found.items()]
+
+
+def resolve_shapes(shapes: str, input_size: int) -> list[tuple[str, ConvSpec, int]]:
+    """``xception`` (the paper network at ``input_size``), a Keras model file, or a CSV/YAML shapes file."""
+    if shapes == "xception":
+        return xception_shapes(input_size)
+    if Path(shapes).suffix in (".keras", ".h5"):
+        from devices.tensorflow import load_keras_model
+
+        return model_shapes(load_keras_model(shapes))
+    return load_shapes(shapes)
 
 
 def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
@@ -236,7 +252,7 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
     if (out_dir / "sweep.json").exists() and not force:
         raise EdgexError(f"{out_dir / 'sweep.json'} already exists; pass --force to overwrite it")
     start = time.perf_counter()
-    shapes = xception_shapes(config.input_size) if config.shapes == "xception" else load_shapes(config.shapes)
+    shapes = resolve_shapes(config.shapes, config.input_size)
     models_dir = out_dir / "models"
     if force:  # one-layer exports are cached by name inside one run only
         shutil.rmtree(models_dir, ignore_errors=True)

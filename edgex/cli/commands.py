@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, deploy, optimize, separable, train
+    from edgex.cli import bench, convert, deploy, optimize, pipeline, separable, train
 
     train.register(app)
     convert.register(app)
@@ -14,3 +14,4 @@ def register(app: typer.Typer) -> None:
     bench.register(app)
     separable.register(app)
     deploy.register(app)
+    pipeline.register(app)

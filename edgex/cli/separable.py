@@ -15,7 +15,8 @@ def _split(value: str) -> tuple[str, ...]:
 
 def sweep(
     input_size: Annotated[int, typer.Option(help="Input size of the Xception whose layer shapes are swept.")] = 299,
-    shapes: Annotated[str, typer.Option(help="xception, or a CSV/YAML file of h,w,c_in,c_out,k,stride.")] = "xception",
+    shapes: Annotated[str, typer.Option(help="xception, a Keras model file, or a CSV/YAML file of "
+                                             "h,w,c_in,c_out,k,stride.")] = "xception",
     variants: Annotated[str, typer.Option(help="Comma-separated: regular,separable,depthwise,pointwise.")] = "regular,separable,depthwise,pointwise",
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,fp16,int8.")] = "fp32,int8",
     runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime,tensorflow.")] = "litert",
