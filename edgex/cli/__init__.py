@@ -72,6 +72,17 @@ def _debug() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, 3 for a failed accuracy gate)."""
+    debug_before = os.environ.get("EDGEX_DEBUG")
+    try:
+        return _main(argv)
+    finally:  # --debug lasts for one invocation, also when main() is called from Python
+        if debug_before is None:
+            os.environ.pop("EDGEX_DEBUG", None)
+        else:
+            os.environ["EDGEX_DEBUG"] = debug_before
+
+
+def _main(argv: list[str] | None) -> int:
     click = _click_exceptions()
     try:
         result = app(args=argv, prog_name="edgex", standalone_mode=False)

@@ -1,0 +1,140 @@
+"""Issue: `edgex pipeline` end to end on a reduced budget, resumable stages, and the report in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgex.pipeline import DEFAULT_RECIPE, STAGES, resolve_recipe
+
+RECIPE = """
+preset: tiny
+train: {epochs: 2}
+twin: {epochs: 1}
+prune: {sparsity: 0.5, epochs: 1}
+quantize: {qat_epochs: 1, calib_samples: 50}
+convert: {tflite: [fp32], onnx: [fp32], edgetpu: true}
+bench: {runs: 5, min_seconds: 0.05, warmup: 1}
+compare: {runtimes: [litert, onnxruntime], precisions: [fp32], breakdown: [onnxruntime]}
+sweep: {shapes: model, variants: [regular, separable], precisions: [fp32]}
+deploy: {target: generic-x86_64, eval_data: true}
+report: {max_drop: 5.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One reduced-budget pipeline run through the CLI; returns (run folder, recipe file, cli output)."""
+    from edgex.cli import main
+
+    folder = tmp_path_factory.mktemp("pipeline")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    out = folder / "run"
+    assert main(["pipeline", "--config", str(recipe), "--out", str(out)]) == 0
+    return out, recipe
+
+
+def _stage_lines(output: str) -> dict[str, str]:
+    lines = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in STAGES and parts[1] in ("ran", "skipped"):
+            lines[parts[0]] = parts[1]
+    return lines
+
+
+def test_run_folder_has_every_artifact_and_report(run):
+    out, _ = run
+    for name in ("recipe.yaml", "recipe.json", "data.json", "metrics.json", "bench.json", "bench.csv", "sweep.json",
+                 "report.html", "report.md", "bundle.tar.gz", "deploy.json", "train/model.keras", "twin/model.keras",
+                 "compare/compare.json"):
+        assert (out / name).exists(), name
+    assert {p.stem for p in (out / "stages").glob("*.json")} == set(STAGES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"keras fp32", "tflite fp32", "tflite int8", "tflite int8 (QAT)", "onnx fp32", "edgetpu int8",
+            "tflite fp32 pruned 50%"} <= set(metrics)
+    for name, m in metrics.items():
+        assert 0 <= m["top1"] <= 1 and m["size_bytes"] > 0, name
+        assert (out / m["path"]).exists()
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["schema"] == "edgex.bench/1" and len(bench["results"]) == len(metrics)
+    resolved = json.loads((out / "recipe.json").read_text())
+    assert resolved["preset"] == "tiny" and resolved["train"]["epochs"] == 2
+    assert resolved["seed"] == DEFAULT_RECIPE["seed"]  # defaults fill what the recipe leaves out
+    report = (out / "report.md").read_text()
+    assert "## Variants" in report and "Reproduce" in report and "edgex quantize" in report
+    from devices.bundle import safe_extract, verify
+
+    assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
+
+
+def test_resume_skips_every_stage_and_reruns_only_what_changed(run, capsys):
+    from edgex.cli import main
+
+    out, recipe = run
+    capsys.readouterr()
+    assert main(["pipeline", "--config", str(recipe), "--out", str(out), "--resume"]) == 0
+    assert set(_stage_lines(capsys.readouterr().out).values()) == {"skipped"}
+
+    changed = out.parent / "changed.yaml"
+    changed.write_text(RECIPE.replace("runs: 5", "runs: 6"))
+    assert main(["pipeline", "--config", str(changed), "--out", str(out), "--resume"]) == 0
+    stages = _stage_lines(capsys.readouterr().out)
+    assert {s for s, status in stages.items() if status == "ran"} == {"bench", "deploy", "report"}
+    assert json.loads((out / "recipe.json").read_text())["bench"]["runs"] == 6
+
+
+def test_existing_run_folder_needs_resume_or_force(run, cli):
+    out, recipe = run
+    result = cli("pipeline", "--config", recipe, "--out", out)
+    assert result.exit_code == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("trian: {epochs: 1}\n", "unknown recipe key 'trian'"),
+    ("train: {epoch: 1}\n", "unknown recipe key 'train.epoch'"),
+    ("train: 5\n", "must be a mapping"),
+    ("[1, 2\n", "not valid YAML"),
+])
+def test_bad_recipes_are_one_line_errors(tmp_path, cli, text, fragment):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    result = cli("pipeline", "--config", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_flags_override_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("preset: tiny\ntrain: {epochs: 3}\n")
+    resolved = resolve_recipe(recipe, {"preset": "mini", "train.epochs": 7, "devices": ["cpu"]})
+    assert resolved["preset"] == "mini" and resolved["train"]["epochs"] == 7
+
+
+@pytest.mark.browser
+def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    out, _ = run
+    metrics = json.loads((out / "metrics.json").read_text())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto((out / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        rows = page.locator("#variants tbody tr").count()
+        browser.close()
+    assert len(images) >= 5
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert {src for src, _, _ in images} >= {"plots/accuracy_vs_latency.png", "plots/size_vs_accuracy.png",
+                                             "plots/roofline.png", "plots/model_ab.png", "plots/time_breakdown.png"}
+    assert rows == len(metrics)
