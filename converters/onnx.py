@@ -19,6 +19,8 @@ from devices.logs import quiet_native_logs
 
 INPUT_NAME = "input"
 _PROTOBUF_LIMIT = 1_900_000_000  # bytes: above this, weights go to an external-data file next to the model
+# Above this many bytes of weights, tf2onnx would need tens of times that in memory: edgex writes the graph itself.
+DIRECT_WRITER_BYTES = 256 * 2**20
 
 
 def _onnx():
@@ -89,7 +91,27 @@ def save_onnx(model, path: Path, final_name: str) -> None:
 
 
 def to_onnx_fp32(source: SourceModel, options: ExportOptions):
-    """The fp32 ONNX ModelProto of ``source`` through tf2onnx, with named input/output."""
+    """The fp32 ONNX ModelProto of ``source``, with named input/output: through tf2onnx, or for large Keras models
+    made of plain CNN layers through edgex's direct writer (see converters.onnx_graph)."""
+    if writer_for(source, options) == "direct":
+        from converters.onnx_graph import keras_to_onnx
+
+        return keras_to_onnx(source.keras_model, options.batch_size, options.opset)
+    return _tf2onnx_fp32(source, options)
+
+
+def writer_for(source: SourceModel, options: ExportOptions) -> str:
+    from converters.onnx_graph import unsupported_layers
+
+    if options.onnx_writer != "auto":
+        return options.onnx_writer
+    if source.keras_model is None or unsupported_layers(source.keras_model):
+        return "tf2onnx"
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in source.keras_model.weights)
+    return "direct" if weight_bytes > DIRECT_WRITER_BYTES else "tf2onnx"
+
+
+def _tf2onnx_fp32(source: SourceModel, options: ExportOptions):
     from devices.tfkeras import tensorflow
 
     tf2onnx = _tf2onnx()
@@ -202,4 +224,5 @@ def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInf
         details = _int8_qdq(source, path, options)
     check_onnx(path, options.final_name)
     details["opset"] = options.opset
+    details["onnx_writer"] = writer_for(source, options)
     return ExportInfo((), details)

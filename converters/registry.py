@@ -50,6 +50,7 @@ class ExportOptions:
     calibration: np.ndarray | None = None  # preprocessed float32 samples for int8
     keep_float: tuple[str, ...] = ()  # layers left in float in int8 TFLite models
     onnx_int8_route: str = "qdq"  # qdq: ONNX Runtime static QDQ; tflite: int8 TFLite then tf2onnx.from_tflite
+    onnx_writer: str = "auto"  # fp32 ONNX graph: tf2onnx, direct (edgex's writer), auto (direct for large models)
     final_name: str = ""  # the artifact's final file name (external data files are named after it)
 
     @property
@@ -153,7 +154,7 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
 def convert(model: str | Path | SourceModel, to: str, precision: str | None = None, *, out: str | Path | None = None,
             force: bool = False, calibration: np.ndarray | None = None, parity_inputs: np.ndarray | None = None,
             io: str | None = None, batch: str = "1", opset: int = 17, keep_float: tuple[str, ...] = (),
-            onnx_int8_route: str = "qdq", metadata: dict | None = None) -> ConversionResult:
+            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", metadata: dict | None = None) -> ConversionResult:
     """Export ``model`` to ``to`` at ``precision``, run the file in its runtime and compare it with the original.
 
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
@@ -176,9 +177,11 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
             notes.append(f"only {len(calibration)} calibration samples (fewer than {MIN_CALIBRATION_SAMPLES}): "
                          "activation ranges may be poorly estimated")
     source = model if isinstance(model, SourceModel) else load_source(model)
+    if onnx_writer not in ("auto", "tf2onnx", "direct"):
+        raise choice_error("ONNX writer", onnx_writer, ("auto", "tf2onnx", "direct"))
     options = ExportOptions(precision, io, batch, int(opset),
                             None if calibration is None else np.asarray(calibration, np.float32),
-                            tuple(keep_float), onnx_int8_route, out.name)
+                            tuple(keep_float), onnx_int8_route, onnx_writer, out.name)
     exporter = importlib.import_module(target.module)
     start = time.perf_counter()
     with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:

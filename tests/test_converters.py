@@ -308,3 +308,54 @@ def test_onnx_external_data_through_a_symlink_outside_is_refused(onnx_with_exter
     (folder / "link.bin").symlink_to(secret)
     with pytest.raises(ModelFileError, match="resolves outside"):
         devices.load_model(craft("link.bin"))
+
+
+# -- the direct ONNX writer for large models ------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [{}, {"conv": "regular"}, {"intermediate_activation": "elu"},
+                                       {"residual": False}, {"include_top": False}],
+                         ids=["separable", "regular", "elu-ablation", "no-residual", "features"])
+def test_direct_onnx_writer_matches_keras_and_tf2onnx(tmp_path, overrides):
+    import numpy as np
+
+    from converters.onnx_graph import keras_to_onnx
+    from devices.tfkeras import keras
+    from edgex.models import create_model
+
+    keras().utils.set_random_seed(3)
+    model = create_model("paper", input_size=71, classes=10, width=0.125, middle_blocks=1, **overrides)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # batch norm with non-trivial statistics, so that every weight matters
+        if layer.__class__.__name__ == "BatchNormalization":
+            shape = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape), rng.normal(0, 0.2, shape),
+                               rng.uniform(0.5, 1.5, shape)])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    x = rng.uniform(-1, 1, (4, 71, 71, 3)).astype(np.float32)
+    direct = convert(path, "onnx", "fp32", out=tmp_path / "direct.onnx", parity_inputs=x, onnx_writer="direct",
+                     batch="dynamic")
+    assert direct.details["onnx_writer"] == "direct" and direct.parity.max_abs_diff <= 1e-4
+    via_tf2onnx = convert(path, "onnx", "fp32", out=tmp_path / "tf2onnx.onnx", parity_inputs=x, onnx_writer="tf2onnx",
+                          batch="dynamic")
+    with devices.load_model(direct.path) as a, devices.load_model(via_tf2onnx.path) as b:
+        np.testing.assert_allclose(a.predict(x), b.predict(x), atol=1e-4)
+    assert keras_to_onnx(model, 1).graph.input[0].name == "input"
+
+
+def test_auto_writer_keeps_tf2onnx_for_small_and_foreign_models(tiny_artifacts):
+    from converters.onnx import writer_for
+    from converters.registry import ExportOptions
+
+    source = __import__("converters").load_source(tiny_artifacts["keras"])
+    assert writer_for(source, ExportOptions()) == "tf2onnx"
+    assert writer_for(source, ExportOptions(onnx_writer="direct")) == "direct"
+
+
+def test_direct_writer_names_unsupported_layers(tmp_path):
+    from converters.onnx_graph import keras_to_onnx
+    from devices.tfkeras import keras
+
+    k = keras()
+    model = k.Sequential([k.Input((8, 8, 3)), k.layers.Conv2D(4, 3), k.layers.UpSampling2D(name="up")])
+    with pytest.raises(EdgexError, match=r"does not support: up \(UpSampling2D\)"):
+        keras_to_onnx(model, 1)
