@@ -6,14 +6,16 @@ import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from converters.source import SourceModel, load_source
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, utc_now, write_metadata
+from devices.files import atomic_path, file_size, refuse_overwrite, utc_now, write_metadata
 from devices.preprocess import Preprocessing
 from devices.sysinfo import versions
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MIN_CALIBRATION_SAMPLES = 100  # fewer gives a warning
 FP32_TOLERANCE = 1e-4  # max |difference| of the outputs (probabilities)
@@ -118,6 +120,8 @@ def default_output(model: str | Path, to: str, precision: str) -> Path:
 
 def check_parity(reference: np.ndarray, exported: np.ndarray, precision: str, inputs: str) -> Parity:
     """Compare exported outputs with the original's: max |diff| for float exports, top-1 agreement for quantized."""
+    import numpy as np
+
     diff = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
     agreement = float((reference.argmax(-1) == exported.argmax(-1)).mean())
     if precision == "fp32":
@@ -160,13 +164,14 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
     for the parity check (random inputs when None). ``metadata``: extra fields for the artifact's metadata.
     """
+    import numpy as np
+
     precision = precision or default_precision(to)
     io = io or ("uint8" if to == "edgetpu" else "float")
     target = _validate(to, precision, io, batch, opset, onnx_int8_route)
     source_path = Path(model.path if isinstance(model, SourceModel) else model)
     out = Path(out) if out else default_output(source_path, to, precision)
-    if out.exists() and not force:
-        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    refuse_overwrite(out, force)
     if target.suffix and out.suffix != target.suffix:
         raise EdgexError(f"output {out} should end in {target.suffix} for {to}")
     notes: list[str] = []

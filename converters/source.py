@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from devices.errors import ModelFileError
 from devices.files import read_metadata, sha256_file
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass

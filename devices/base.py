@@ -84,10 +84,10 @@ class LoadedModel(abc.ABC):
     @abc.abstractmethod
     def get_outputs(self) -> list[np.ndarray]: ...
 
-    def resize_batch(self, batch: int) -> None:
+    def resize_batch(self, batch: int) -> None:  # noqa: B027 - runtimes with dynamic shapes need nothing here
         """Make the model accept ``batch`` samples (only called when the batch dimension is dynamic)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most runtimes free their session when it is collected
         pass
 
     @property

@@ -16,6 +16,12 @@ from devices.errors import EdgexError
 METADATA_SUFFIX = ".json"
 
 
+def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> None:
+    """Existing outputs are never overwritten silently: one error line unless ``force``."""
+    if Path(path).exists() and not force:
+        raise EdgexError(f"{path} already exists; pass --force to overwrite it")
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, *, overwrite: bool = True, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
@@ -24,8 +30,7 @@ def atomic_path(final: str | os.PathLike, *, overwrite: bool = True, is_dir: boo
     ``is_dir`` yields a temporary directory instead (for SavedModels).
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise EdgexError(f"{final} already exists; pass --force to overwrite it")
+    refuse_overwrite(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{final.name}.tmp-"
     if is_dir:

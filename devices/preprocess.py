@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from devices.errors import EdgexError, RuntimeMissing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -21,8 +19,10 @@ class Preprocessing:
     offset: float = -1.0
     resize: str = "bilinear"
 
-    def apply(self, images: np.ndarray) -> np.ndarray:
+    def apply(self, images):
         """uint8 images (N, H, W, 3) -> float32 model input."""
+        import numpy as np
+
         return (np.asarray(images, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(
             np.float32
         )
@@ -40,8 +40,10 @@ class Preprocessing:
 XCEPTION = Preprocessing()
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+def load_image(path: str | Path, size: tuple[int, int]):
     """Decode any image Pillow reads (grayscale, RGBA, CMYK, palette, the first frame of a GIF) to uint8 RGB HxWx3."""
+    import numpy as np
+
     try:
         from PIL import Image
     except ImportError as exc:
@@ -57,8 +59,9 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         raise EdgexError(f"cannot read image {path}: {exc}") from exc
 
 
-def resize_uint8(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_uint8(images, size: tuple[int, int]):
     """Resize a batch of uint8 images (N, h, w) or (N, h, w, 3) to RGB (N, H, W, 3) with the same filter as load_image."""
+    import numpy as np
     from PIL import Image
 
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)

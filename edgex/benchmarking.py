@@ -87,3 +87,12 @@ def write_results(results: Sequence[BenchResult], json_path: str | Path | None =
         if append and csv_path.exists() and not json_path:
             raise EdgexError("--append to a CSV needs --json too (the JSON file keeps every row in full)")
         write_text_atomic(csv_path, results_to_csv(all_rows))
+
+
+def write_study(files: dict, bench: Sequence[BenchResult], summary: str, name: str, data: dict) -> None:
+    """The files of a sweep or a comparison: bench.json and .csv (the bench schema), summary.md, NAME.json last
+    (its presence marks a finished study)."""
+    write_json_atomic(files["bench"], results_to_json(bench))
+    write_text_atomic(files["csv"], results_to_csv(bench))
+    write_text_atomic(files["summary"], summary)
+    write_json_atomic(files[name], data)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.bench import BenchConfig, BenchResult, benchmark, results_to_csv, results_to_json
+from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from devices.files import read_metadata, write_json_atomic, write_metadata, write_text_atomic
+from edgex.benchmarking import write_study
+from devices.files import read_metadata, refuse_overwrite, write_metadata
 
 FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
 COMPARE_BENCH = BenchConfig(warmup=3, min_warmup_seconds=0.1, runs=20, min_seconds=0.5, max_seconds=30.0)
@@ -110,8 +111,7 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
     from edgex.quantize import artifact_accuracy
 
     out_dir = Path(out_dir)
-    if (out_dir / "compare.json").exists() and not force:
-        raise EdgexError(f"{out_dir / 'compare.json'} already exists; pass --force to overwrite it")
+    refuse_overwrite(out_dir / "compare.json", force)
     for model in config.models:
         if not Path(model).exists():
             raise EdgexError(f"model file not found: {model}")
@@ -220,12 +220,11 @@ def _breakdown(source, cost, runtime, precision, artifact, total_ms, config, lay
     macs = cost.macs_by_kind()
     mac_total = sum(macs.values()) or 1
     if runtime == "onnxruntime":
-        times = _onnx_profile(artifact, config)
+        times = _onnx_profile(artifact, config)  # every node is profiled, the rest included
     else:
         times = _tflite_layer_times(cost, precision, config, layers_dir)
-    measured = sum(times.values())
-    times["rest"] = max(0.0, (total_ms if runtime != "onnxruntime" else measured) - sum(
-        v for k, v in times.items() if k != "rest")) if runtime != "onnxruntime" else times.get("rest", 0.0)
+        # What the convolutions' sub-models do not account for (sub-models can also sum to more than the model).
+        times["rest"] = max(0.0, total_ms - sum(times.values()))
     total = sum(times.values()) or 1
     mac_shares = {"pointwise": macs["pointwise"], "depthwise": macs["depthwise"], "regular": macs["regular"],
                   "shortcut": macs["shortcut"], "rest": macs["dense"]}
@@ -324,10 +323,7 @@ def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
         if flat:
             files["breakdown"] = plotting.time_breakdown(flat, out_dir / "time_breakdown.png")
     result = replace(result, files={k: str(v) for k, v in files.items()})
-    write_json_atomic(files["bench"], results_to_json(result.bench))
-    write_text_atomic(files["csv"], results_to_csv(result.bench))
-    write_text_atomic(files["summary"], summary_markdown(result))
-    write_json_atomic(files["compare"], result.to_dict())
+    write_study(files, result.bench, summary_markdown(result), "compare", result.to_dict())
     return result
 
 

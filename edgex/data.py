@@ -377,8 +377,3 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
                    _fingerprint("tfds", name, image_size, len(train), len(val)),
                    info={"source": f"TensorFlow Datasets {name} (train, {val_name})"})
 
-
-def calibration_samples(dataset: Dataset, n: int, preprocessing: Preprocessing = XCEPTION, seed: int = 0) -> np.ndarray:
-    """``n`` preprocessed training images for int8 calibration (float32, N x H x W x 3)."""
-    images, _ = dataset.train.take(n, seed=seed).arrays()
-    return preprocessing.apply(images)

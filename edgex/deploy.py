@@ -13,13 +13,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from devices.bench import BenchResult, results_from_json
-from devices.bundle import MANIFEST, BundleError, read_manifest, safe_extract, verify, write_manifest
+from devices.bundle import BundleError, read_manifest, safe_extract, verify, write_manifest
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, read_metadata, utc_now
+from devices.files import atomic_path, read_metadata, refuse_overwrite, utc_now
+
+if TYPE_CHECKING:
+    from devices.bench import BenchResult
 
 REPO = Path(__file__).resolve().parents[1]
 CORAL_APT = [
@@ -132,8 +133,7 @@ def build_bundle(model: str | Path, target: str, out: str | Path | None = None, 
     ship, primary, notes = _choose_model(model, spec)
     device = spec.device if not spec.coral or primary.stem.endswith("_edgetpu") else "cpu"
     out = Path(out) if out else model.with_name(f"{model.stem}_{target}_bundle.tar.gz")
-    if out.exists() and not force:
-        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    refuse_overwrite(out, force)
     meta = read_metadata(model)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bundle"
@@ -166,6 +166,8 @@ def build_bundle(model: str | Path, target: str, out: str | Path | None = None, 
 
 def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:
     """Validation images at the model's input size, uint8, with labels: evaluation on the device needs no data."""
+    import numpy as np
+
     from edgex.evaluation import dataset_for
 
     shape = meta.get("input_shape")
@@ -265,6 +267,8 @@ def _run(cmd: list[str], host: str, step: str, timeout: float, stdin: bytes | No
 
 def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench_args: list[str] | None,
                 evaluate: bool, opts: SshOptions, remote_python: str = "python3") -> HostResult:
+    from devices.bench import results_from_json
+
     start = time.perf_counter()
     ssh, target = _ssh_base(host, opts, "ssh")
     scp, _ = _ssh_base(host, opts, "scp")

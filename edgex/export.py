@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from devices.errors import EdgexError
+from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
 
 DEFAULT_CALIBRATION_SAMPLES = 200
@@ -38,8 +39,8 @@ def export_model(model: str | Path, to: str, precision: str | None = None, *, da
     needs_calibration = precision == "int8" or to == "edgetpu"
     if needs_calibration and not data and dataset is None:
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
-    if out is not None and Path(out).exists() and not force:
-        raise EdgexError(f"{out} already exists; pass --force to overwrite it")
+    if out is not None:
+        refuse_overwrite(out, force)
     source = source or load_source(model)
     meta = source.metadata
     preprocessing = preprocessing_of(meta)

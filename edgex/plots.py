@@ -110,7 +110,7 @@ def time_breakdown(breakdown: dict, path: Path) -> Path:
     labels = list(breakdown)
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(labels) + 2), 5))
     kinds = list(dict.fromkeys(k for shares in breakdown.values() for k in shares))
-    for j, what in enumerate(("time", "MACs")):
+    for j in range(2):  # time share, then MAC share
         bottoms = [0.0] * len(labels)
         for kind in kinds:
             values = [breakdown[label].get(kind, (0, 0))[j] * 100 for label in labels]

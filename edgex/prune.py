@@ -7,11 +7,13 @@ import gzip
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, read_metadata, write_json_atomic, write_metadata
+from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEDULES = ("polynomial", "constant")
 PATTERNS = ("2:4",)
@@ -126,8 +128,7 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
     model = Path(model)
     _validate(model, sparsity, schedule, pattern, data, epochs)
     out_dir = Path(out) if out else model.parent / f"prune_{int(round(sparsity * 100))}"
-    if (out_dir / REPORT_FILE).exists() and not force:
-        raise EdgexError(f"{out_dir / REPORT_FILE} already exists; pass --force to overwrite it")
+    refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = keras()
 
@@ -277,6 +278,8 @@ def _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, 
 
 def int8_weight_sparsity(path: Path) -> float:
     """Share of zeros among the int8 weight tensors (rank >= 2 constants) of a TFLite file."""
+    import numpy as np
+
     from devices.litert import constant_tensors, graph_interpreter
 
     interp = graph_interpreter(path)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, write_json_atomic
+from devices.files import atomic_path, file_size, refuse_overwrite, write_json_atomic
 
 MODES = {"dynamic": "dynamic", "float16": "fp16", "int8": "int8", "qat": "int8"}  # mode -> export precision
 TARGETS = ("tflite", "onnx", "edgetpu")
@@ -100,8 +100,7 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
         raise EdgexError("--keep-float applies to --mode int8 --to tflite")
     out_dir = Path(out) if out else model.parent / f"quantize_{mode}_{to}"
     report_path = out_dir / REPORT_FILE
-    if report_path.exists() and not force:
-        raise EdgexError(f"{report_path} already exists; pass --force to overwrite it")
+    refuse_overwrite(report_path, force)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     source = load_source(model)

@@ -181,7 +181,7 @@ def _html(rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots
 
 def _markdown(rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots, env, versions, recipe, stages,
               out) -> str:
-    lines = [f"# edgex report", "", f"Run `{out}` · preset **{recipe['preset']}** · data **{recipe['data']}** · "
+    lines = ["# edgex report", "", f"Run `{out}` · preset **{recipe['preset']}** · data **{recipe['data']}** · "
              f"devices {', '.join(recipe['devices'])}", ""]
     if smallest:
         lines.append(f"- smallest within the accuracy gate (drop <= {max_drop:g} points): **{smallest}**")

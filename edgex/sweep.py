@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.bench import BenchConfig, BenchResult, benchmark, results_to_csv, results_to_json
+from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from devices.files import write_json_atomic, write_text_atomic
+from edgex.benchmarking import write_study
+from devices.files import refuse_overwrite
 from edgex.models.costs import VARIANTS, ConvSpec
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
@@ -249,8 +250,7 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
           progress=None, plots: bool = True) -> SweepResult:
     """Measure every shape x variant x runtime x precision; write sweep.json, bench.json/.csv, summary.md, PNGs."""
     out_dir = Path(out_dir)
-    if (out_dir / "sweep.json").exists() and not force:
-        raise EdgexError(f"{out_dir / 'sweep.json'} already exists; pass --force to overwrite it")
+    refuse_overwrite(out_dir / "sweep.json", force)
     start = time.perf_counter()
     shapes = resolve_shapes(config.shapes, config.input_size)
     models_dir = out_dir / "models"
@@ -259,12 +259,12 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
     roofs = measure_roofs(config.runtimes, config.precisions, models_dir, config.device, config.threads, config.bench)
     roof_of = {(r.runtime, r.precision): r for r in roofs}
     rows, results = [], []
-    jobs = [(kind, spec, count, variant, runtime, precision)
-            for kind, spec, count in shapes
+    jobs = [(spec, count, variant, runtime, precision)
+            for _, spec, count in shapes
             for variant in variants_for(spec, config.variants)
             for runtime in config.runtimes
             for precision in config.precisions if precision in RUNTIME_PRECISIONS[runtime]]
-    for i, (kind, spec, count, variant, runtime, precision) in enumerate(jobs, 1):
+    for i, (spec, count, variant, runtime, precision) in enumerate(jobs, 1):
         name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
         path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
         result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
@@ -322,10 +322,7 @@ def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> Sw
         files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
         files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
     result = replace(result, files={k: str(v) for k, v in files.items()})
-    write_json_atomic(files["bench"], results_to_json(result.bench))
-    write_text_atomic(files["csv"], results_to_csv(result.bench))
-    write_text_atomic(files["summary"], summary_markdown(result))
-    write_json_atomic(files["sweep"], result.to_dict())
+    write_study(files, result.bench, summary_markdown(result), "sweep", result.to_dict())
     return result
 
 

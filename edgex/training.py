@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, read_metadata, utc_now, write_json_atomic, write_metadata

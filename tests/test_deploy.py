@@ -13,7 +13,6 @@ import pytest
 from devices.bench import results_from_json
 from devices.bundle import BundleError, safe_extract, verify
 from edgex.deploy import TARGETS, build_bundle, verify_bundle
-from tests.conftest import run_python
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,6 @@ def test_entry_point_predicts_benchmarks_and_evaluates_without_tensorflow(bundle
         "assert devices.__file__.startswith({root!r}), devices.__file__\n"
         "assert 'tensorflow' not in sys.modules\n"
     ).format(img=str(tmp_path / "digit.png"), root=str(root))
-    import os
     import subprocess
 
     prelude = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 import devices
 from devices.base import TensorInfo, dequantize, quantize
 from devices.bench import BenchConfig, LatencyStats, benchmark, measure, results_from_json, results_to_json
-from devices.errors import DeviceNotFound, EdgexError, InputMismatch, ModelFileError
+from devices.errors import EdgexError, InputMismatch, ModelFileError
 from devices.registry import RUNTIMES
 from tests.conftest import ROOT, run_python
 

@@ -57,7 +57,7 @@ def test_regular_twin_matches_the_analytic_formulas(paper_model):
     counted = model_cost(twin)
     assert counted.macs == separable.regular_twin_macs()
     assert counted.total_params == separable.regular_twin_params()
-    for (name, kind, spec), (twin_name, twin_kind, twin_spec) in zip(separable.conv_specs(), counted.conv_specs()):
+    for (name, kind, spec), (twin_name, twin_kind, _) in zip(separable.conv_specs(), counted.conv_specs()):
         assert name == twin_name
         if kind == "separable":
             assert twin_kind == "regular"

@@ -9,7 +9,7 @@ import pytest
 from devices.bench import results_from_json
 from devices.errors import EdgexError
 from edgex.models.costs import ConvSpec
-from edgex.sweep import Roof, SweepConfig, load_shapes, speedup_table, sweep, xception_shapes
+from edgex.sweep import Roof, SweepConfig, load_shapes, speedup_table, xception_shapes
 
 
 def _png_ok(path):

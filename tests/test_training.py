@@ -265,7 +265,7 @@ def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path):
                "multi-worker", "--out", str(tmp_path / "out"), "--json"]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
     chief, worker = tmp_path / "out" / "model.keras", tmp_path / "out" / "worker-1" / "model.keras"
     for x, y in zip(_weights(chief), _weights(worker)):

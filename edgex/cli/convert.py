@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
+from converters.registry import BATCHES, IO_TYPES, ONNX_INT8_ROUTES, TARGETS
 from edgex.cli import options as o
 
 
-class To(str, Enum):
-    tflite = "tflite"
-    onnx = "onnx"
-    saved_model = "saved-model"
-    edgetpu = "edgetpu"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    dynamic = "dynamic"
-    int8 = "int8"
-
-
-class Io(str, Enum):
-    float = "float"
-    int8 = "int8"
-    uint8 = "uint8"
-
-
-class Batch(str, Enum):
-    one = "1"
-    dynamic = "dynamic"
-
-
-class OnnxInt8Route(str, Enum):
-    qdq = "qdq"
-    tflite = "tflite"
-
+To = o.choices("To", TARGETS)
+Precision = o.choices("Precision", dict.fromkeys(p for t in TARGETS.values() for p in t.precisions))
+Io = o.choices("Io", IO_TYPES)
+Batch = o.choices("Batch", BATCHES)
+OnnxInt8Route = o.choices("OnnxInt8Route", ONNX_INT8_ROUTES)
 
 PARITY_FAILED = 3
 
@@ -54,8 +30,8 @@ def convert(
     calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = 200,
     io: Annotated[Optional[Io], typer.Option(help="Input/output type of int8 models (Edge TPU: uint8).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    batch: Annotated[Batch, typer.Option(help="Batch dimension: 1 or dynamic.")] = Batch.one,
-    onnx_int8_route: Annotated[OnnxInt8Route, typer.Option(help="ONNX int8: qdq (ONNX Runtime) or tflite.")] = OnnxInt8Route.qdq,
+    batch: Annotated[Batch, typer.Option(help="Batch dimension: 1 or dynamic.")] = Batch("1"),
+    onnx_int8_route: Annotated[OnnxInt8Route, typer.Option(help="ONNX int8: qdq (ONNX Runtime) or tflite.")] = OnnxInt8Route("qdq"),
     keep_float: Annotated[Optional[str], typer.Option(help="int8 TFLite: comma-separated layers to keep in float.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Output path (default: next to MODEL).")] = None,
     force: o.Force = False,

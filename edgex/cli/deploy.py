@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from edgex.cli import options as o
+from edgex.deploy import TARGETS
 
 HOST_FAILED = 1
 
 
-class TargetName(str, Enum):
-    rpi4 = "rpi4"
-    rpi5 = "rpi5"
-    coral_usb = "coral-usb"
-    coral_devboard = "coral-devboard"
-    generic_arm64 = "generic-arm64"
-    generic_x86_64 = "generic-x86_64"
+TargetName = o.choices("TargetName", TARGETS)
 
 
 def deploy(
@@ -51,12 +45,9 @@ def deploy(
     if not (ssh or hosts):
         return
     if json_file:
-        from pathlib import Path
+        from devices.files import refuse_overwrite
 
-        from devices.errors import EdgexError
-
-        if Path(json_file).exists() and not force:
-            raise EdgexError(f"{json_file} already exists; pass --force to overwrite it")
+        refuse_overwrite(json_file, force)
     opts = SshOptions(config=ssh_config, options=tuple(ssh_option or ()), timeout=timeout)
     results = deploy_remote(bundle, read_hosts(ssh or [], hosts), remote_dir=remote_dir, setup=setup, bench=bench,
                             evaluate=bool(eval_data), runs=runs, min_seconds=min_seconds, remote_python=remote_python,

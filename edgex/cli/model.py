@@ -12,12 +12,12 @@ app = typer.Typer(help="Inspect Xception configurations.", no_args_is_help=True)
 @app.command("summary")
 def summary(
     preset: o.Preset = "mini",
-    conv: o.ConvOpt = o.Conv.separable,
+    conv: o.ConvOpt = o.Conv("separable"),
     input_size: o.InputSize = None,
     classes: o.Classes = None,
     width: o.Width = None,
     middle_blocks: o.MiddleBlocks = None,
-    intermediate_activation: o.Intermediate = o.IntermediateActivation.none,
+    intermediate_activation: o.Intermediate = o.IntermediateActivation("none"),
     residual: o.Residual = True,
     json_out: o.Json = False,
 ):

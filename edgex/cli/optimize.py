@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from edgex.cli import options as o
+from edgex.prune import SCHEDULES
+from edgex.quantize import MODES
+from edgex.quantize import TARGETS as QUANT_TARGETS
 
 GATE_FAILED = 3
 
 
-class Mode(str, Enum):
-    dynamic = "dynamic"
-    float16 = "float16"
-    int8 = "int8"
-    qat = "qat"
-
-
-class QuantTarget(str, Enum):
-    tflite = "tflite"
-    onnx = "onnx"
-    edgetpu = "edgetpu"
-
-
-class Schedule(str, Enum):
-    polynomial = "polynomial"
-    constant = "constant"
+Mode = o.choices("Mode", MODES)
+QuantTarget = o.choices("QuantTarget", QUANT_TARGETS)
+Schedule = o.choices("Schedule", SCHEDULES)
 
 
 def quantize(
     model: Annotated[str, typer.Argument(help="A Keras model file (QAT needs one) or a SavedModel folder.")],
-    mode: Annotated[Mode, typer.Option(help="Post-training dynamic, float16, int8; or qat.")] = Mode.int8,
+    mode: Annotated[Mode, typer.Option(help="Post-training dynamic, float16, int8; or qat.")] = Mode("int8"),
     data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME (calibration, QAT, accuracy).")] = None,
-    to: Annotated[QuantTarget, typer.Option(help="Format of the quantized model.")] = QuantTarget.tflite,
+    to: Annotated[QuantTarget, typer.Option(help="Format of the quantized model.")] = QuantTarget("tflite"),
     epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
     max_drop: Annotated[Optional[float], typer.Option(help="Fail (exit 3) when top-1 drops more points than this.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Per-layer quantization error table.")] = False,
@@ -104,7 +93,7 @@ def prune(
     model: Annotated[str, typer.Argument(help="A Keras model file.")],
     sparsity: Annotated[float, typer.Option(help="Target sparsity in (0, 1).")],
     data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME for fine-tuning and accuracy.")] = None,
-    schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule.polynomial,
+    schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule("polynomial"),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 8,
     pattern: Annotated[Optional[str], typer.Option(help="Structured sparsity: 2:4.")] = None,
     then_qat: Annotated[bool, typer.Option(help="Continue with pruning-preserving QAT and an int8 export.")] = False,

@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Conv(str, Enum):
-    separable = "separable"
-    regular = "regular"
+from edgex.models.xception import CONV_KINDS, INTERMEDIATE_ACTIVATIONS
 
 
-class IntermediateActivation(str, Enum):
-    none = "none"
-    relu = "relu"
-    elu = "elu"
+def choices(name: str, values) -> type[Enum]:
+    """A str Enum for Typer from a library's table of valid values, so that the CLI never lists its own copy."""
+    return Enum(name, {str(v).replace("-", "_").replace(":", "_"): str(v) for v in values}, type=str)
+
+
+Conv = choices("Conv", CONV_KINDS)
+IntermediateActivation = choices("IntermediateActivation", INTERMEDIATE_ACTIVATIONS)
 
 
 Preset = Annotated[str, typer.Option("--preset", help="Model preset: mini, paper or tiny (see 'edgex model summary').")]

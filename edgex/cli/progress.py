@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgex.render import console
@@ -37,12 +35,3 @@ class EpochProgress:
             console.print(f"{self.label} {info['epoch']:>3}/{info['epochs']}  " + "  ".join(parts)
                           + f"  {info.get('seconds', 0):.1f}s")
 
-
-class StageTimer:
-    """One line per pipeline stage with its elapsed time."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def line(self, name: str, status: str, seconds: float) -> None:
-        console.print(f"[bold]{name:<12}[/bold] {status:<8} {seconds:7.1f}s")

@@ -2,51 +2,38 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from edgex.cli import options as o
+from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES
 
 
-class Optimizer(str, Enum):
-    adam = "adam"
-    paper = "paper"
-
-
-class Strategy(str, Enum):
-    auto = "auto"
-    one_device = "one-device"
-    mirrored = "mirrored"
-    multi_worker = "multi-worker"
-
-
-class Precision(str, Enum):
-    float32 = "float32"
-    mixed_float16 = "mixed_float16"
-    mixed_bfloat16 = "mixed_bfloat16"
+Optimizer = o.choices("Optimizer", OPTIMIZERS)
+Strategy = o.choices("Strategy", STRATEGIES)
+Precision = o.choices("Precision", PRECISIONS)
 
 
 def train(
     data: o.Data = "digits",
     preset: o.Preset = "mini",
-    conv: o.ConvOpt = o.Conv.separable,
+    conv: o.ConvOpt = o.Conv("separable"),
     input_size: o.InputSize = None,
     width: o.Width = None,
     middle_blocks: o.MiddleBlocks = None,
-    intermediate_activation: o.Intermediate = o.IntermediateActivation.none,
+    intermediate_activation: o.Intermediate = o.IntermediateActivation("none"),
     residual: o.Residual = True,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 32,
-    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer.adam,
+    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer("adam"),
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and the split.")] = 0,
     val_split: Annotated[float, typer.Option(help="Validation share when the data has no val/ folder.")] = 0.2,
     augment: Annotated[str, typer.Option(help="Comma-separated: crop, flip, or none.")] = "crop",
-    strategy: Annotated[Strategy, typer.Option(help="tf.distribute strategy.")] = Strategy.auto,
-    precision: Annotated[Precision, typer.Option(help="Training precision.")] = Precision.float32,
+    strategy: Annotated[Strategy, typer.Option(help="tf.distribute strategy.")] = Strategy("auto"),
+    precision: Annotated[Precision, typer.Option(help="Training precision.")] = Precision("float32"),
     strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/train",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,

@@ -7,7 +7,7 @@ of Xception at 299x299); batch normalization, activations, pooling and additions
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from devices.errors import EdgexError
 
