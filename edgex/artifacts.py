@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from devices.errors import EdgexError
 from devices.preprocess import Preprocessing
 

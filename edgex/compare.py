@@ -285,19 +285,21 @@ def _onnx_profile(artifact: Path, config, runs: int = 20) -> dict:
 
 
 def _onnx_kind(op: str, node, initializers) -> str:
-    if op not in ("Conv", "QLinearConv", "ConvInteger", "FusedConv"):
-        return "rest"
-    attributes = {a.name: a for a in node.attribute} if node is not None else {}
+    if op not in ("Conv", "QLinearConv", "ConvInteger", "FusedConv") or node is None:
+        return "rest"  # not a convolution, or one whose attributes the optimized graph does not show
+    attributes = {a.name: a for a in node.attribute}
     group = attributes["group"].i if "group" in attributes else 1
     kernel = list(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else None
     strides = list(attributes["strides"].ints) if "strides" in attributes else [1, 1]
-    if kernel is None and node is not None:
+    if kernel is None:  # not stated: read it from the weight's shape
         weight = node.input[3] if op == "QLinearConv" else node.input[1]
         dims = initializers.get(weight)
         kernel = dims[2:] if dims else None
     if group > 1:
         return "depthwise"
-    if kernel in ([1, 1], None):
+    if kernel is None:
+        return "rest"
+    if kernel == [1, 1]:
         return "shortcut" if max(strides) > 1 else "pointwise"
     return "regular"
 

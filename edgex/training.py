@@ -172,11 +172,11 @@ def _callbacks(progress, backup_dir: Path, epochs: int):
     nan = NanGuard()
     callbacks = [nan, backup]
     if progress is not None:
-        callbacks.append(_ProgressCallback(k, epochs, progress))
+        callbacks.append(_progress_callback(k, epochs, progress))
     return callbacks, nan, backup
 
 
-def _ProgressCallback(k, epochs, progress):
+def _progress_callback(k, epochs, progress):
     class Progress(k.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
@@ -362,7 +362,7 @@ def fine_tune(model, dataset, *, epochs: int, lr: float = 1e-4, batch_size: int 
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     all_callbacks = list(callbacks)
     if progress is not None:
-        all_callbacks.append(_ProgressCallback(k, epochs, progress))
+        all_callbacks.append(_progress_callback(k, epochs, progress))
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                         callbacks=all_callbacks, verbose=0)
     return {name: [float(v) for v in values] for name, values in history.history.items()}

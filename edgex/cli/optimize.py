@@ -25,6 +25,7 @@ def quantize(
     data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME (calibration, QAT, accuracy).")] = None,
     to: Annotated[QuantTarget, typer.Option(help="Format of the quantized model.")] = QuantTarget("tflite"),
     epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
+    lr: Annotated[float, typer.Option(help="QAT fine-tuning learning rate (Adam, cosine decay).")] = 5e-6,
     max_drop: Annotated[Optional[float], typer.Option(help="Fail (exit 3) when top-1 drops more points than this.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Per-layer quantization error table.")] = False,
     keep_float: Annotated[Optional[str], typer.Option(help="Comma-separated layers to keep in float (int8 TFLite).")] = None,
@@ -42,7 +43,8 @@ def quantize(
     report = run_quantize(
         model, mode.value, data=data, to=to.value, epochs=epochs, max_drop=max_drop, debug=debug,
         keep_float=tuple(k for k in (keep_float or "").split(",") if k), auto_keep_float=auto_keep_float,
-        calib_samples=calib_samples, out=out, force=force, progress=None if json_out else EpochProgress("qat epoch"),
+        calib_samples=calib_samples, lr=lr, out=out, force=force,
+        progress=None if json_out else EpochProgress("qat epoch"),
     )
     if json_out:
         print_json(report.to_dict())
@@ -95,6 +97,7 @@ def prune(
     data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME for fine-tuning and accuracy.")] = None,
     schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule("polynomial"),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 8,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (Adam, cosine decay).")] = 3e-4,
     pattern: Annotated[Optional[str], typer.Option(help="Structured sparsity: 2:4.")] = None,
     then_qat: Annotated[bool, typer.Option(help="Continue with pruning-preserving QAT and an int8 export.")] = False,
     out: Annotated[Optional[str], typer.Option(help="Output folder (default: next to MODEL).")] = None,
@@ -107,7 +110,7 @@ def prune(
     from edgex.render import print_json
 
     report = run_prune(model, sparsity, data=data, schedule=schedule.value, epochs=epochs, pattern=pattern,
-                       then_qat=then_qat, out=out, force=force,
+                       then_qat=then_qat, lr=lr, out=out, force=force,
                        progress=None if json_out else EpochProgress("prune epoch"))
     if json_out:
         print_json(report.to_dict())
