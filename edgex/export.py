@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
 
@@ -30,8 +30,6 @@ def export_model(model: str | Path, to: str, precision: str | None = None, *, da
     from edgex.evaluation import dataset_for
 
     if to not in TARGETS:  # fail before loading anything
-        from devices.errors import choice_error
-
         raise choice_error("format", to, TARGETS)
     precision = precision or default_precision(to)
     if calib_samples < 1:
