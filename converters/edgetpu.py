@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.registry import ExportInfo, ExportOptions
+from converters.registry import ExportInfo, ExportOptions, compiled_path
 from converters.source import SourceModel
 
 COMPILER = "edgetpu_compiler"
@@ -226,7 +226,7 @@ def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInf
         try:
             compiled, parsed = run_compiler(staged, compiler)
             if compiled is not None:
-                target = final.with_name(f"{final.stem}_edgetpu.tflite")
+                target = compiled_path(final)
                 compiled.replace(target)
                 details["edgetpu_model"] = str(target)
                 notes.append(f"compiled with edgetpu_compiler {parsed.get('version', '')}: {target.name} "

@@ -182,15 +182,18 @@ def _int8_qdq(source: SourceModel, path: Path, options: ExportOptions) -> dict:
         save_onnx(to_onnx_fp32(source, options), fp32, "fp32.onnx")
         prepared = Path(tmp) / "prepared.onnx"
         # The quantizer logs a warning for every 1-D weight it leaves per-tensor (batch norm folded away).
+        # reduce_range (7-bit weights): on x86 without VNNI, ONNX Runtime's int8 kernels multiply with VPMADDUBSW,
+        # whose int16 pair sums saturate with full-range weights; measured on an AVX2 EPYC, a tiny Xception kept
+        # 54% top-1 agreement with 8-bit weights and 99.6% with 7-bit ones. Weights stay symmetric int8 (TensorRT).
         with quiet_native_logs(), _python_logging_at(logging.ERROR):
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(path), _Calibration(options.calibration), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
             )
     return {"onnx_int8_route": "qdq", "quantizer": "onnxruntime.quantization.quantize_static (QDQ, per-channel "
-            "int8 weights, int8 activations, MinMax calibration)"}
+            "7-bit symmetric int8 weights, int8 activations, MinMax calibration)"}
 
 
 def _int8_from_tflite(source: SourceModel, path: Path, options: ExportOptions) -> dict:

@@ -12,7 +12,7 @@ from converters.source import SourceModel, load_source
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, refuse_overwrite, utc_now, write_metadata
 from devices.preprocess import Preprocessing
-from devices.sysinfo import versions
+from devices.sysinfo import int8_dot_products_saturate, versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,17 +152,22 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
         raise EdgexError(f"ONNX opset must be between 9 and 21, got {opset}")
     if route not in ONNX_INT8_ROUTES:
         raise choice_error("ONNX int8 route", route, ONNX_INT8_ROUTES)
+    if to == "onnx" and precision == "int8" and int(opset) < 13:
+        raise EdgexError(f"ONNX int8 needs opset 13 or later (per-channel QuantizeLinear/DequantizeLinear), got --opset "
+                         f"{opset}")
     return target
 
 
 def convert(model: str | Path | SourceModel, to: str, precision: str | None = None, *, out: str | Path | None = None,
             force: bool = False, calibration: np.ndarray | None = None, parity_inputs: np.ndarray | None = None,
             io: str | None = None, batch: str = "1", opset: int = 17, keep_float: tuple[str, ...] = (),
-            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", metadata: dict | None = None) -> ConversionResult:
+            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", metadata: dict | None = None,
+            notes: tuple[str, ...] = ()) -> ConversionResult:
     """Export ``model`` to ``to`` at ``precision``, run the file in its runtime and compare it with the original.
 
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
-    for the parity check (random inputs when None). ``metadata``: extra fields for the artifact's metadata.
+    for the parity check (random inputs when None). ``metadata``: extra fields for the artifact's metadata;
+    ``notes``: remarks of the caller, reported with the converter's own.
     """
     import numpy as np
 
@@ -172,9 +177,15 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     source_path = Path(model.path if isinstance(model, SourceModel) else model)
     out = Path(out) if out else default_output(source_path, to, precision)
     refuse_overwrite(out, force)
+    if to == "edgetpu":
+        # A compiled model left from an earlier export would no longer match the new one (deploy ships it).
+        compiled = compiled_path(out)
+        refuse_overwrite(compiled, force)
+        compiled.unlink(missing_ok=True)
+        compiled.with_name(compiled.name + ".json").unlink(missing_ok=True)
     if target.suffix and out.suffix != target.suffix:
         raise EdgexError(f"output {out} should end in {target.suffix} for {to}")
-    notes: list[str] = []
+    notes: list[str] = list(notes)
     if precision == "int8":
         if calibration is None or len(calibration) == 0:
             raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
@@ -205,6 +216,9 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     if not parity.passed:
         notes.append(f"parity check FAILED: {parity.criterion} not met (max abs diff {parity.max_abs_diff:.3g}, "
                      f"top-1 agreement {parity.top1_agreement:.1%})")
+        if target.name == "onnx" and precision == "int8" and int8_dot_products_saturate():
+            notes.append("this CPU has no VNNI: ONNX Runtime's x86 int8 kernels saturate with 8-bit weights "
+                         "(the default qdq route quantizes weights to 7 bits to avoid it)")
 
     meta = {
         "kind": target.name,
@@ -229,9 +243,16 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     if precision == "int8":
         meta["calibration"] = {"samples": int(len(calibration)), **meta.get("calibration", {})}
     meta_path = write_metadata(out, meta)
+    if info.details.get("edgetpu_model"):  # the compiled model carries the same classes, preprocessing, scales
+        write_metadata(Path(info.details["edgetpu_model"]), {**meta, "format": "edgetpu", "compiled_from": out.name})
     source_size = file_size(source.path) if source.path.exists() else 0  # in-memory sources have no file
     return ConversionResult(str(out), to, precision, file_size(out), source_size, seconds, parity,
                             str(meta_path), tuple(notes), dict(info.details))
+
+
+def compiled_path(path: Path) -> Path:
+    """Where edgetpu_compiler puts the compiled form of ``x_quant.tflite``: ``x_quant_edgetpu.tflite``."""
+    return Path(path).with_name(f"{Path(path).stem}_edgetpu.tflite")
 
 
 def _predict_export(path: Path, target: Target, x: np.ndarray) -> np.ndarray:

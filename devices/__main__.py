@@ -12,11 +12,11 @@ Run it from the bundle folder (or pass --bundle DIR). Defaults (model, threads, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from devices.errors import EdgexError
+from devices.files import json_text
 
 
 def _bundle(args) -> tuple[Path, dict]:
@@ -64,7 +64,7 @@ def cmd_predict(args) -> int:
         results.append({"image": image, "top": [
             {"class": names[i] if i < len(names) else str(i), "index": int(i), "score": float(scores[i])} for i in top]})
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json_text(results), end="")
     else:
         for r in results:
             best = ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
@@ -85,7 +85,7 @@ def cmd_bench(args) -> int:
     result = measure(model, config, load_ms=load_ms)
     result = result.with_extra(label=Path(path).name, target=manifest.get("target", ""))
     if args.json:
-        print(json.dumps(results_to_json([result]), indent=2))
+        print(json_text(results_to_json([result])), end="")
     else:
         lat = result.latency
         print(f"{path.name} on {result.device} ({result.runtime_version}, {result.threads or 'default'} threads): "
@@ -112,26 +112,16 @@ def cmd_eval(args) -> int:
     names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
     accuracy = accuracy_from_scores(scores, data["labels"], names)
     if args.json:
-        print(json.dumps(accuracy.to_dict(), indent=2))
+        print(json_text(accuracy.to_dict()), end="")
     else:
         print(f"{path.name}: top-1 {100 * accuracy.top1:.2f}%, top-5 {100 * accuracy.top5:.2f}% on {accuracy.samples} samples")
     return 0
 
 
 def cmd_verify(args) -> int:
-    from devices.bundle import BundleError, verify
+    from devices.bundle import main as bundle_main
 
-    try:
-        problems = verify(Path(args.bundle))
-    except BundleError as exc:
-        raise EdgexError(str(exc)) from exc
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"error: bundle {args.bundle} failed verification ({len(problems)} problem(s))", file=sys.stderr)
-        return 1
-    print("bundle verified: every file matches the manifest")
-    return 0
+    return bundle_main(["verify", str(args.bundle)])
 
 
 def cmd_info(args) -> int:
@@ -141,7 +131,7 @@ def cmd_info(args) -> int:
 
     data = {"environment": sysinfo.environment(), "packages": sysinfo.package_versions(),
             "devices": [asdict(d) for d in available_devices(probe_tensorflow=False)]}
-    print(json.dumps(data, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in data["environment"].items()))
+    print(json_text(data).rstrip() if args.json else "\n".join(f"{k}: {v}" for k, v in data["environment"].items()))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Deployment bundles: a manifest with the SHA-256 of every file, verification, and safe unpacking.
 
-Standard library only, so that this file also runs on its own (``python3 bundle.py unpack ARCHIVE DEST``) on a
-device that has nothing of edgex yet.
+Standard library only, so that this file also runs on its own (``python3 bundle.py unpack ARCHIVE DEST``,
+``python3 bundle.py verify DIR``) on a device that has nothing of edgex yet, and checks a bundle before any of the
+bundle's own code is imported.
 """
 
 from __future__ import annotations
@@ -41,11 +42,18 @@ def bundle_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's own fields (target, model, defaults, file hashes), without the digest itself."""
+    fields = {key: value for key, value in manifest.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_manifest(root: Path, fields: dict) -> dict:
     """Hash every file of the bundle into ``manifest.json`` (with ``fields``: target, model, defaults...)."""
     root = Path(root)
-    files = {name: sha256(root / name) for name in bundle_files(root) if "__pycache__" not in name}
+    files = {name: sha256(root / name) for name in bundle_files(root)}
     manifest = {"schema": SCHEMA, **fields, "files": files}
+    manifest["digest"] = manifest_digest(manifest)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -68,6 +76,8 @@ def verify(root: Path) -> list[str]:
     root = Path(root)
     manifest = read_manifest(root)
     problems = []
+    if manifest.get("digest") != manifest_digest(manifest):
+        problems.append(f"modified: {MANIFEST} (its fields do not match its digest)")
     listed = manifest.get("files", {})
     for name, digest in sorted(listed.items()):
         path = root / name
@@ -76,8 +86,10 @@ def verify(root: Path) -> list[str]:
         elif sha256(path) != digest:
             problems.append(f"modified: {name} (SHA-256 does not match the manifest)")
     for name in bundle_files(root):
-        if name not in listed and "__pycache__" not in name:
-            problems.append(f"not in the manifest: {name}")
+        if name not in listed:
+            # Python loads cached bytecode before the source: a stray .pyc is code the manifest never saw.
+            hint = " (bytecode: run the bundle with python -B, or delete __pycache__)" if "__pycache__" in name else ""
+            problems.append(f"not in the manifest: {name}{hint}")
     return problems
 
 
@@ -115,20 +127,30 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                         out.write(block)
                 os.chmod(target, 0o644 | (0o111 if member.mode & 0o100 else 0))
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(f"cannot read bundle archive {archive}: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot read bundle archive {archive}: {reason}") from exc
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) == 3 and args[0] == "unpack":
-        try:
+    try:
+        if len(args) == 3 and args[0] == "unpack":
             safe_extract(Path(args[1]), Path(args[2]))
-        except BundleError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    print("usage: python3 bundle.py unpack ARCHIVE DEST", file=sys.stderr)
+            return 0
+        if len(args) == 2 and args[0] == "verify":
+            problems = verify(Path(args[1]))
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                print(f"error: bundle {args[1]} does not match its manifest ({len(problems)} problems)", file=sys.stderr)
+                return 1
+            print("bundle verified: every file matches the manifest")
+            return 0
+    except BundleError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print("usage: python3 bundle.py unpack ARCHIVE DEST | python3 bundle.py verify DIR", file=sys.stderr)
     return 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -76,9 +77,24 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = T
     return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (what every parser reads): dataclasses and numpy values converted, NaN and infinities as null."""
+    plain = json.loads(json.dumps(obj, default=_json_default))
+    return json.dumps(_finite(plain), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n",
-                             overwrite=overwrite)
+    return write_text_atomic(path, json_text(obj), overwrite=overwrite)
 
 
 def _json_default(obj: Any):

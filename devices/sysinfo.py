@@ -65,6 +65,12 @@ def cpu_features() -> list[str]:
     return seen
 
 
+def int8_dot_products_saturate() -> bool:
+    """x86 without VNNI: int8 kernels multiply with VPMADDUBSW, whose int16 pair sums saturate with 8-bit weights."""
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+    return is_x86 and "VNNI" not in cpu_features()
+
+
 def cpu_count() -> int:
     return os.cpu_count() or 1
 

@@ -136,7 +136,10 @@ class TensorFlowModel(LoadedModel):
                 tf.config.threading.set_intra_op_parallelism_threads(int(threads))
                 tf.config.threading.set_inter_op_parallelism_threads(1)
             except RuntimeError:
-                pass  # already initialised in this process; the first setting stays
+                pass  # TensorFlow already runs in this process: its thread pools are fixed
+            # Report the threads TensorFlow really uses (0 is its default: every core), not the ones asked for.
+            in_effect = tf.config.threading.get_intra_op_parallelism_threads()
+            self.threads = in_effect or None
         with tf.device(self._tf_device):
             if model is not None:
                 self._model = model

@@ -15,6 +15,14 @@ from devices.files import read_metadata, write_json_atomic, write_text_atomic
 from edgex.artifacts import preprocessing_of
 
 
+def invalid_note(flagged: int, total: int) -> str | None:
+    """The footnote for results marked * (not valid by the benchmark's own rules), or None when all are valid."""
+    if not flagged:
+        return None
+    return (f"* {flagged} of {total} measurements are not valid (too few runs, too short, or a coefficient of "
+            "variation above 10%): rerun with a larger --min-seconds, or on a quieter machine, before trusting them.")
+
+
 def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16) -> list[np.ndarray]:
     """Real, preprocessed validation samples for a model, as ``batches`` batches of ``batch``."""
     import devices

@@ -16,7 +16,7 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from edgex.benchmarking import write_study
+from edgex.benchmarking import invalid_note, write_study
 from devices.files import read_metadata, refuse_overwrite, write_metadata
 
 FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
@@ -211,7 +211,7 @@ def _ab(rows) -> list[dict]:
                           "measured_speedup": reg.p50_ms / sep.p50_ms,
                           "theoretical_speedup": reg.macs / sep.macs if sep.macs else float("nan"),
                           "params_ratio": reg.params / sep.params if sep.params else float("nan"),
-                          "size_ratio": reg.size_bytes / sep.size_bytes})
+                          "size_ratio": reg.size_bytes / sep.size_bytes, "valid": sep.valid and reg.valid})
     return pairs
 
 
@@ -271,16 +271,20 @@ def _onnx_profile(artifact: Path, config, runs: int = 20) -> dict:
             model.invoke()
         trace = json.loads(Path(model.end_profiling()).read_text())
         model.close()
+        # Only the timed runs: the profile also holds the warm-up, the first run included (allocation, packing).
+        starts = sorted(e["ts"] for e in trace if e.get("name") == "model_run")
+        cutoff, timed = (starts[3], len(starts) - 3) if len(starts) > 3 else (float("-inf"), 3 + runs)
         graph = onnx.load(str(optimized), load_external_data=False).graph
     initializers = {t.name: list(t.dims) for t in graph.initializer}
     nodes = {n.name: n for n in graph.node}
     times = defaultdict(float)
     for event in trace:
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+        timed_node = event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+        if not timed_node or event.get("ts", 0) < cutoff:
             continue
         name = event["name"][: -len("_kernel_time")]
         kind = _onnx_kind(event.get("args", {}).get("op_name", ""), nodes.get(name), initializers)
-        times[kind] += event.get("dur", 0) / 1e3 / (3 + runs)
+        times[kind] += event.get("dur", 0) / 1e3 / timed
     return dict(times)
 
 
@@ -330,19 +334,22 @@ def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
 
 
 def summary_markdown(result: CompareResult) -> str:
+    flagged = sum(not r.valid for r in result.rows)
     lines = ["# Model-level comparison", "", "| model | runtime | precision | params | MACs | size | p50 ms | img/s | top-1 |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result.rows:
         top1 = f"{100 * r.top1:.2f}%" if r.top1 is not None else "-"
         lines.append(f"| {r.label} | {r.runtime} | {r.precision} | {r.params / 1e6:.2f} M | {r.macs / 1e6:.1f} M | "
-                     f"{r.size_bytes / 2**20:.2f} MiB | {r.p50_ms:.3f} | {r.images_per_s:.1f} | {top1} |")
+                     f"{r.size_bytes / 2**20:.2f} MiB | {r.p50_ms:.3f}{'' if r.valid else ' *'} | "
+                     f"{r.images_per_s:.1f} | {top1} |")
     if result.ab:
         lines += ["", "## Xception vs its regular-convolution twin", "",
                   "| runtime | precision | Xception ms | twin ms | measured speedup | MAC ratio | efficiency |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {a['runtime']} | {a['precision']} | {a['xception_ms']:.3f} | {a['twin_ms']:.3f} | "
-                  f"{a['measured_speedup']:.2f}x | {a['theoretical_speedup']:.2f}x | "
-                  f"{a['measured_speedup'] / a['theoretical_speedup']:.0%} |" for a in result.ab]
+                  f"{a['measured_speedup']:.2f}x{'' if a.get('valid', True) else ' *'} | "
+                  f"{a['theoretical_speedup']:.2f}x | {a['measured_speedup'] / a['theoretical_speedup']:.0%} |"
+                  for a in result.ab]
     if result.breakdown:
         lines += ["", "## Where the time goes (time share / MAC share)", "",
                   "| model | runtime | precision | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---:|" * len(KINDS)]
@@ -352,4 +359,7 @@ def summary_markdown(result: CompareResult) -> str:
                     cells = " | ".join(f"{100 * kinds[k]['time_share']:.0f}% / {100 * kinds[k]['mac_share']:.0f}%"
                                        for k in KINDS)
                     lines.append(f"| {label} | {runtime} | {precision} | {cells} |")
+    note = invalid_note(flagged, len(result.rows))
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"

@@ -252,19 +252,32 @@ def _check_image(path: Path) -> ScanIssue | None:
     return None
 
 
-def scan_folder(root: str | Path, split_names: tuple[str, ...] | None = None) -> tuple[dict, ScanReport]:
-    """Scan ``root/<class>/*`` (or ``root/train|val/<class>/*``): {split: [(path, class)]} and a report."""
+VAL_FOLDERS = ("val", "validation", "test")
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """{"train": ..., "val": ...} for a split layout, {"": root} for ``root/<class>/*``."""
+    if (root / "train").is_dir():
+        val = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+        # Without a validation folder, train/ alone is the image folder (split with --val-split): its class
+        # folders must not be flattened into one class called "train".
+        return {"train": root / "train", "val": val} if val else {"": root / "train"}
+    return {"": root}
+
+
+def scan_folder(root: str | Path) -> tuple[dict, ScanReport]:
+    """Scan ``root/<class>/*`` (or ``root/train/<class>/*`` with ``val/``, ``validation/`` or ``test/``):
+    {split: [(path, class)]} and a report."""
     root = Path(root)
     if not root.exists():
         raise EdgexError(f"data folder not found: {root} (use --data digits for the embedded dataset)")
     if not root.is_dir():
         raise EdgexError(f"--data {root} is not a folder; expected PATH/<class>/*.jpg, digits or tfds:NAME")
-    splits = split_names or (("train", "val") if (root / "train").is_dir() and (root / "val").is_dir() else ("",))
+    folders = _split_folders(root)
     files: dict[str, list[tuple[Path, str]]] = {}
     issues: list[ScanIssue] = []
     classes_per_split: dict[str, list[str]] = {}
-    for split in splits:
-        base = root / split if split else root
+    for split, base in folders.items():
         class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
         classes_per_split[split] = [p.name for p in class_dirs]
         entries = []
@@ -286,12 +299,12 @@ def scan_folder(root: str | Path, split_names: tuple[str, ...] | None = None) ->
         present = {c for _, c in entries}
         for c in classes_per_split[split]:
             if c not in present and not any(i.kind == "empty_class" and Path(i.path).name == c for i in issues):
-                issues.append(ScanIssue("empty_class", str((root / split if split else root) / c), "no readable image"))
+                issues.append(ScanIssue("empty_class", str(folders[split] / c), "no readable image"))
     if len(files) == 2:
         train_classes = {c for _, c in usable["train"]}
         val_classes = {c for _, c in usable["val"]}
-        issues += [ScanIssue("missing_in_val", str(root / "train" / c)) for c in sorted(train_classes - val_classes)]
-        issues += [ScanIssue("missing_in_train", str(root / "val" / c)) for c in sorted(val_classes - train_classes)]
+        issues += [ScanIssue("missing_in_val", str(folders["train"] / c)) for c in sorted(train_classes - val_classes)]
+        issues += [ScanIssue("missing_in_train", str(folders["val"] / c)) for c in sorted(val_classes - train_classes)]
     classes = sorted({c for entries in usable.values() for _, c in entries})
     report = ScanReport(str(root), tuple(classes), sum(len(e) for e in usable.values()), tuple(issues))
     return usable, report

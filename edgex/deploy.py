@@ -85,12 +85,13 @@ def _readme(target: Target, model: str, notes: list[str], has_eval: bool) -> str
     ]
     if target.coral:
         lines += ["", "The Edge TPU runtime (once, from Coral's apt repository):", "", "```bash", *CORAL_APT, "```"]
-    lines += ["", "## Run", "", "```bash", "python -m devices verify            # every file against manifest.json",
-              "python -m devices predict image.jpg  # top classes",
-              f"python -m devices bench {threads}".rstrip() + "      # latency statistics (--json for the edgex schema)"]
+    lines += ["", "## Run", "", "`-B` keeps Python's bytecode caches out of the bundle, so that it stays verifiable.", "",
+              "```bash", "python -B -m devices verify            # every file against manifest.json",
+              "python -B -m devices predict image.jpg  # top classes",
+              f"python -B -m devices bench {threads}".rstrip() + "      # latency statistics (--json for the edgex schema)"]
     if has_eval:
-        lines.append("python -m devices eval               # accuracy on the bundled validation images")
-    lines += ["python -m devices info               # what this device is", "```"]
+        lines.append("python -B -m devices eval               # accuracy on the bundled validation images")
+    lines += ["python -B -m devices info               # what this device is", "```"]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -245,7 +246,8 @@ def _classify(host: str, step: str, proc: subprocess.CompletedProcess) -> str:
     text = (proc.stderr or "") + (proc.stdout or "")
     last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), f"exit code {proc.returncode}")
     lowered = text.lower()
-    if "permission denied" in lowered or "authentication" in lowered or "host key verification failed" in lowered:
+    if proc.returncode == 255 and any(s in lowered for s in ("permission denied", "authentication",
+                                                             "host key verification failed")):
         return f"{host}: authentication failed ({last})"
     if proc.returncode == 255 and any(s in lowered for s in ("could not resolve", "connection refused", "no route",
                                                                   "timed out", "network is unreachable")):
@@ -287,8 +289,11 @@ def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench
             _run(ssh + [target, f"{q(remote_python)} -m venv --system-site-packages {q(venv)} && {q(venv)}/bin/pip "
                                 f"install -q -r {q(folder + '/requirements.txt')}"], host, "setting up", opts.timeout)
             python = f"{venv}/bin/python"
-        run = f"cd {q(folder)} && {q(python)} -m devices"
-        _run(ssh + [target, f"{run} verify"], host, "verifying", opts.timeout)
+        # Verified by the bundle.py copied from this host, before any code of the bundle is imported; -B keeps
+        # bytecode out of the bundle so that it stays verifiable.
+        _run(ssh + [target, f"{q(remote_python)} -B {q(base + '/bundle.py')} verify {q(folder)}"], host, "verifying",
+             opts.timeout)
+        run = f"cd {q(folder)} && {q(python)} -B -m devices"
         identity = json.loads(_run(ssh + [target, f"{run} info --json"], host, "identifying", opts.timeout))
         bench = None
         if bench_args is not None:
@@ -307,6 +312,9 @@ def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench
     except (ValueError, KeyError) as exc:
         return HostResult(host, False, error=f"{host}: unexpected output from the device ({exc})",
                           seconds=time.perf_counter() - start)
+    except Exception as exc:  # one host's failure must not stop the others: it goes into its row
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return HostResult(host, False, error=f"{host}: {reason}", seconds=time.perf_counter() - start)
 
 
 def read_hosts(hosts: list[str], hosts_file: str | None) -> list[str]:

@@ -56,9 +56,14 @@ def export_model(model: str | Path, to: str, precision: str | None = None, *, da
         images, _ = dataset.val.take(parity_samples, seed=0).arrays()
         parity_inputs = preprocessing.apply(images)
     extra = {"parity_data": dataset.name if dataset is not None else "random"}
+    notes = []
     if needs_calibration:
         extra["calibration"] = {"data": dataset.name, "samples": int(len(calibration))}
+    if dataset is not None and not meta.get("preprocessing"):
+        notes.append(f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
+                     "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
+                     "parity check are wrong")
     return convert(source, to, precision, out=out, force=force, calibration=calibration,
                    parity_inputs=parity_inputs, io=io, batch=batch, opset=opset, keep_float=tuple(keep_float),
-                   onnx_int8_route=onnx_int8_route, metadata=extra)
+                   onnx_int8_route=onnx_int8_route, metadata=extra, notes=tuple(notes))
 

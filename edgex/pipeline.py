@@ -1,10 +1,11 @@
 """`edgex pipeline`: the whole job, from data to a deployable model and a report, in resumable stages.
 
-data -> train (Xception and its regular twin) -> prune -> quantize (int8, QAT) -> convert -> evaluate -> bench ->
-separable (model-level A/B and layer sweep) -> deploy (bundle) -> report.
+data -> train (Xception) -> twin (its regular-convolution twin) -> prune -> quantize (int8, QAT) -> convert ->
+evaluate -> bench -> separable (model-level A/B and layer sweep) -> deploy (bundle) -> report.
 
-Every stage records a hash of its options and of the stages it depends on; ``resume`` skips a stage whose
-outputs exist and whose hash is unchanged, and reruns what changed (and everything downstream of it).
+Every stage records a hash of its options and of the contents of what it reads (the dataset's fingerprint, the
+files of the stages before it); ``resume`` skips a stage whose outputs exist and whose hash is unchanged, and reruns
+what changed (and everything downstream of it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +41,7 @@ DEFAULT_RECIPE: dict = {
     "deploy": {"enabled": True, "target": "rpi4", "eval_data": True},
     "report": {"max_drop": 1.0},
 }
-STAGES = ("data", "train", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy", "report")
+STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy", "report")
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------------
@@ -94,7 +95,6 @@ class Context:
     recipe: dict
     progress: Callable | None = None
     dataset: object = None
-    variants: dict = field(default_factory=dict)  # name -> {"path", "format", "precision", "sparsity", "command"}
 
     def rel(self, path) -> str:
         return str(Path(path).relative_to(self.out)) if Path(path).is_absolute() else str(path)
@@ -127,20 +127,38 @@ def _stage_data(ctx: Context) -> list[str]:
 
 
 def _stage_train(ctx: Context) -> list[str]:
-    from edgex.training import TrainConfig, train
+    return _train_model(ctx, twin=False)
+
+
+def _stage_twin(ctx: Context) -> list[str]:
+    return _train_model(ctx, twin=True)
+
+
+def _train_model(ctx: Context, *, twin: bool) -> list[str]:
+    from edgex.training import TrainConfig
 
     r = ctx.recipe
     t = r["train"]
     base = dict(data=r["data"], preset=r["preset"], batch_size=t["batch_size"], optimizer=t["optimizer"], lr=t["lr"],
                 seed=r["seed"], augment=tuple(t["augment"]))
-    outputs = []
-    train(TrainConfig(epochs=t["epochs"], **base), ctx.out / "train", resume=True, progress=ctx.progress)
-    outputs += ["train/model.keras", "train/model.keras.json"]
-    if r["twin"]["enabled"]:
-        train(TrainConfig(epochs=r["twin"]["epochs"], model={"conv": "regular"}, **base), ctx.out / "twin",
-              resume=True, progress=ctx.progress)
-        outputs += ["twin/model.keras", "twin/model.keras.json"]
-    return outputs
+    if twin:
+        if not r["twin"]["enabled"]:
+            return []
+        _train_into(TrainConfig(epochs=r["twin"]["epochs"], model={"conv": "regular"}, **base), ctx.out / "twin",
+                    ctx.progress)
+        return ["twin/model.keras", "twin/model.keras.json"]
+    _train_into(TrainConfig(epochs=t["epochs"], **base), ctx.out / "train", ctx.progress)
+    return ["train/model.keras", "train/model.keras.json"]
+
+
+def _train_into(config, folder: Path, progress) -> None:
+    """Continue an interrupted training run with the same options; start over when the options changed."""
+    from edgex.training import RUN_FILE, train
+
+    run_file = folder / RUN_FILE
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
+    same = previous is not None and all(previous.get(k) == v for k, v in config.to_dict().items())
+    train(config, folder, resume=same, force=not same, progress=progress)
 
 
 def _stage_prune(ctx: Context) -> list[str]:
@@ -164,8 +182,8 @@ def _stage_quantize(ctx: Context) -> list[str]:
         if not q[mode]:
             continue
         report = quantize(ctx.out / "train/model.keras", mode, data=ctx.recipe["data"], epochs=q["qat_epochs"],
-                          calib_samples=q["calib_samples"], out=ctx.out / "quantize" / mode, force=True,
-                          progress=ctx.progress)
+                          calib_samples=q["calib_samples"], max_drop=q["max_drop"], out=ctx.out / "quantize" / mode,
+                          force=True, progress=ctx.progress)
         outputs += [ctx.rel(report.artifact), f"quantize/{mode}/quantize_report.json"]
     return outputs
 
@@ -189,36 +207,65 @@ def _stage_convert(ctx: Context) -> list[str]:
 
 
 def variants(out: Path, recipe: dict) -> dict[str, dict]:
-    """Every deployable variant the run made: name -> path, format, precision, sparsity, reproduce command."""
-    data, found = recipe["data"], {}
+    """Every deployable variant the recipe asks for and the run made: name -> path, format, precision, sparsity,
+    and the command that reproduces it."""
+    import shlex
+
+    found = {}
+    run = shlex.quote(str(out))
+    data, seed, t, q, c = shlex.quote(str(recipe["data"])), recipe["seed"], recipe["train"], recipe["quantize"], \
+        recipe["convert"]
 
     def add(name, path, fmt, precision, sparsity, command):
         if (out / path).exists():
             found[name] = {"path": path, "format": fmt, "precision": precision, "sparsity": sparsity,
                            "command": command}
 
-    train_cmd = (f"edgex train --data {data} --preset {recipe['preset']} --epochs {recipe['train']['epochs']} "
-                 f"--seed {recipe['seed']} --out OUT/train")
-    add("keras fp32", "train/model.keras", "keras", "fp32", 0.0, train_cmd)
-    for precision in recipe["convert"]["tflite"]:
+    augment = ",".join(t["augment"]) or "none"
+    train_options = (f"--data {data} --preset {recipe['preset']} --batch-size {t['batch_size']} "
+                     f"--optimizer {t['optimizer']}" + (f" --lr {t['lr']}" if t["lr"] is not None else "")
+                     + f" --augment {augment} --seed {seed}")
+    source = f"{run}/train/model.keras"
+    calib = f"--data {data} --calib-samples {q['calib_samples']}"
+    add("keras fp32", "train/model.keras", "keras", "fp32", 0.0,
+        f"edgex train {train_options} --epochs {t['epochs']} --out {run}/train")
+    for precision in c["tflite"]:
         add(f"tflite {precision}", f"artifacts/model_{precision}.tflite", "tflite", precision, 0.0,
-            f"edgex convert OUT/train/model.keras --to tflite --precision {precision} --data {data}")
-    add("tflite int8", "quantize/int8/model_int8.tflite", "tflite", "int8", 0.0,
-        f"edgex quantize OUT/train/model.keras --mode int8 --data {data} --out OUT/quantize/int8")
-    add("tflite int8 (QAT)", "quantize/qat/model_qat.tflite", "tflite", "int8", 0.0,
-        f"edgex quantize OUT/train/model.keras --mode qat --epochs {recipe['quantize']['qat_epochs']} --data {data} "
-        "--out OUT/quantize/qat")
-    for precision in recipe["convert"]["onnx"]:
+            f"edgex convert {source} --to tflite --precision {precision} {calib} "
+            f"--out {run}/artifacts/model_{precision}.tflite")
+    if q["int8"]:
+        add("tflite int8 (PTQ)", "quantize/int8/model_int8.tflite", "tflite", "int8", 0.0,
+            f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8")
+    if q["qat"]:
+        add("tflite int8 (QAT)", "quantize/qat/model_qat.tflite", "tflite", "int8", 0.0,
+            f"edgex quantize {source} --mode qat --epochs {q['qat_epochs']} {calib} --out {run}/quantize/qat")
+    for precision in c["onnx"]:
         add(f"onnx {precision}", f"artifacts/model_{precision}.onnx", "onnx", precision, 0.0,
-            f"edgex convert OUT/train/model.keras --to onnx --precision {precision} --data {data}")
-    add("edgetpu int8", "artifacts/model_quant.tflite", "edgetpu", "int8", 0.0,
-        f"edgex convert OUT/train/model.keras --to edgetpu --data {data}")
-    sparsity = recipe["prune"]["sparsity"]
-    pct = int(round(sparsity * 100))
-    add(f"tflite fp32 pruned {pct}%", f"prune/model_pruned{pct}_fp32.tflite", "tflite", "fp32", sparsity,
-        f"edgex prune OUT/train/model.keras --sparsity {sparsity} --epochs {recipe['prune']['epochs']} --data {data} "
-        "--out OUT/prune")
+            f"edgex convert {source} --to onnx --precision {precision} --opset {c['opset']}"
+            + (f" {calib}" if precision == "int8" else f" --data {data}") + f" --out {run}/artifacts/model_{precision}.onnx")
+    if c["edgetpu"]:
+        add("edgetpu int8", "artifacts/model_quant.tflite", "edgetpu", "int8", 0.0,
+            f"edgex convert {source} --to edgetpu {calib} --out {run}/artifacts/model_quant.tflite")
+    p = recipe["prune"]
+    if p["enabled"]:
+        pct = int(round(p["sparsity"] * 100))
+        add(f"tflite fp32 pruned {pct}%", f"prune/model_pruned{pct}_fp32.tflite", "tflite", "fp32", p["sparsity"],
+            f"edgex prune {source} --sparsity {p['sparsity']} --schedule {p['schedule']} --epochs {p['epochs']} "
+            f"--data {data} --out {run}/prune")
     return found
+
+
+def twin_command(out: Path, recipe: dict) -> str:
+    """The command that trains the regular-convolution twin of this run."""
+    import shlex
+
+    t = recipe["train"]
+    augment = ",".join(t["augment"]) or "none"
+    return (f"edgex train --data {shlex.quote(str(recipe['data']))} --preset {recipe['preset']} --conv regular "
+            f"--batch-size {t['batch_size']} --optimizer {t['optimizer']}"
+            + (f" --lr {t['lr']}" if t["lr"] is not None else "")
+            + f" --augment {augment} --seed {recipe['seed']} --epochs {recipe['twin']['epochs']} "
+            f"--out {shlex.quote(str(out))}/twin")
 
 
 def _stage_evaluate(ctx: Context) -> list[str]:
@@ -246,12 +293,15 @@ def _stage_bench(ctx: Context) -> list[str]:
     b = ctx.recipe["bench"]
     config = BenchConfig(warmup=b["warmup"], runs=b["runs"], min_seconds=b["min_seconds"], max_seconds=b["max_seconds"])
     results = []
-    for device in ctx.recipe["devices"]:
+    for index, device in enumerate(ctx.recipe["devices"]):
         for name, v in variants(ctx.out, ctx.recipe).items():
             runtime = "litert" if v["format"] in ("tflite", "edgetpu") else ("onnxruntime" if v["format"] == "onnx"
                                                                              else "tensorflow")
             result = benchmark(ctx.out / v["path"], runtime=runtime, device=device, threads=b["threads"], config=config)
-            results.append(result.with_extra(label=name, variant=name, precision=v["precision"],
+            # The first device's rows carry the plain variant name: the summary, the report and the best variant
+            # are for it; the other devices' rows are in bench.json and bench.csv.
+            label = name if index == 0 else f"{name} on {device}"
+            results.append(result.with_extra(label=label, variant=name, device=device, precision=v["precision"],
                                              sparsity=v["sparsity"]))
             if ctx.progress:
                 ctx.progress("line", text=f"  {name} on {device}: p50 {result.latency.p50:.3f} ms")
@@ -309,7 +359,13 @@ def _stage_deploy(ctx: Context) -> list[str]:
     metrics = json.loads((ctx.out / "metrics.json").read_text())
     bench = results_from_json(json.loads((ctx.out / "bench.json").read_text()))
     best = best_variants(metrics, bench, ctx.recipe["report"]["max_drop"])
+    from edgex.deploy import TARGETS
+
     deployable = {n: m for n, m in metrics.items() if m["format"] in ("tflite", "onnx", "edgetpu")}
+    if TARGETS[d["target"]].coral:  # the Edge TPU-ready model (its compiled twin is found next to it)
+        deployable = {n: m for n, m in deployable.items() if m["format"] == "edgetpu"}
+        if not deployable:
+            raise EdgexError(f"deploy target {d['target']} needs the Edge TPU model: set convert.edgetpu: true")
     choice = best.get("smallest") if best.get("smallest") in deployable else next(iter(deployable), None)
     if choice is None:
         raise EdgexError("no deployable variant (.tflite or .onnx) was produced; enable a conversion")
@@ -328,16 +384,19 @@ def _stage_report(ctx: Context) -> list[str]:
 
 STAGE_SPECS = {
     "data": StageSpec("data", _stage_data, ("data", "preset", "seed"), ()),
-    "train": StageSpec("train", _stage_train, ("data", "preset", "seed", "train", "twin"), ("data",)),
+    "train": StageSpec("train", _stage_train, ("data", "preset", "seed", "train"), ("data",)),
+    "twin": StageSpec("twin", _stage_twin, ("data", "preset", "seed", "train", "twin"), ("data",)),
     "prune": StageSpec("prune", _stage_prune, ("data", "prune"), ("train",)),
     "quantize": StageSpec("quantize", _stage_quantize, ("data", "quantize"), ("train",)),
     "convert": StageSpec("convert", _stage_convert, ("data", "convert", "quantize"), ("train",)),
     "evaluate": StageSpec("evaluate", _stage_evaluate, ("data",), ("train", "prune", "quantize", "convert")),
     "bench": StageSpec("bench", _stage_bench, ("devices", "bench"), ("train", "prune", "quantize", "convert")),
-    "separable": StageSpec("separable", _stage_separable, ("data", "devices", "compare", "sweep"), ("train",)),
-    "deploy": StageSpec("deploy", _stage_deploy, ("data", "deploy", "report"), ("evaluate", "bench")),
+    "separable": StageSpec("separable", _stage_separable, ("data", "devices", "compare", "sweep"), ("train", "twin")),
+    "deploy": StageSpec("deploy", _stage_deploy, ("data", "deploy", "report"),
+                        ("evaluate", "bench", "prune", "quantize", "convert")),
     "report": StageSpec("report", _stage_report, ("report",),
-                        ("data", "train", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy")),
+                        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable",
+                         "deploy")),
 }
 
 
@@ -360,12 +419,46 @@ class PipelineResult:
     summary: tuple[dict, ...]  # per variant: size, top-1, p50, speedup over fp32 Keras
 
 
-def _stage_hash(spec: StageSpec, recipe: dict, upstream: dict[str, str]) -> str:
+def _stage_hash(spec: StageSpec, recipe: dict, upstream: dict[str, str], extra: dict | None = None) -> str:
     from edgex import __version__
 
     payload = {"edgex": __version__, "stage": spec.name, "recipe": {k: recipe[k] for k in spec.uses},
-               "after": {name: upstream.get(name, "") for name in spec.after}}
+               "after": {name: upstream.get(name, "") for name in spec.after}, "extra": extra or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _outputs_hash(out: Path, digest: str, outputs) -> str:
+    """What downstream stages depend on: this stage's hash and the contents of the files it left."""
+    from devices.bundle import sha256
+
+    contents = {o: sha256(out / o) if (out / o).is_file() else "" for o in outputs}
+    return hashlib.sha256(json.dumps([digest, contents], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_recipe(recipe: dict) -> None:
+    """Refuse values that a later stage would refuse, before anything is written or trained."""
+    from converters import TARGETS as FORMATS
+    from devices.errors import choice_error
+    from edgex.deploy import TARGETS
+    from edgex.models import preset_config
+
+    preset_config(recipe["preset"])
+    if recipe["deploy"]["enabled"] and recipe["deploy"]["target"] not in TARGETS:
+        raise choice_error("deploy.target", recipe["deploy"]["target"], TARGETS)
+    for fmt in ("tflite", "onnx"):
+        for precision in recipe["convert"][fmt]:
+            if precision not in FORMATS[fmt].precisions:
+                raise choice_error(f"convert.{fmt} precision", precision, FORMATS[fmt].precisions)
+    if not recipe["devices"]:
+        raise EdgexError("recipe key 'devices' is empty: name at least one device, for example cpu")
+    from devices.registry import parse_device
+
+    for device in recipe["devices"]:
+        parse_device(device)
+
+
+def _is_run_folder(out: Path) -> bool:
+    return (out / "recipe.json").is_file() or (out / "stages").is_dir()
 
 
 def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: bool = False,
@@ -373,9 +466,15 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
     """Run (or resume) every stage into ``out``; ``on_stage(record)`` after each stage."""
     out = Path(out)
     state_dir = out / "stages"
+    check_recipe(recipe)
+    if out.exists() and not out.is_dir():
+        raise EdgexError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not (resume or force):
         raise EdgexError(f"run folder {out} already exists; pass --resume to continue it or --force to start over")
-    if force and not resume and out.exists():
+    if force and not resume and out.exists() and any(out.iterdir()):
+        if not _is_run_folder(out):  # never delete a folder that edgex did not make
+            raise EdgexError(f"--force starts a run over, but {out} is not an edgex run folder (no recipe.json): "
+                             "choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "recipe.json", recipe)
@@ -386,8 +485,9 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
     start = time.perf_counter()
     for name in STAGES:
         spec = STAGE_SPECS[name]
-        digest = _stage_hash(spec, recipe, hashes)
-        hashes[name] = digest
+        # The data stage depends on the data itself: an image folder whose files changed has a new fingerprint.
+        extra = {"dataset": ctx.load_dataset().fingerprint} if name == "data" else None
+        digest = _stage_hash(spec, recipe, hashes, extra)
         state_file = state_dir / f"{name}.json"
         previous = json.loads(state_file.read_text()) if state_file.is_file() else None
         if resume and previous and previous.get("hash") == digest and all(
@@ -398,6 +498,7 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
             outputs = spec.run(ctx)
             record = StageRecord(name, "ran", time.perf_counter() - began, digest, tuple(outputs))
             write_json_atomic(state_file, {"hash": digest, "outputs": list(outputs), "seconds": record.seconds})
+        hashes[name] = _outputs_hash(out, digest, record.outputs)
         records.append(record)
         if on_stage:
             on_stage(record)

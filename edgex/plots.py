@@ -33,12 +33,18 @@ def _save(fig, path: Path) -> Path:
 def latency_vs_macs(rows, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for variant, marker in VARIANT_MARKERS.items():
-        for precision, color in PRECISION_COLORS.items():
-            points = [(r.macs, r.p50_ms) for r in rows if r.variant == variant and r.precision == precision]
-            if points:
-                xs, ys = zip(*points)
-                ax.scatter(xs, ys, marker=marker, color=color, label=f"{variant} {precision}", alpha=0.8)
+    runtimes = list(dict.fromkeys(r.runtime for r in rows))
+    for runtime in runtimes:
+        hollow = runtime != runtimes[0]  # the second runtime's points are hollow
+        for variant, marker in VARIANT_MARKERS.items():
+            for precision, color in PRECISION_COLORS.items():
+                points = [(r.macs, r.p50_ms) for r in rows
+                          if r.runtime == runtime and r.variant == variant and r.precision == precision]
+                if points:
+                    xs, ys = zip(*points)
+                    label = f"{variant} {precision}" + (f" ({runtime})" if len(runtimes) > 1 else "")
+                    ax.scatter(xs, ys, marker=marker, facecolors="none" if hollow else color, edgecolors=color,
+                               label=label, alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("multiply-accumulates per inference (MACs)")
@@ -88,12 +94,20 @@ def roofline(rows, roofs, path: Path) -> Path:
         color = PRECISION_COLORS.get(roof.precision, "black")
         style = "-" if roof.runtime == "litert" else "--"
         ax.plot(xs, [roof.attainable(x) for x in xs], style, color=color,
-                label=f"roof {roof.runtime} {roof.precision}: {roof.compute_gops:.0f} G op/s, {roof.bandwidth_gbs:.0f} GB/s")
-    for r in rows:
+                label=f"roof {roof.runtime} {roof.precision}: {roof.compute_gops:.3g} G op/s, "
+                      f"{roof.bandwidth_gbs:.3g} GB/s")
+    runtimes = list(dict.fromkeys(r.runtime for r in rows))
+    for r in rows:  # filled: LiteRT (or the only runtime); hollow: the second runtime; faint: not valid
+        hollow = len(runtimes) > 1 and r.runtime != runtimes[0]
+        color = PRECISION_COLORS.get(r.precision, "black")
         ax.scatter(r.intensity, r.gops, marker=VARIANT_MARKERS.get(r.variant, "o"),
-                   color=PRECISION_COLORS.get(r.precision, "black"), alpha=0.75)
+                   facecolors="none" if hollow else color, edgecolors=color, alpha=0.8 if r.valid else 0.3)
     for variant, marker in VARIANT_MARKERS.items():
         ax.scatter([], [], marker=marker, color="gray", label=variant)
+    if len(runtimes) > 1:
+        ax.scatter([], [], marker="o", facecolors="none", edgecolors="gray", label=f"hollow: {runtimes[1]}")
+    if not all(r.valid for r in rows):
+        ax.scatter([], [], marker="o", color="gray", alpha=0.3, label="faint: not a valid measurement")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (operations per byte moved)")
@@ -108,7 +122,7 @@ def time_breakdown(breakdown: dict, path: Path) -> Path:
     """breakdown: {model label: {kind: (time share, MAC share)}} -> side-by-side stacked bars."""
     plt = _pyplot()
     labels = list(breakdown)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(labels) + 2), 5))
+    fig, ax = plt.subplots(figsize=(max(7.5, 2.4 * len(labels) + 3), 5.5))
     kinds = list(dict.fromkeys(k for shares in breakdown.values() for k in shares))
     for j in range(2):  # time share, then MAC share
         bottoms = [0.0] * len(labels)
@@ -118,11 +132,13 @@ def time_breakdown(breakdown: dict, path: Path) -> Path:
             ax.bar(positions, values, 0.9, bottom=bottoms, color=KIND_COLORS.get(kind, "gray"),
                    label=kind if j == 0 else None, hatch="" if j == 0 else "//", edgecolor="white")
             bottoms = [b + v for b, v in zip(bottoms, values)]
+    ax.bar([0], [0], 0, color="lightgray", hatch="//", edgecolor="white", label="hatched: MAC share")
     ax.set_xticks([i * 2.2 + 0.5 for i in range(len(labels))])
-    ax.set_xticklabels([f"{label}\n(time | MACs)" for label in labels], fontsize=8)
-    ax.set_ylabel("share (%)")
+    ax.set_xticklabels([f"{label}\n(time | MACs)" for label in labels], fontsize=7, rotation=20, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("share of time (solid) or of MACs (hatched), %")
     ax.set_title("Where the time goes, next to where the arithmetic is")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

@@ -103,8 +103,6 @@ def _validate(model: Path, sparsity: float, schedule: str, pattern: str | None, 
         raise choice_error("pattern", pattern, PATTERNS)
     if pattern == "2:4" and sparsity != 0.5:
         raise EdgexError(f"--pattern 2:4 keeps 2 of every 4 weights (50% sparsity); pass --sparsity 0.5, not {sparsity}")
-    if not data:
-        raise EdgexError("pruning fine-tunes on data: pass --data digits, an image folder or tfds:NAME")
     if epochs < 1:
         raise EdgexError(f"--epochs must be at least 1, got {epochs}")
 
@@ -134,6 +132,9 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
 
     source = load_source(model)
     meta = source.metadata
+    data = data or (meta.get("dataset") or {}).get("spec")  # by default, the data the model was trained on
+    if not data:
+        raise EdgexError("pruning fine-tunes on data: pass --data digits, an image folder or tfds:NAME")
     dataset = dataset_for(meta, data, int(source.input_shape[0]))
     preprocessing = preprocessing_of(meta)
     names = class_names_of(meta, len(dataset.class_names))

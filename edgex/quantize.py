@@ -104,6 +104,9 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     source = load_source(model)
+    if auto_keep_float and source.kind != "keras":
+        raise EdgexError(f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "
+                         "is a SavedModel: pass the .keras file, or name layers with --keep-float")
     meta = source.metadata
     spec = data or (meta.get("dataset") or {}).get("spec")
     if not spec:
@@ -141,6 +144,9 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
 
         errors = quantization_errors(source, _calibration(dataset, preprocessing, calib_samples))
         debug_layers = tuple(asdict(e) for e in errors[:15])
+        if mode == "qat" and debug:
+            notes.append("--debug with --mode qat: the per-layer errors are those of post-training int8 of the float "
+                         "model, the starting point that QAT improves on")
     elif debug:
         notes.append("--debug reports per-layer errors of TFLite int8 models of Keras sources")
     auto_steps: list[dict] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -16,9 +15,9 @@ err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isa
 
 
 def print_json(data: Any) -> None:
-    from devices.files import _json_default
+    from devices.files import json_text
 
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()
 
 

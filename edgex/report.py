@@ -115,8 +115,13 @@ def write_report(out: Path, recipe: dict) -> list[Path]:
     return [html_path, md_path, *(out / p for p, _ in plots.values())]
 
 
-def _commands(rows, recipe) -> list[tuple[str, str]]:
-    return [(r["variant"], r["command"].replace("OUT", "RUN")) for r in rows]
+def _commands(rows, recipe, out) -> list[tuple[str, str]]:
+    from edgex.pipeline import twin_command
+
+    commands = [(r["variant"], r["command"]) for r in rows]
+    if recipe["twin"]["enabled"]:
+        commands.append(("regular-convolution twin", twin_command(out, recipe)))
+    return commands
 
 
 def _html(rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots, env, versions, recipe, stages,
@@ -166,9 +171,9 @@ def _html(rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots
         for path, caption in plots.values()) + "</div>")
     parts.append("<h2>Environment</h2><table>" + "".join(
         f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in {**env, **versions}.items()) + "</table>")
-    parts.append("<h2>Reproduce</h2><p>Every artifact, with <code>RUN</code> the run folder "
-                 f"(<code>{e(str(out))}</code>):</p><table><tbody>" + "".join(
-                     f"<tr><td>{e(name)}</td><td><code>{e(cmd)}</code></td></tr>" for name, cmd in _commands(rows, recipe))
+    parts.append("<h2>Reproduce</h2><p>Every artifact, one command each:</p><table><tbody>" + "".join(
+                     f"<tr><td>{e(name)}</td><td><code>{e(cmd)}</code></td></tr>"
+                     for name, cmd in _commands(rows, recipe, out))
                  + "</tbody></table><p>The whole run: <code>edgex pipeline --config "
                  f"{e(str(out / 'recipe.yaml'))} --out NEW_FOLDER</code></p>")
     stage_rows = "".join(f"<tr><td>{e(name)}</td><td class=num>{s.get('seconds', 0):.1f} s</td><td><code>{e(s['hash'])}"
@@ -199,5 +204,5 @@ def _markdown(rows, compare, sweep, deploy, data, max_drop, smallest, fastest, p
                   f"{a['measured_speedup']:.2f}x | {a['theoretical_speedup']:.2f}x |" for a in compare["ab"]]
     lines += ["", "## Plots", ""] + [f"![{caption}]({path})" for path, caption in plots.values()]
     lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in {**env, **versions}.items()]
-    lines += ["", "## Reproduce", ""] + [f"- {name}: `{cmd}`" for name, cmd in _commands(rows, recipe)]
+    lines += ["", "## Reproduce", ""] + [f"- {name}: `{cmd}`" for name, cmd in _commands(rows, recipe, out)]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from edgex.benchmarking import write_study
+from edgex.benchmarking import invalid_note, write_study
 from devices.files import refuse_overwrite
 from edgex.models.costs import VARIANTS, ConvSpec
 
@@ -50,6 +50,10 @@ class SweepConfig:
         for p in self.precisions:
             if p not in ("fp32", "fp16", "int8"):
                 raise choice_error("precision", p, ("fp32", "fp16", "int8"))
+        for r in self.runtimes:
+            if not any(p in RUNTIME_PRECISIONS[r] for p in self.precisions):
+                raise EdgexError(f"runtime {r} runs none of the precisions {','.join(self.precisions)}; it runs: "
+                                 f"{', '.join(RUNTIME_PRECISIONS[r])}")
         if self.shapes == "xception" and self.input_size < 71:
             raise EdgexError(f"the sweep uses the paper Xception's shapes; --input-size must be >= 71, got {self.input_size}")
 
@@ -149,12 +153,22 @@ def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
     path = Path(path)
     if not path.is_file():
         raise EdgexError(f"shapes file not found: {path} (or use --shapes xception)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise EdgexError(f"--shapes {path} is not a text file: give xception, a .keras/.h5 model, or a CSV/YAML "
+                         "of h,w,c_in,c_out,k,stride") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        entries = yaml.safe_load(path.read_text()) or []
+        try:
+            entries = yaml.safe_load(text) or []
+        except yaml.YAMLError as exc:
+            raise EdgexError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(entries, list):
+            raise EdgexError(f"{path} must be a list of shapes (h, w, c_in, c_out, k, stride)")
     else:
-        entries = list(csv.DictReader(path.read_text().splitlines()))
+        entries = list(csv.DictReader(text.splitlines()))
     shapes = []
     for i, entry in enumerate(entries, 1):
         try:
@@ -216,7 +230,51 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     io = "int8" if (precision == "int8" and to == "tflite") else None
     convert(source, to, precision, out=path, force=True, calibration=samples if precision == "int8" else None,
             parity_inputs=samples[:1], io=io)
+    if to == "onnx":
+        drop_layout_transposes(path)
     return path
+
+
+def drop_layout_transposes(path: Path) -> None:
+    """Make a one-layer ONNX model (checked for parity already) take and give NCHW, as the layers inside a whole
+    converted model do: tf2onnx wraps a Keras (NHWC) model in two Transposes, which would be timed with the layer."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
+    first = [n for n in graph.node if n.op_type == "Transpose" and n.input[0] == graph.input[0].name
+             and perms[n.name] == [0, 3, 1, 2]]
+    last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
+    if len(first) != 1 or len(last) != 1:
+        return  # not the two layout transposes of a one-layer model: leave the file as it is
+    (first,), (last,) = first, last
+    for node in graph.node:
+        node.input[:] = [first.input[0] if name == first.output[0] else name for name in node.input]
+        node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
+    for output in graph.output:
+        if output.name == last.output[0]:  # the transpose wrote the graph output: its input now does
+            producer = next(n for n in graph.node if last.input[0] in n.output)
+            producer.output[:] = [output.name if name == last.input[0] else name for name in producer.output]
+    graph.node.remove(first)
+    graph.node.remove(last)
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        nhwc = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+        for new, old in zip(nhwc, dims):
+            new.CopyFrom(old)
+        order = (0, 3, 1, 2)
+        for i, j in enumerate(order):  # NHWC -> NCHW
+            dims[i].CopyFrom(nhwc[j])
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def layer_io_bytes(runtime: str, precision: str) -> int | None:
+    """Bytes per element of a one-layer model's input and output when they differ from its precision's:
+    ONNX Runtime's int8 (QDQ) models take and give float."""
+    return 4 if (runtime == "onnxruntime" and precision == "int8") else None
 
 
 # -- roofs ---------------------------------------------------------------------------------------------------------
@@ -235,14 +293,38 @@ def measure_roofs(runtimes, precisions, folder: Path, device: str, threads: int 
             compute = 2 * COMPUTE_PROBE.macs("regular") / (p50 / 1e3) / 1e9
             # An ADD of a constant: XNNPACK runs it in fp32 and int8 alike (its int8 RELU falls back to a slow
             # reference kernel, which would measure the kernel, not the memory).
-            inputs = k.Input(BANDWIDTH_PROBE[1:])
-            add = k.Model(inputs, k.layers.Rescaling(1.0, offset=0.25)(inputs))
-            copy = export_layer(add, folder, "roof_add", runtime, precision)
-            p50 = benchmark(copy, runtime=runtime, device=device, threads=threads, config=config).latency.p50
-            act_bytes = 1 if precision == "int8" else 4
+            if runtime == "onnxruntime":  # one float Add (tf2onnx would write a Mul and an Add, QDQ would add more)
+                probe, act_bytes = onnx_add_probe(folder / "roof_add.onnx"), 4
+            else:
+                inputs = k.Input(BANDWIDTH_PROBE[1:])
+                add = k.Model(inputs, k.layers.Rescaling(1.0, offset=0.25)(inputs))
+                probe = export_layer(add, folder, "roof_add", runtime, precision)
+                act_bytes = 1 if precision == "int8" else 4
+            p50 = benchmark(probe, runtime=runtime, device=device, threads=threads, config=config).latency.p50
             moved = 2 * int(np.prod(BANDWIDTH_PROBE)) * act_bytes  # read once, written once
             roofs.append(Roof(runtime, precision, compute, moved / (p50 / 1e3) / 1e9))
     return roofs
+
+
+def onnx_add_probe(path: Path) -> Path:
+    """The bandwidth probe for ONNX Runtime, written directly: one float32 Add of a constant. Bandwidth in bytes
+    per second does not depend on the element type, so it serves the int8 roof too."""
+    if path.exists():
+        return path
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = list(BANDWIDTH_PROBE)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input", "offset"], ["output"])], "bandwidth_probe",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.array(0.25, np.float32), "offset")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------------
@@ -270,11 +352,12 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
         result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
         p50 = result.latency.p50
         macs = spec.macs(variant)
-        intensity = spec.arithmetic_intensity(variant, precision)
+        bytes_moved = spec.bytes_moved(variant, precision, io_bytes=layer_io_bytes(runtime, precision))
+        intensity = 2 * macs / bytes_moved
         gops = 2 * macs / (p50 / 1e3) / 1e9
         roof = roof_of[(runtime, precision)]
         row = SweepRow(spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k,
-                       spec.stride, macs, spec.params(variant), spec.bytes_moved(variant, precision), intensity, p50,
+                       spec.stride, macs, spec.params(variant), bytes_moved, intensity, p50,
                        gops, gops / roof.attainable(intensity), result.valid, count)
         rows.append(row)
         results.append(result.with_extra(label=f"{spec.label} {variant} {precision}", shape=spec.label,
@@ -300,7 +383,8 @@ def speedup_table(rows) -> list[dict]:
         theoretical = regular.macs / separable.macs
         entry = {"shape": shape, "runtime": runtime, "precision": precision, "regular_ms": regular.p50_ms,
                  "separable_ms": separable.p50_ms, "measured_speedup": measured,
-                 "theoretical_speedup": theoretical, "efficiency": measured / theoretical, "count": regular.count}
+                 "theoretical_speedup": theoretical, "efficiency": measured / theoretical, "count": regular.count,
+                 "valid": regular.valid and separable.valid}
         for part in ("depthwise", "pointwise"):
             if (shape, runtime, precision, part) in by_key:
                 entry[f"{part}_ms"] = by_key[(shape, runtime, precision, part)].p50_ms
@@ -336,13 +420,23 @@ def summary_markdown(result: SweepResult) -> str:
               "| shape | runtime | precision | regular ms | separable ms | measured | theoretical | efficiency |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {s['shape']} | {s['runtime']} | {s['precision']} | {s['regular_ms']:.3f} | {s['separable_ms']:.3f} "
-              f"| {s['measured_speedup']:.2f}x | {s['theoretical_speedup']:.2f}x | {s['efficiency']:.0%} |"
-              for s in result.speedups]
+              f"| {s['measured_speedup']:.2f}x{'' if s['valid'] else ' *'} | {s['theoretical_speedup']:.2f}x "
+              f"| {s['efficiency']:.0%} |" for s in result.speedups]
     lines += ["", "## Every layer", "",
               "| shape | variant | runtime | precision | MACs | op/byte | p50 ms | G op/s | of roof |",
               "|---|---|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.shape} | {r.variant} | {r.runtime} | {r.precision} | {r.macs / 1e6:.1f} M | {r.intensity:.1f} | "
-              f"{r.p50_ms:.3f} | {r.gops:.1f} | {r.roof_fraction:.0%} |" for r in result.rows]
+              f"{r.p50_ms:.3f}{'' if r.valid else ' *'} | {r.gops:.1f} | {r.roof_fraction:.0%} |" for r in result.rows]
+    if any(r.roof_fraction > 1 for r in result.rows):
+        lines += ["", "A fraction above 100% is a layer whose data stays in cache: the bandwidth roof is measured on "
+                  "a tensor larger than the caches (DRAM's)."]
+    if any(r.runtime == "onnxruntime" for r in result.rows):
+        lines += ["", "ONNX Runtime layers run in NCHW without tf2onnx's layout transposes (as inside a whole model); "
+                  "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
+                  "dequantizing the output, and their bytes count those tensors as float."]
+    note = invalid_note(sum(not r.valid for r in result.rows), len(result.rows))
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "train_run.json"
+HISTORY_FILE = "history.json"
 
 
 class TrainingDiverged(EdgexError):
@@ -109,15 +110,30 @@ def _strategy(name: str):
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
+def _tf_config() -> dict:
+    text = os.environ.get("TF_CONFIG") or "{}"
+    try:
+        tf_config = json.loads(text)
+    except ValueError as exc:
+        raise EdgexError(f"TF_CONFIG is not valid JSON ({exc}): {text[:80]!r}; expected "
+                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+    if not isinstance(tf_config, dict) or not isinstance(tf_config.get("task", {}), dict):
+        raise EdgexError(f"TF_CONFIG must be an object with 'cluster' and 'task' objects, got {text[:80]!r}")
+    return tf_config
+
+
 def _is_chief() -> tuple[bool, int]:
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    tf_config = _tf_config()
     task = tf_config.get("task", {})
     if not task:
         return True, 0
     is_chief = task.get("type") == "chief" or (
         task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in tf_config.get("cluster", {})
     )
-    return is_chief, int(task.get("index", 0))
+    index = task.get("index", 0)
+    if not isinstance(index, int) or index < 0:
+        raise EdgexError(f"TF_CONFIG task index must be a whole number >= 0, got {index!r}")
+    return is_chief, index
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -138,8 +154,11 @@ def _callbacks(progress, backup_dir: Path, epochs: int):
 
     k = keras()
 
+    history_file = backup_dir / HISTORY_FILE
+
     class GuardedBackup(k.callbacks.BackupAndRestore):
-        """Checkpoints every finished epoch, but never a diverged one, and keeps the last good one on NaN."""
+        """Checkpoints every finished epoch (with its metrics, so that a resumed run reports all of them), but
+        never a diverged one. The checkpoints outlive training: train() deletes them once the model is saved."""
 
         diverged = False
 
@@ -148,10 +167,9 @@ def _callbacks(progress, backup_dir: Path, epochs: int):
                 self.diverged = True
                 return
             super().on_epoch_end(epoch, logs)
-
-        def on_train_end(self, logs=None):
-            if not self.diverged:
-                super().on_train_end(logs)
+            history = read_epoch_history(backup_dir)[:epoch]
+            history.append({key: float(value) for key, value in (logs or {}).items()})
+            write_json_atomic(history_file, history)
 
     class NanGuard(k.callbacks.Callback):
         """Like TerminateOnNaN, remembering where it happened."""
@@ -168,7 +186,7 @@ def _callbacks(progress, backup_dir: Path, epochs: int):
                 self.where = (self.epoch + 1, batch + 1)
                 self.model.stop_training = True
 
-    backup = GuardedBackup(backup_dir=str(backup_dir), save_freq="epoch")
+    backup = GuardedBackup(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
     nan = NanGuard()
     callbacks = [nan, backup]
     if progress is not None:
@@ -204,6 +222,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
     from edgex.models import build_xception
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgexError(f"--out {out_dir} is a file; training writes a folder (model.keras, checkpoints)")
     is_chief, task_index = _is_chief()
     if not is_chief:  # other workers write to their own folder so that they never race the chief
         out_dir = out_dir / f"worker-{task_index}"
@@ -276,7 +296,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
             existing = f"; {model_path} was not touched" if model_path.exists() else ""
             raise TrainingDiverged(f"training diverged: the loss became NaN{where}{kept}{existing}. "
                                    "Lower --lr or check the data")
-        hist = {k_: [float(v) for v in vals] for k_, vals in history.history.items()}
+        # Every epoch of the run, those before a resume included (BackupAndRestore's history has only the last part).
+        epochs_done = read_epoch_history(backup_dir)
+        hist = ({key: [e.get(key, float("nan")) for e in epochs_done] for key in epochs_done[-1]} if epochs_done
+                else {k_: [float(v) for v in vals] for k_, vals in history.history.items()})
         if config.precision != "float32":
             model = _as_float32(model, model_config)
         with atomic_path(model_path, overwrite=True) as tmp:
@@ -324,6 +347,15 @@ def _as_float32(model, model_config):
     clone = build_xception(model_config)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def read_epoch_history(backup_dir: Path) -> list[dict]:
+    """The metrics of every finished epoch of the run checkpointed in ``backup_dir``."""
+    path = Path(backup_dir) / HISTORY_FILE
+    try:
+        return list(json.loads(path.read_text())) if path.is_file() else []
+    except ValueError:
+        return []
 
 
 def _checkpoint_epoch(backup_dir: Path) -> int:

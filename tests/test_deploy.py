@@ -32,7 +32,7 @@ def test_bundle_holds_everything_the_device_needs_and_no_tensorflow(bundle, tmp_
     requirements = (root / "requirements.txt").read_text()
     assert "ai-edge-litert" in requirements and "numpy" in requirements and "Pillow" in requirements
     assert "tflite-runtime" in requirements and "tensorflow" not in requirements.replace("tflite-runtime", "")
-    assert "python -m devices predict" in (root / "README.md").read_text()
+    assert "python -B -m devices predict" in (root / "README.md").read_text()
     assert verify(root) == []
 
 
@@ -99,7 +99,7 @@ def test_entry_point_predicts_benchmarks_and_evaluates_without_tensorflow(bundle
         "sys.meta_path.insert(0, _Block())\n"
         "sys.path.insert(0, '.')\n"
     )
-    done = subprocess.run([sys.executable, "-c", prelude + code], cwd=root, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-B", "-c", prelude + code], cwd=root, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     outputs = done.stdout
@@ -123,6 +123,26 @@ def test_verify_names_a_tampered_file(bundle, tmp_path, cli):
     root = safe_extract(Path(bundle.path), tmp_path / "folder")
     (root / "extra.sh").write_text("rm -rf /\n")
     assert verify_bundle(root) == ["not in the manifest: extra.sh"]
+
+
+def test_verify_catches_a_changed_manifest_and_stray_bytecode(bundle, tmp_path):
+    root = safe_extract(Path(bundle.path), tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["defaults"]["threads"] = 64
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert verify(root) == ["modified: manifest.json (its fields do not match its digest)"]
+    root = safe_extract(Path(bundle.path), tmp_path / "c")
+    (root / "devices" / "__pycache__").mkdir()
+    (root / "devices" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\x00evil")
+    (problem,) = verify(root)
+    assert problem.startswith("not in the manifest: devices/__pycache__/__init__.cpython-311.pyc")
+
+
+def test_a_remote_step_that_hangs_times_out_in_one_line():
+    from edgex.deploy import _RemoteError, _run
+
+    with pytest.raises(_RemoteError, match=r"^pi: timed out after 0.5 s during benchmarking$"):
+        _run([sys.executable, "-c", "import time; time.sleep(10)"], "pi", "benchmarking", 0.5)
 
 
 def _archive_with(tmp_path, member: tarfile.TarInfo, data: bytes = b"x") -> Path:

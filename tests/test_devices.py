@@ -54,8 +54,11 @@ def test_latency_statistics_by_hand():
     assert stats.n == 100 and stats.min == 1 and stats.max == 100
     assert stats.p50 == pytest.approx(50.5) and stats.p90 == pytest.approx(90.1)
     assert stats.mean == pytest.approx(50.5) and stats.cv == pytest.approx(stats.std / 50.5)
-    lo, hi = stats.median_ci95
-    assert lo < 50.5 < hi and hi - lo < 25
+    # The 40th and 61st of 100 order statistics (1-based) bracket the median with 95% confidence; a
+    # mean +- 1.96 sigma / sqrt(n) interval would be [44.8, 56.2].
+    assert stats.median_ci95 == (40.0, 61.0)
+    skewed = LatencyStats.from_seconds([0.010] * 90 + [0.500] * 10)  # 10% outliers do not move the median's CI
+    assert skewed.median_ci95 == (10.0, 10.0)
 
 
 def test_benchmark_reports_everything_and_flags_short_runs(tiny_artifacts):

@@ -54,7 +54,7 @@ def test_run_folder_has_every_artifact_and_report(run):
         assert (out / name).exists(), name
     assert {p.stem for p in (out / "stages").glob("*.json")} == set(STAGES)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"keras fp32", "tflite fp32", "tflite int8", "tflite int8 (QAT)", "onnx fp32", "edgetpu int8",
+    assert {"keras fp32", "tflite fp32", "tflite int8 (PTQ)", "tflite int8 (QAT)", "onnx fp32", "edgetpu int8",
             "tflite fp32 pruned 50%"} <= set(metrics)
     for name, m in metrics.items():
         assert 0 <= m["top1"] <= 1 and m["size_bytes"] > 0, name
@@ -66,6 +66,7 @@ def test_run_folder_has_every_artifact_and_report(run):
     assert resolved["seed"] == DEFAULT_RECIPE["seed"]  # defaults fill what the recipe leaves out
     report = (out / "report.md").read_text()
     assert "## Variants" in report and "Reproduce" in report and "edgex quantize" in report
+    assert f"--calib-samples 50 --out {out}/quantize/int8" in report and "--conv regular" in report
     from devices.bundle import safe_extract, verify
 
     assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
@@ -85,6 +86,28 @@ def test_resume_skips_every_stage_and_reruns_only_what_changed(run, capsys):
     stages = _stage_lines(capsys.readouterr().out)
     assert {s for s, status in stages.items() if status == "ran"} == {"bench", "deploy", "report"}
     assert json.loads((out / "recipe.json").read_text())["bench"]["runs"] == 6
+
+    # A training option changed: that model is trained again from scratch, and what reads it reruns.
+    changed.write_text(RECIPE.replace("runs: 5", "runs: 6").replace("twin: {epochs: 1}", "twin: {epochs: 2}"))
+    assert main(["pipeline", "--config", str(changed), "--out", str(out), "--resume"]) == 0
+    stages = _stage_lines(capsys.readouterr().out)
+    assert {s for s, status in stages.items() if status == "ran"} == {"twin", "separable", "report"}
+    assert json.loads((out / "twin" / "model.keras.json").read_text())["epochs"] == 2
+
+
+def test_force_never_deletes_a_folder_edgex_did_not_make(tmp_path, cli):
+    keep = tmp_path / "thesis"
+    keep.mkdir()
+    (keep / "chapter1.tex").write_text("precious")
+    result = cli("pipeline", "--preset", "tiny", "--out", keep, "--force")
+    assert result.exit_code == 2 and "not an edgex run folder" in result.stderr
+    assert (keep / "chapter1.tex").read_text() == "precious"
+
+
+def test_a_bad_value_is_refused_before_the_run_folder_is_made(tmp_path, cli):
+    result = cli("pipeline", "--preset", "huge", "--out", tmp_path / "new")
+    assert result.exit_code == 2 and "unknown preset 'huge'" in result.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_existing_run_folder_needs_resume_or_force(run, cli):

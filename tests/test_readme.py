@@ -15,6 +15,8 @@ from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)
 
 
 def _commands(block: str) -> list[str]:
@@ -44,7 +46,7 @@ def test_the_two_commands_come_first_and_ci_runs_the_second():
     assert first[0] == 'pip install -e ".[all]" && edgex pipeline'
     assert first[1] == 'pip install -e ".[all,dev]" && pytest'
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -q -e ".[all,dev]"' in ci and "python -m pytest" in ci
+    assert 'pip install -q -e ".[all,dev]"\npytest\n' in ci
 
 
 @pytest.mark.parametrize("words", [w for w in _all_commands() if w[0] == "edgex"], ids=lambda w: " ".join(w)[:60])
@@ -65,12 +67,33 @@ def test_every_edgex_command_in_the_readme_parses(words):
     command.make_context(name, args, parent=ctx)  # parses and converts every option, as a real run would
 
 
-@pytest.mark.parametrize("words", [w for w in _all_commands() if w[:3] == ["python", "-m", "devices"]],
-                         ids=lambda w: " ".join(w))
+def _device_args(words: list[str]) -> list[str] | None:
+    """``python [-B] -m devices ARGS`` -> ARGS."""
+    if words[0] != "python" or "-m" not in words:
+        return None
+    at = words.index("-m")
+    return words[at + 2:] if words[at + 1:at + 2] == ["devices"] else None
+
+
+DEVICE_COMMANDS = [w for w in _all_commands() if _device_args(w) is not None]
+
+
+@pytest.mark.parametrize("words", DEVICE_COMMANDS, ids=lambda w: " ".join(w))
 def test_every_device_command_in_the_readme_parses(words):
     from devices.__main__ import parser
 
-    parser().parse_args(words[3:])
+    parser().parse_args(_device_args(words))
+
+
+def test_the_readme_recipe_resolves(tmp_path):
+    from edgex.pipeline import check_recipe, resolve_recipe
+
+    (recipe_text,) = YAML_BLOCKS
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe_text)
+    recipe = resolve_recipe(path)
+    check_recipe(recipe)
+    assert recipe["deploy"]["target"] == "coral-usb"
 
 
 @pytest.mark.slow
@@ -81,3 +104,24 @@ def test_the_tour_runs_verbatim(tmp_path):
                               capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (tmp_path / "runs" / "tiny_rpi4.tar.gz").exists()
+
+    # On the device: the README's device commands, verbatim, in the unpacked bundle.
+    from PIL import Image
+
+    from devices.bundle import safe_extract
+
+    device = safe_extract(tmp_path / "runs" / "tiny_rpi4.tar.gz", tmp_path / "device")
+    Image.new("L", (16, 16), 0).save(device.parent / "digit.png")  # next to the bundle: a file inside fails verify
+    for words in DEVICE_COMMANDS:
+        done = subprocess.run([sys.executable, *words[1:]], cwd=device, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(words)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_the_python_api_example_runs(tmp_path):
+    (example,) = PYTHON_BLOCKS
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    agreement, p50 = (float(x) for x in done.stdout.split())
+    assert agreement >= 0.9 and p50 > 0

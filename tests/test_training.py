@@ -105,8 +105,25 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
     result = json.loads(resumed.stdout)
     assert result["resumed_from_epoch"] >= 2
     assert result["epochs"] == 4
-    assert len(result["history"]["loss"]) == 4 - result["resumed_from_epoch"]
+    assert len(result["history"]["loss"]) == 4  # the epochs before the kill are reported too
     assert read_metadata(out / "model.keras")["epochs"] == 4
+
+
+def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, monkeypatch):
+    import edgex.training as training
+
+    def crash(model):
+        raise KeyboardInterrupt("killed while saving")
+
+    config = training.TrainConfig(preset="tiny", epochs=2)
+    monkeypatch.setattr(training, "without_optimizer", crash)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tmp_path)
+    assert not (tmp_path / "model.keras").exists()
+    monkeypatch.undo()
+    result = training.train(config, tmp_path, resume=True)
+    assert result.resumed_from_epoch == 2 and len(result.history["loss"]) == 2  # nothing trained twice, nothing lost
+    assert not (tmp_path / training.CHECKPOINT_DIR).exists()
 
 
 def test_nan_stops_cleanly_keeps_the_last_good_model_and_checkpoint(tmp_path, trained_tiny, monkeypatch):
@@ -190,6 +207,18 @@ def test_train_val_folders_report_a_class_missing_in_val(tmp_path):
                 _png(tmp_path / split / cls / f"{i}.png", "RGB")
     _, report = scan_folder(tmp_path)
     assert [Path(i.path).name for i in report.of_kind("missing_in_val")] == ["c"]
+
+
+@pytest.mark.parametrize("val_name", ["test", "validation", None])
+def test_train_with_test_or_validation_folders_keeps_the_real_classes(tmp_path, val_name):
+    for split in ("train", val_name) if val_name else ("train",):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                _png(tmp_path / split / cls / f"{i}.png", "RGB")
+    usable, report = scan_folder(tmp_path)
+    assert report.classes == ("a", "b")  # never "train" and "test"
+    assert set(usable) == ({"train", "val"} if val_name else {""})
 
 
 @pytest.mark.parametrize("make, message", [

@@ -94,7 +94,7 @@ def _show_quantize(r) -> None:
 def prune(
     model: Annotated[str, typer.Argument(help="A Keras model file.")],
     sparsity: Annotated[float, typer.Option(help="Target sparsity in (0, 1).")],
-    data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME for fine-tuning and accuracy.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="digits, PATH or tfds:NAME for fine-tuning and accuracy (default: the data the model was trained on).")] = None,
     schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule("polynomial"),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (Adam, cosine decay).")] = 3e-4,

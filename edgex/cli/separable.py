@@ -47,8 +47,10 @@ def sweep(
                         ["shape", "runtime", "precision", "regular ms", "separable ms", "measured", "theoretical",
                          "efficiency"],
                         [(s["shape"], s["runtime"], s["precision"], f"{s['regular_ms']:.3f}", f"{s['separable_ms']:.3f}",
-                          f"{s['measured_speedup']:.2f}x", f"{s['theoretical_speedup']:.2f}x", f"{s['efficiency']:.0%}")
+                          f"{s['measured_speedup']:.2f}x" + ("" if s["valid"] else " *"), f"{s['theoretical_speedup']:.2f}x",
+                          f"{s['efficiency']:.0%}")
                          for s in result.speedups], justify_right=range(3, 8)))
+    _warn_invalid(sum(not r.valid for r in result.rows), len(result.rows))
     console.print(f"{len(result.rows)} layers measured in {result.seconds:.0f} s; results in {result.out_dir} "
                   f"(sweep.json, bench.json, sweep.csv, summary.md, PNG plots)")
 
@@ -85,14 +87,15 @@ def show_compare(result) -> None:
 
     console.print(table("models", ["model", "runtime", "precision", "params", "MACs", "size", "p50 ms", "img/s", "top-1"],
                         [(r.label, r.runtime, r.precision, f"{r.params / 1e6:.2f} M", f"{r.macs / 1e6:.1f} M",
-                          human_bytes(r.size_bytes), f"{r.p50_ms:.3f}", f"{r.images_per_s:.1f}",
+                          human_bytes(r.size_bytes), f"{r.p50_ms:.3f}" + ("" if r.valid else " *"), f"{r.images_per_s:.1f}",
                           f"{100 * r.top1:.2f}%" if r.top1 is not None else "-") for r in result.rows],
                         justify_right=range(3, 9)))
     if result.ab:
         console.print(table("Xception vs its regular-convolution twin",
                             ["runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency"],
                             [(a["runtime"], a["precision"], f"{a['xception_ms']:.3f}", f"{a['twin_ms']:.3f}",
-                              f"{a['measured_speedup']:.2f}x", f"{a['theoretical_speedup']:.2f}x",
+                              f"{a['measured_speedup']:.2f}x" + ("" if a.get("valid", True) else " *"),
+                              f"{a['theoretical_speedup']:.2f}x",
                               f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}") for a in result.ab],
                             justify_right=range(2, 7)))
     for label, runtimes in result.breakdown.items():
@@ -101,7 +104,17 @@ def show_compare(result) -> None:
                 for runtime, precisions in runtimes.items() for precision, kinds in precisions.items()]
         kinds = next(iter(next(iter(runtimes.values())).values()))
         console.print(table(f"{label}: time share / MAC share", ["", *kinds], rows))
+    _warn_invalid(sum(not r.valid for r in result.rows), len(result.rows))
     console.print(f"results in {result.out_dir} ({', '.join(sorted(result.files))}) after {result.seconds:.0f} s")
+
+
+def _warn_invalid(flagged: int, total: int) -> None:
+    from edgex.benchmarking import invalid_note
+    from edgex.render import warn
+
+    note = invalid_note(flagged, total)
+    if note:
+        warn(note)
 
 
 def register(app: typer.Typer) -> None:

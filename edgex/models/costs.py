@@ -73,9 +73,10 @@ class ConvSpec:
     def output_channels(self, variant: str) -> int:
         return self.c_in if _variant(variant) == "depthwise" else self.c_out
 
-    def bytes_moved(self, variant: str, precision: str = "fp32") -> int:
+    def bytes_moved(self, variant: str, precision: str = "fp32", io_bytes: int | None = None) -> int:
         """Weights + input + output activations at ``precision``; a separable layer also writes and reads its
-        depthwise output, since the runtimes execute it as two operations."""
+        depthwise output, since the runtimes execute it as two operations. ``io_bytes``: bytes per element of
+        the input and output when the model takes and gives another type (float around an int8 layer)."""
         if precision not in PRECISION_BYTES:
             raise EdgexError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_BYTES)}")
         weight_bytes, act_bytes = PRECISION_BYTES[precision]
@@ -86,7 +87,8 @@ class ConvSpec:
         if variant == "pointwise":
             in_elems = self.out_h * self.out_w * self.c_in
         middle = 2 * self.out_h * self.out_w * self.c_in if variant == "separable" else 0
-        return self.params(variant) * weight_bytes + (in_elems + out_elems + middle) * act_bytes
+        edge_bytes = act_bytes if io_bytes is None else io_bytes
+        return self.params(variant) * weight_bytes + (in_elems + out_elems) * edge_bytes + middle * act_bytes
 
     def arithmetic_intensity(self, variant: str, precision: str = "fp32") -> float:
         """Operations (2 per MAC) per byte moved."""
