@@ -12,7 +12,6 @@ from converters.source import SourceModel, load_source
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, refuse_overwrite, utc_now, write_metadata
 from devices.preprocess import Preprocessing
-from devices.sysinfo import int8_dot_products_saturate, versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -170,6 +169,8 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     ``notes``: remarks of the caller, reported with the converter's own.
     """
     import numpy as np
+
+    from devices.sysinfo import int8_dot_products_saturate, versions
 
     precision = precision or default_precision(to)
     io = io or ("uint8" if to == "edgetpu" else "float")
