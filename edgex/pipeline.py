@@ -154,11 +154,9 @@ def _train_model(ctx: Context, *, twin: bool) -> list[str]:
 
 def _train_into(config, folder: Path, progress) -> None:
     """Continue an interrupted training run with the same options; start over when the options changed."""
-    from edgex.training import RUN_FILE, train
+    from edgex.training import changed_options, train
 
-    run_file = folder / RUN_FILE
-    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
-    same = previous is not None and all(previous.get(k) == v for k, v in config.to_dict().items())
+    same = changed_options(folder, config) == {}
     train(config, folder, resume=same, force=not same, progress=progress)
 
 
@@ -214,22 +212,17 @@ def variants(out: Path, recipe: dict) -> dict[str, dict]:
 
     found = {}
     run = shlex.quote(str(out))
-    data, seed, t, q, c = shlex.quote(str(recipe["data"])), recipe["seed"], recipe["train"], recipe["quantize"], \
-        recipe["convert"]
+    data, t, q, c = shlex.quote(str(recipe["data"])), recipe["train"], recipe["quantize"], recipe["convert"]
 
     def add(name, path, fmt, precision, sparsity, command):
         if (out / path).exists():
             found[name] = {"path": path, "format": fmt, "precision": precision, "sparsity": sparsity,
                            "command": command}
 
-    augment = ",".join(t["augment"]) or "none"
-    train_options = (f"--data {data} --preset {recipe['preset']} --batch-size {t['batch_size']} "
-                     f"--optimizer {t['optimizer']}" + (f" --lr {t['lr']}" if t["lr"] is not None else "")
-                     + f" --augment {augment} --seed {seed}")
     source = f"{run}/train/model.keras"
     calib = f"--data {data} --calib-samples {q['calib_samples']}"
     add("keras fp32", "train/model.keras", "keras", "fp32", 0.0,
-        f"edgex train {train_options} --epochs {t['epochs']} --out {run}/train")
+        f"edgex train {_train_options(recipe)} --epochs {t['epochs']} --out {run}/train")
     for precision in c["tflite"]:
         add(f"tflite {precision}", f"artifacts/model_{precision}.tflite", "tflite", precision, 0.0,
             f"edgex convert {source} --to tflite --precision {precision} {calib} "
@@ -243,7 +236,8 @@ def variants(out: Path, recipe: dict) -> dict[str, dict]:
     for precision in c["onnx"]:
         add(f"onnx {precision}", f"artifacts/model_{precision}.onnx", "onnx", precision, 0.0,
             f"edgex convert {source} --to onnx --precision {precision} --opset {c['opset']}"
-            + (f" {calib}" if precision == "int8" else f" --data {data}") + f" --out {run}/artifacts/model_{precision}.onnx")
+            + (f" {calib}" if precision == "int8" else f" --data {data}")
+            + f" --out {run}/artifacts/model_{precision}.onnx")
     if c["edgetpu"]:
         add("edgetpu int8", "artifacts/model_quant.tflite", "edgetpu", "int8", 0.0,
             f"edgex convert {source} --to edgetpu {calib} --out {run}/artifacts/model_quant.tflite")
@@ -256,16 +250,21 @@ def variants(out: Path, recipe: dict) -> dict[str, dict]:
     return found
 
 
+def _train_options(recipe: dict) -> str:
+    """The `edgex train` options that Xception and its twin share in this run."""
+    import shlex
+
+    t = recipe["train"]
+    return (f"--data {shlex.quote(str(recipe['data']))} --preset {recipe['preset']} --batch-size {t['batch_size']} "
+            f"--optimizer {t['optimizer']}" + (f" --lr {t['lr']}" if t["lr"] is not None else "")
+            + f" --augment {','.join(t['augment']) or 'none'} --seed {recipe['seed']}")
+
+
 def twin_command(out: Path, recipe: dict) -> str:
     """The command that trains the regular-convolution twin of this run."""
     import shlex
 
-    t = recipe["train"]
-    augment = ",".join(t["augment"]) or "none"
-    return (f"edgex train --data {shlex.quote(str(recipe['data']))} --preset {recipe['preset']} --conv regular "
-            f"--batch-size {t['batch_size']} --optimizer {t['optimizer']}"
-            + (f" --lr {t['lr']}" if t["lr"] is not None else "")
-            + f" --augment {augment} --seed {recipe['seed']} --epochs {recipe['twin']['epochs']} "
+    return (f"edgex train {_train_options(recipe)} --conv regular --epochs {recipe['twin']['epochs']} "
             f"--out {shlex.quote(str(out))}/twin")
 
 
@@ -352,7 +351,7 @@ def best_variants(metrics: dict, bench: list, max_drop: float) -> dict:
 
 def _stage_deploy(ctx: Context) -> list[str]:
     from devices.bench import results_from_json
-    from edgex.deploy import build_bundle
+    from edgex.deploy import TARGETS, build_bundle
 
     d = ctx.recipe["deploy"]
     if not d["enabled"]:
@@ -360,8 +359,6 @@ def _stage_deploy(ctx: Context) -> list[str]:
     metrics = json.loads((ctx.out / "metrics.json").read_text())
     bench = results_from_json(json.loads((ctx.out / "bench.json").read_text()))
     best = best_variants(metrics, bench, ctx.recipe["report"]["max_drop"])
-    from edgex.deploy import TARGETS
-
     deployable = {n: m for n, m in metrics.items() if m["format"] in ("tflite", "onnx", "edgetpu")}
     if TARGETS[d["target"]].coral:  # the Edge TPU-ready model (its compiled twin is found next to it)
         deployable = {n: m for n, m in deployable.items() if m["format"] == "edgetpu"}
@@ -430,9 +427,9 @@ def _stage_hash(spec: StageSpec, recipe: dict, upstream: dict[str, str], extra: 
 
 def _outputs_hash(out: Path, digest: str, outputs) -> str:
     """What downstream stages depend on: this stage's hash and the contents of the files it left."""
-    from devices.bundle import sha256
+    from devices.files import sha256_file
 
-    contents = {o: sha256(out / o) if (out / o).is_file() else "" for o in outputs}
+    contents = {o: sha256_file(out / o) if (out / o).is_file() else "" for o in outputs}
     return hashlib.sha256(json.dumps([digest, contents], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -440,6 +437,7 @@ def check_recipe(recipe: dict) -> None:
     """Refuse values that a later stage would refuse, before anything is written or trained."""
     from converters import TARGETS as FORMATS
     from devices.errors import choice_error
+    from devices.registry import parse_device
     from edgex.deploy import TARGETS
     from edgex.models import preset_config
 
@@ -452,8 +450,6 @@ def check_recipe(recipe: dict) -> None:
                 raise choice_error(f"convert.{fmt} precision", precision, FORMATS[fmt].precisions)
     if not recipe["devices"]:
         raise EdgexError("recipe key 'devices' is empty: name at least one device, for example cpu")
-    from devices.registry import parse_device
-
     for device in recipe["devices"]:
         parse_device(device)
 

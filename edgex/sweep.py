@@ -352,8 +352,9 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
         result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
         p50 = result.latency.p50
         macs = spec.macs(variant)
-        bytes_moved = spec.bytes_moved(variant, precision, io_bytes=layer_io_bytes(runtime, precision))
-        intensity = 2 * macs / bytes_moved
+        io_bytes = layer_io_bytes(runtime, precision)
+        bytes_moved = spec.bytes_moved(variant, precision, io_bytes)
+        intensity = spec.arithmetic_intensity(variant, precision, io_bytes)
         gops = 2 * macs / (p50 / 1e3) / 1e9
         roof = roof_of[(runtime, precision)]
         row = SweepRow(spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k,

@@ -210,6 +210,16 @@ def _progress_callback(k, epochs, progress):
     return Progress()
 
 
+def changed_options(out_dir: str | Path, config: TrainConfig) -> dict | None:
+    """{option: (before, now)} for the options that differ from the run recorded in ``out_dir``; None when no run
+    is recorded there."""
+    run_file = Path(out_dir) / RUN_FILE
+    if not run_file.is_file():
+        return None
+    previous = json.loads(run_file.read_text())
+    return {k: (previous.get(k), v) for k, v in config.to_dict().items() if previous.get(k) != v}
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
           progress=None) -> TrainResult:
     """Train a model from ``config`` into ``out_dir`` (``model.keras`` + ``model.keras.json``).
@@ -233,8 +243,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
     wanted = config.to_dict()
 
     if resume and run_file.is_file():
-        previous = json.loads(run_file.read_text())
-        changed = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
+        changed = changed_options(out_dir, config)
         if changed:
             what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise EdgexError(f"--resume with different options than the interrupted run ({what}); "

@@ -90,9 +90,9 @@ class ConvSpec:
         edge_bytes = act_bytes if io_bytes is None else io_bytes
         return self.params(variant) * weight_bytes + (in_elems + out_elems) * edge_bytes + middle * act_bytes
 
-    def arithmetic_intensity(self, variant: str, precision: str = "fp32") -> float:
+    def arithmetic_intensity(self, variant: str, precision: str = "fp32", io_bytes: int | None = None) -> float:
         """Operations (2 per MAC) per byte moved."""
-        return 2 * self.macs(variant) / self.bytes_moved(variant, precision)
+        return 2 * self.macs(variant) / self.bytes_moved(variant, precision, io_bytes)
 
     def theoretical_ratio(self) -> float:
         """MACs of separable / regular: 1/c_out + 1/k^2."""
