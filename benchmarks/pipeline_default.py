@@ -19,7 +19,9 @@ def main() -> None:
     if done.returncode:
         sys.exit(done.stderr[-3000:])
     for stage in sorted((out / "stages").glob("*.json"), key=lambda p: p.stat().st_mtime):
-        print(f"{stage.stem:10} {json.loads(stage.read_text())['seconds']:6.1f} s")
+        record = json.loads(stage.read_text())
+        where = "  (in a second process, beside the stages above)" if record.get("background") else ""
+        print(f"{stage.stem:10} {record['seconds']:6.1f} s{where}")
     print(f"wall time {wall:.0f} s (bar: < 300 s); report: {out / 'report.html'}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.registry import ExportInfo, ExportOptions
-from converters.source import SourceModel
+from converters.source import SourceModel, converted_once
 from devices.errors import EdgexError, RuntimeMissing
 from devices.logs import quiet_native_logs
 
@@ -93,11 +93,26 @@ def save_onnx(model, path: Path, final_name: str) -> None:
 def to_onnx_fp32(source: SourceModel, options: ExportOptions):
     """The fp32 ONNX ModelProto of ``source``, with named input/output: through tf2onnx, or for large Keras models
     made of plain CNN layers through edgex's direct writer (see converters.onnx_graph)."""
-    if writer_for(source, options) == "direct":
-        from converters.onnx_graph import keras_to_onnx
+    writer = writer_for(source, options)
 
-        return keras_to_onnx(source.keras_model, options.batch_size, options.opset)
-    return _tf2onnx_fp32(source, options)
+    def convert():
+        if writer == "direct":
+            from converters.onnx_graph import keras_to_onnx
+
+            return keras_to_onnx(source.keras_model, options.batch_size, options.opset)
+        return _tf2onnx_fp32(source, options)
+
+    model = None
+
+    def serialized() -> bytes:
+        nonlocal model
+        model = convert()
+        return model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else b""
+
+    data = converted_once(source, ("onnx", "fp32", options.batch, options.opset, writer), serialized)
+    if model is not None:  # converted just now
+        return model
+    return _onnx().load_from_string(data) if data else convert()
 
 
 def writer_for(source: SourceModel, options: ExportOptions) -> str:

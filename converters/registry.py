@@ -53,10 +53,25 @@ class ExportOptions:
     onnx_int8_route: str = "qdq"  # qdq: ONNX Runtime static QDQ; tflite: int8 TFLite then tf2onnx.from_tflite
     onnx_writer: str = "auto"  # fp32 ONNX graph: tf2onnx, direct (edgex's writer), auto (direct for large models)
     final_name: str = ""  # the artifact's final file name (external data files are named after it)
+    # TFLite: write the serving SignatureDef (the converter goes through a SavedModel for it, which takes 2-3x
+    # longer); models made only to be timed, such as the sweep's one-layer models, do without.
+    signature: bool = True
 
     @property
     def batch_size(self) -> int | None:
         return 1 if self.batch == "1" else None
+
+    @property
+    def calibration_digest(self) -> str:
+        """SHA-256 of the calibration samples (their values decide an int8 model's scales)."""
+        import hashlib
+
+        import numpy as np
+
+        if self.calibration is None:
+            return ""
+        samples = np.ascontiguousarray(self.calibration, np.float32)
+        return hashlib.sha256(str(samples.shape).encode() + samples.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -160,13 +175,14 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
 def convert(model: str | Path | SourceModel, to: str, precision: str | None = None, *, out: str | Path | None = None,
             force: bool = False, calibration: np.ndarray | None = None, parity_inputs: np.ndarray | None = None,
             io: str | None = None, batch: str = "1", opset: int = 17, keep_float: tuple[str, ...] = (),
-            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", metadata: dict | None = None,
-            notes: tuple[str, ...] = ()) -> ConversionResult:
+            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", signature: bool = True,
+            metadata: dict | None = None, notes: tuple[str, ...] = ()) -> ConversionResult:
     """Export ``model`` to ``to`` at ``precision``, run the file in its runtime and compare it with the original.
 
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
-    for the parity check (random inputs when None). ``metadata``: extra fields for the artifact's metadata;
-    ``notes``: remarks of the caller, reported with the converter's own.
+    for the parity check (random inputs when None). ``signature``: TFLite files carry the serving SignatureDef
+    (leave it on for anything deployed). ``metadata``: extra fields for the artifact's metadata; ``notes``:
+    remarks of the caller, reported with the converter's own.
     """
     import numpy as np
 
@@ -198,7 +214,7 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
         raise choice_error("ONNX writer", onnx_writer, ("auto", "tf2onnx", "direct"))
     options = ExportOptions(precision, io, batch, int(opset),
                             None if calibration is None else np.asarray(calibration, np.float32),
-                            tuple(keep_float), onnx_int8_route, onnx_writer, out.name)
+                            tuple(keep_float), onnx_int8_route, onnx_writer, out.name, signature)
     exporter = importlib.import_module(target.module)
     start = time.perf_counter()
     with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from devices.errors import ModelFileError
 from devices.files import read_metadata, sha256_file
@@ -56,7 +57,8 @@ class SourceModel:
 
 def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> SourceModel:
     """A SourceModel for an in-memory Keras model, saved at ``path`` or (when ``path`` does not exist) never saved:
-    the one-layer models of the sweep are converted straight from memory."""
+    the one-layer models of the sweep are converted straight from memory. A model given with an existing ``path``
+    must be the one saved there: its conversions are identified by that file's content."""
     path = Path(path)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if path.exists():
@@ -96,3 +98,27 @@ def load_source(path: str | Path) -> SourceModel:
         raise ModelFileError(f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
                              "rebuild the model with a fixed input size")
     return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256_file(path))
+
+
+# Conversions made in this process, by the content of the source file and every option that shapes the result.
+# The pipeline converts one model for several stages (quantize's float reference, convert, prune's dense baseline,
+# compare), and the ONNX int8 route starts from the same fp32 graph as the fp32 export.
+_CONVERTED: OrderedDict[tuple, bytes] = OrderedDict()
+_CONVERTED_MAX_BYTES = 1 << 30
+
+
+def converted_once(source: SourceModel, key: tuple, convert: Callable[[], bytes]) -> bytes:
+    """``convert()``, or the bytes it gave for the same source file and ``key`` earlier in this process. Sources
+    without a file (the sweep's one-layer models) are always converted."""
+    if not source.sha256:
+        return convert()
+    full_key = (source.sha256, *key)
+    if full_key in _CONVERTED:
+        _CONVERTED.move_to_end(full_key)
+        return _CONVERTED[full_key]
+    data = convert()
+    if 0 < len(data) <= _CONVERTED_MAX_BYTES // 4:
+        _CONVERTED[full_key] = data
+        while sum(len(v) for v in _CONVERTED.values()) > _CONVERTED_MAX_BYTES:
+            _CONVERTED.popitem(last=False)
+    return data

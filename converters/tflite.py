@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.registry import ExportInfo, ExportOptions
-from converters.source import SourceModel
+from converters.source import SourceModel, converted_once
 from devices.errors import EdgexError
 from devices.logs import quiet_native_logs
 
@@ -42,6 +42,7 @@ def make_converter(source: SourceModel, options: ExportOptions):
         holder.loaded = concrete._edgex_keepalive
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     converter._edgex_keepalive = (concrete, holder)
+    converter.experimental_lower_to_saved_model = options.signature
     if options.precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -63,6 +64,12 @@ def make_converter(source: SourceModel, options: ExportOptions):
 
 def convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
     """The TFLite flatbuffer of ``source``; unsupported operations become one-line errors naming op and layer."""
+    key = ("tflite", options.precision, options.io, options.batch, options.keep_float, options.calibration_digest,
+           options.signature)
+    return converted_once(source, key, lambda: _convert_bytes(source, options))
+
+
+def _convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
     from devices.tfkeras import tensorflow
 
     tf = tensorflow()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -126,6 +125,8 @@ def os_name() -> str:
 
 
 def package_versions(names=RUNTIME_PACKAGES) -> dict[str, str]:
+    import importlib.metadata  # 35 ms: only when versions are asked for, not for `edgex --help`
+
     versions = {}
     for name in names:
         try:

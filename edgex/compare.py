@@ -102,7 +102,12 @@ def _preset_models(preset: str, folder: Path, classes: int | None) -> list[Path]
 
 
 def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs/compare", *, force: bool = False,
-            progress=None, plots: bool = True) -> CompareResult:
+            progress=None, plots: bool = True, artifacts: dict | None = None) -> CompareResult:
+    """Convert every model for every runtime and precision, then time it and measure its accuracy.
+
+    ``artifacts``: files converted already, ``{(model path, runtime, precision): file}``, used instead of
+    converting again (the pipeline's convert and quantize stages made them); give both models of a pair made the
+    same way, or neither, for a fair A/B."""
     from converters import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
     from edgex.evaluation import dataset_for
@@ -137,7 +142,10 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
         for runtime in config.runtimes:
             for precision in config.precisions:
                 to = FORMATS[runtime]
-                artifact = models_dir / f"{label}_{precision}.{to}"
+                given = (artifacts or {}).get((str(path), runtime, precision))
+                if given is not None and not Path(given).is_file():
+                    raise EdgexError(f"converted model not found: {given}")
+                artifact = Path(given) if given is not None else models_dir / f"{label}_{precision}.{to}"
                 if not artifact.exists():
                     _export(export_model, source, to, precision, artifact, dataset, config)
                 result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads,

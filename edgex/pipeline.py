@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ DEFAULT_RECIPE: dict = {
     "preset": "mini",
     "devices": ["cpu"],
     "seed": 0,
-    "train": {"epochs": 20, "batch_size": 32, "optimizer": "adam", "lr": None, "augment": ["crop"]},
+    "train": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": None, "augment": ["crop"]},
     # The twin is there for the latency A/B, which its weights do not change: one epoch gives it a sane accuracy.
-    "twin": {"enabled": True, "epochs": 1},
+    # background: the twin is trained (and converted for the A/B) in a second process while prune, quantize,
+    # convert and evaluate run; it is done before anything is timed.
+    "twin": {"enabled": True, "epochs": 1, "background": True},
     "prune": {"enabled": True, "sparsity": 0.75, "epochs": 4, "schedule": "polynomial"},
     "quantize": {"int8": True, "qat": True, "qat_epochs": 1, "calib_samples": 200, "max_drop": 1.0},
     "convert": {"tflite": ["fp32", "fp16", "dynamic"], "onnx": ["fp32", "int8"], "edgetpu": True, "opset": 17},
@@ -43,6 +46,7 @@ DEFAULT_RECIPE: dict = {
     "report": {"max_drop": 1.0},
 }
 STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy", "report")
+TIMED_STAGES = ("bench", "separable")  # nothing runs beside them
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------------
@@ -132,7 +136,41 @@ def _stage_train(ctx: Context) -> list[str]:
 
 
 def _stage_twin(ctx: Context) -> list[str]:
-    return _train_model(ctx, twin=True)
+    outputs = _train_model(ctx, twin=True)
+    return outputs + _convert_twin(ctx) if outputs else []
+
+
+def _ab_files(recipe: dict) -> dict[tuple[str, str], tuple[str, str]]:
+    """(runtime, precision) of the model-level A/B -> (Xception's file, its twin's file), for the pairs this recipe
+    makes: the convert and quantize stages convert Xception, the twin stage converts the twin the same way."""
+    if not (recipe["compare"]["enabled"] and recipe["twin"]["enabled"]):
+        return {}
+    c, q = recipe["convert"], recipe["quantize"]
+    xception = {("litert", "fp32"): "fp32" in c["tflite"] and "artifacts/model_fp32.tflite",
+                ("litert", "int8"): q["int8"] and "quantize/int8/model_int8.tflite",
+                ("onnxruntime", "fp32"): "fp32" in c["onnx"] and "artifacts/model_fp32.onnx",
+                ("onnxruntime", "int8"): "int8" in c["onnx"] and "artifacts/model_int8.onnx"}
+    return {(runtime, precision): (xception[runtime, precision],
+                                   f"twin/model_{precision}.{'tflite' if runtime == 'litert' else 'onnx'}")
+            for runtime in recipe["compare"]["runtimes"] for precision in recipe["compare"]["precisions"]
+            if xception.get((runtime, precision))}
+
+
+def _convert_twin(ctx: Context) -> list[str]:
+    """The twin in the A/B's formats, with the options the convert and quantize stages give Xception."""
+    from converters import load_source
+    from edgex.export import export_model
+
+    r = ctx.recipe
+    pairs = _ab_files(r)
+    if not pairs:
+        return []
+    source = load_source(ctx.out / "twin/model.keras")
+    for (runtime, precision), (_, twin_file) in pairs.items():
+        export_model(source.path, "tflite" if runtime == "litert" else "onnx", precision, data=r["data"],
+                     opset=r["convert"]["opset"], calib_samples=r["quantize"]["calib_samples"],
+                     out=ctx.out / twin_file, force=True, source=source, dataset=ctx.load_dataset())
+    return [twin_file for _, twin_file in pairs.values()]
 
 
 def _train_model(ctx: Context, *, twin: bool) -> list[str]:
@@ -166,8 +204,10 @@ def _stage_prune(ctx: Context) -> list[str]:
     p = ctx.recipe["prune"]
     if not p["enabled"]:
         return []
+    # Latency is the bench stage's job: prune may share the machine with the twin's training.
     report = prune(ctx.out / "train/model.keras", p["sparsity"], data=ctx.recipe["data"], schedule=p["schedule"],
-                   epochs=p["epochs"], out=ctx.out / "prune", force=True, progress=ctx.progress)
+                   epochs=p["epochs"], out=ctx.out / "prune", force=True, measure_latency=False,
+                   progress=ctx.progress)
     return [ctx.rel(report.pruned_model), "prune/prune_report.json",
             ctx.rel(Path(report.pruned_model).with_name(Path(report.pruned_model).stem + "_fp32.tflite"))]
 
@@ -188,19 +228,21 @@ def _stage_quantize(ctx: Context) -> list[str]:
 
 
 def _stage_convert(ctx: Context) -> list[str]:
+    from converters import load_source
     from edgex.export import export_model
 
     c = ctx.recipe["convert"]
-    source = ctx.out / "train/model.keras"
+    source = load_source(ctx.out / "train/model.keras")
     jobs = [("tflite", p) for p in c["tflite"]] + [("onnx", p) for p in c["onnx"]]
     if c["edgetpu"]:
         jobs.append(("edgetpu", "int8"))
     outputs = []
     for to, precision in jobs:
         name = f"model_{precision}.{'onnx' if to == 'onnx' else 'tflite'}" if to != "edgetpu" else "model_quant.tflite"
-        result = export_model(source, to, precision, data=ctx.recipe["data"], opset=c["opset"],
+        result = export_model(source.path, to, precision, data=ctx.recipe["data"], opset=c["opset"],
                               out=ctx.out / "artifacts" / name, force=True,
-                              calib_samples=ctx.recipe["quantize"]["calib_samples"], dataset=ctx.load_dataset())
+                              calib_samples=ctx.recipe["quantize"]["calib_samples"], source=source,
+                              dataset=ctx.load_dataset())
         outputs.append(ctx.rel(result.path))
     return outputs
 
@@ -319,11 +361,18 @@ def _stage_separable(ctx: Context) -> list[str]:
     device = r["devices"][0]
     if r["compare"]["enabled"] and r["twin"]["enabled"]:
         c = r["compare"]
-        result = compare(CompareConfig(preset=None, models=(str(ctx.out / "train/model.keras"),
-                                                            str(ctx.out / "twin/model.keras")),
+        xception, twin = str(ctx.out / "train/model.keras"), str(ctx.out / "twin/model.keras")
+        artifacts = {}
+        for (runtime, precision), (xception_file, twin_file) in _ab_files(r).items():
+            if (ctx.out / xception_file).is_file() and (ctx.out / twin_file).is_file():
+                artifacts[xception, runtime, precision] = str(ctx.out / xception_file)
+                artifacts[twin, runtime, precision] = str(ctx.out / twin_file)
+        result = compare(CompareConfig(preset=None, models=(xception, twin),
                                        precisions=tuple(c["precisions"]), runtimes=tuple(c["runtimes"]), device=device,
-                                       data=r["data"], breakdown=bool(c["breakdown"]),
-                                       breakdown_runtimes=tuple(c["breakdown"] or ())), ctx.out / "compare", force=True)
+                                       data=r["data"], calib_samples=r["quantize"]["calib_samples"],
+                                       breakdown=bool(c["breakdown"]),
+                                       breakdown_runtimes=tuple(c["breakdown"] or ())), ctx.out / "compare", force=True,
+                         artifacts=artifacts)
         outputs += [ctx.rel(p) for p in result.files.values()]
     if r["sweep"]["enabled"]:
         s = r["sweep"]
@@ -383,13 +432,15 @@ def _stage_report(ctx: Context) -> list[str]:
 STAGE_SPECS = {
     "data": StageSpec("data", _stage_data, ("data", "preset", "seed"), ()),
     "train": StageSpec("train", _stage_train, ("data", "preset", "seed", "train"), ("data",)),
-    "twin": StageSpec("twin", _stage_twin, ("data", "preset", "seed", "train", "twin"), ("data",)),
+    "twin": StageSpec("twin", _stage_twin, ("data", "preset", "seed", "train", "twin", "convert", "quantize",
+                                            "compare"), ("data",)),
     "prune": StageSpec("prune", _stage_prune, ("data", "prune"), ("train",)),
     "quantize": StageSpec("quantize", _stage_quantize, ("data", "quantize"), ("train",)),
     "convert": StageSpec("convert", _stage_convert, ("data", "convert", "quantize"), ("train",)),
     "evaluate": StageSpec("evaluate", _stage_evaluate, ("data",), ("train", "prune", "quantize", "convert")),
     "bench": StageSpec("bench", _stage_bench, ("devices", "bench"), ("train", "prune", "quantize", "convert")),
-    "separable": StageSpec("separable", _stage_separable, ("data", "devices", "compare", "sweep"), ("train", "twin")),
+    "separable": StageSpec("separable", _stage_separable, ("data", "devices", "compare", "sweep"),
+                           ("train", "twin", "quantize", "convert")),
     "deploy": StageSpec("deploy", _stage_deploy, ("data", "deploy", "report"),
                         ("evaluate", "bench", "prune", "quantize", "convert")),
     "report": StageSpec("report", _stage_report, ("report",),
@@ -406,6 +457,7 @@ class StageRecord:
     seconds: float
     hash: str
     outputs: tuple[str, ...]
+    background: bool = False  # ran in a second process, beside the stages after it
 
 
 @dataclass(frozen=True)
@@ -479,27 +531,96 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
     ctx = Context(out, recipe, progress)
     hashes: dict[str, str] = {}
     records = []
-    start = time.perf_counter()
-    for name in STAGES:
-        spec = STAGE_SPECS[name]
-        # The data stage depends on the data itself: an image folder whose files changed has a new fingerprint.
-        extra = {"dataset": ctx.load_dataset().fingerprint} if name == "data" else None
-        digest = _stage_hash(spec, recipe, hashes, extra)
-        state_file = state_dir / f"{name}.json"
-        previous = json.loads(state_file.read_text()) if state_file.is_file() else None
-        if resume and previous and previous.get("hash") == digest and all(
-                (out / o).exists() for o in previous.get("outputs", [])):
-            record = StageRecord(name, "skipped", 0.0, digest, tuple(previous["outputs"]))
-        else:
-            began = time.perf_counter()
-            outputs = spec.run(ctx)
-            record = StageRecord(name, "ran", time.perf_counter() - began, digest, tuple(outputs))
-            write_json_atomic(state_file, {"hash": digest, "outputs": list(outputs), "seconds": record.seconds})
-        hashes[name] = _outputs_hash(out, digest, record.outputs)
+    running: dict[str, tuple[_BackgroundStage, str]] = {}
+
+    def finish(record: StageRecord) -> None:
+        if record.status == "ran":
+            write_json_atomic(state_dir / f"{record.name}.json", {"hash": record.hash, "outputs": list(record.outputs),
+                                                                  "seconds": record.seconds,
+                                                                  "background": record.background})
+        hashes[record.name] = _outputs_hash(out, record.hash, record.outputs)
         records.append(record)
         if on_stage:
             on_stage(record)
+
+    def join_background() -> None:
+        for name, (stage, digest) in list(running.items()):
+            outputs = stage.result()
+            del running[name]
+            finish(StageRecord(name, "ran", stage.seconds, digest, tuple(outputs), background=True))
+
+    start = time.perf_counter()
+    try:
+        for name in STAGES:
+            spec = STAGE_SPECS[name]
+            if running and (name in TIMED_STAGES or set(spec.after) & set(running)):
+                join_background()
+            # The data stage depends on the data itself: an image folder whose files changed has a new fingerprint.
+            extra = {"dataset": ctx.load_dataset().fingerprint} if name == "data" else None
+            digest = _stage_hash(spec, recipe, hashes, extra)
+            state_file = state_dir / f"{name}.json"
+            previous = json.loads(state_file.read_text()) if state_file.is_file() else None
+            if resume and previous and previous.get("hash") == digest and all(
+                    (out / o).exists() for o in previous.get("outputs", [])):
+                finish(StageRecord(name, "skipped", 0.0, digest, tuple(previous["outputs"])))
+            elif name == "twin" and recipe["twin"]["background"]:
+                running[name] = (_BackgroundStage(name, out, recipe), digest)
+            else:
+                began = time.perf_counter()
+                outputs = spec.run(ctx)
+                finish(StageRecord(name, "ran", time.perf_counter() - began, digest, tuple(outputs)))
+        join_background()
+    finally:
+        for stage, _ in running.values():  # the run failed or was interrupted
+            stage.stop()
+    records.sort(key=lambda record: STAGES.index(record.name))
     return PipelineResult(str(out), recipe, tuple(records), time.perf_counter() - start, tuple(summary_rows(out)))
+
+
+class _BackgroundStage:
+    """A stage run in a second process (spawned: TensorFlow does not survive a fork)."""
+
+    def __init__(self, name: str, out: Path, recipe: dict):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._results, sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=_run_stage_process, args=(name, str(out), recipe, sender),
+                                        name=f"edgex-{name}", daemon=True)
+        self._began = time.perf_counter()
+        self._process.start()
+        sender.close()
+        self.name = name
+        self.seconds = 0.0
+
+    def result(self) -> list[str]:
+        """The stage's outputs, once it is done; its error, raised here."""
+        try:
+            status, value = self._results.recv()
+        except EOFError:
+            status, value = "error", f"the process running it exited with code {self._process.exitcode}"
+        self._process.join()
+        self.seconds = time.perf_counter() - self._began
+        if status == "error":
+            raise EdgexError(f"{self.name} stage (in a background process): {value}")
+        return value
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+
+def _run_stage_process(name: str, out: str, recipe: dict, results) -> None:
+    import traceback
+
+    try:
+        results.send(("ok", STAGE_SPECS[name].run(Context(Path(out), recipe))))
+    except BaseException as exc:  # reported to the parent, which raises it as its own error
+        message = str(exc) or type(exc).__name__
+        if os.environ.get("EDGEX_DEBUG") == "1":
+            message += "\n" + traceback.format_exc()
+        results.send(("error", message))
 
 
 def summary_rows(out: Path) -> list[dict]:

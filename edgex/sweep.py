@@ -229,7 +229,7 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     # int8 TFLite layers take and give int8, so that only the layer itself is timed, not (de)quantization.
     io = "int8" if (precision == "int8" and to == "tflite") else None
     convert(source, to, precision, out=path, force=True, calibration=samples if precision == "int8" else None,
-            parity_inputs=samples[:1], io=io)
+            parity_inputs=samples[:1], io=io, signature=False)
     if to == "onnx":
         drop_layout_transposes(path)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,3 +400,61 @@ def test_direct_writer_names_unsupported_layers(tmp_path):
     model = k.Sequential([k.Input((8, 8, 3)), k.layers.Conv2D(4, 3), k.layers.UpSampling2D(name="up")])
     with pytest.raises(EdgexError, match=r"does not support: up \(UpSampling2D\)"):
         keras_to_onnx(model, 1)
+
+
+def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(model_dir, digits, tmp_path, monkeypatch):
+    """The pipeline converts one model for several stages; the same source file and options convert once, while
+    every export still writes its own file, metadata and parity check."""
+    import converters.onnx
+    import converters.tflite
+    from converters import load_source
+
+    calls = []
+    for module, name in ((converters.tflite, "_convert_bytes"), (converters.onnx, "_tf2onnx_fp32")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    from devices.preprocess import XCEPTION
+
+    source = load_source(model_dir / "model.keras")
+    samples = XCEPTION.apply(digits.train.take(101, seed=1).arrays()[0])  # samples no other test calibrates with
+    checks = XCEPTION.apply(digits.val.take(64, seed=0).arrays()[0])
+    first = convert(source, "tflite", "int8", out=tmp_path / "a.tflite", calibration=samples, parity_inputs=checks)
+    again = convert(load_source(model_dir / "model.keras"), "tflite", "int8", out=tmp_path / "b.tflite",
+                    calibration=samples.copy(), parity_inputs=checks)
+    assert calls == ["_convert_bytes"]
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
+    assert again.parity.passed and read_metadata(again.path)["parity"]["samples"] == first.parity.samples
+    # Other calibration samples are another model.
+    convert(source, "tflite", "int8", out=tmp_path / "c.tflite", calibration=samples[::-1].copy(), parity_inputs=checks)
+    assert calls == ["_convert_bytes"] * 2
+    # The ONNX int8 (QDQ) route starts from the fp32 graph made for the fp32 export.
+    convert(source, "onnx", "fp32", out=tmp_path / "m.onnx", opset=15)
+    int8 = convert(source, "onnx", "int8", out=tmp_path / "m_int8.onnx", opset=15, calibration=samples,
+                   parity_inputs=checks)
+    assert calls.count("_tf2onnx_fp32") == 1 and int8.parity.passed
+
+
+def test_a_changed_source_file_is_converted_again(model_dir, tmp_path):
+    from converters import load_source
+    from devices.tfkeras import keras
+
+    path = tmp_path / "model.keras"
+    shutil.copy(model_dir / "model.keras", path)
+    before = convert(load_source(path), "tflite", "fp32", out=tmp_path / "before.tflite")
+    model = keras().models.load_model(path)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    model.save(path)
+    after = convert(load_source(path), "tflite", "fp32", out=tmp_path / "after.tflite")
+    assert before.parity.passed and after.parity.passed
+    assert Path(before.path).read_bytes() != Path(after.path).read_bytes()
+
+
+@pytest.mark.parametrize("signature", [True, False])
+def test_tflite_signature_def_is_written_unless_declined(model_dir, tmp_path, signature):
+    """Deployed files carry the serving SignatureDef; models made only to be timed may skip it (2-3x faster)."""
+    from devices.litert import interpreter_module
+
+    result = convert(model_dir / "model.keras", "tflite", "fp32", out=tmp_path / "m.tflite", signature=signature)
+    assert result.parity.passed
+    interpreter = interpreter_module().Interpreter(model_path=result.path)
+    assert ("serving_default" in interpreter.get_signature_list()) is signature

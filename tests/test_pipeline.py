@@ -72,6 +72,35 @@ def test_run_folder_has_every_artifact_and_report(run):
     assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
 
 
+def test_twin_runs_beside_other_stages_and_the_ab_times_the_pipelines_own_files(run):
+    """The twin is trained and converted in a second process, done before anything is timed; the A/B times the
+    files the convert stage made for Xception against the twin converted the same way."""
+    out, _ = run
+    twin_state = json.loads((out / "stages" / "twin.json").read_text())
+    assert twin_state["background"] is True
+    assert {"twin/model_fp32.tflite", "twin/model_fp32.onnx"} <= set(twin_state["outputs"])
+    assert (out / "stages" / "twin.json").stat().st_mtime <= (out / "bench.json").stat().st_mtime
+    rows = json.loads((out / "compare" / "compare.json").read_text())["rows"]
+    timed = {(r["model"].split("/")[-2], r["runtime"]): r["artifact"] for r in rows}
+    assert timed == {("train", "litert"): str(out / "artifacts/model_fp32.tflite"),
+                     ("train", "onnxruntime"): str(out / "artifacts/model_fp32.onnx"),
+                     ("twin", "litert"): str(out / "twin/model_fp32.tflite"),
+                     ("twin", "onnxruntime"): str(out / "twin/model_fp32.onnx")}
+    twin_meta = json.loads((out / "twin" / "model_fp32.onnx.json").read_text())
+    assert twin_meta["parity"]["passed"] and twin_meta["opset"] == DEFAULT_RECIPE["convert"]["opset"]
+
+
+def test_a_background_stage_that_fails_is_the_runs_one_line_error(tmp_path):
+    from devices.errors import EdgexError
+    from edgex.pipeline import _BackgroundStage
+
+    (tmp_path / "twin").write_text("not a folder")
+    stage = _BackgroundStage("twin", tmp_path, resolve_recipe(None, {"preset": "tiny"}))
+    with pytest.raises(EdgexError, match=r"^twin stage \(in a background process\): .*twin") as failure:
+        stage.result()
+    assert "\n" not in str(failure.value)
+
+
 def test_resume_skips_every_stage_and_reruns_only_what_changed(run, capsys):
     from edgex.cli import main
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,25 @@ def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
                                    precisions=("fp32",), data="digits", breakdown=False), tmp_path)
     (row,) = result.rows
     assert row.top1 is not None and row.top1 > 0.8
+
+
+def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifacts, tmp_path, monkeypatch):
+    """The pipeline hands compare the files its convert and quantize stages made (and the twin's, made the same
+    way): compare times and scores those, and converts only what it was not given."""
+    import edgex.compare
+    from edgex.compare import CompareConfig, compare
+
+    model = str(tiny_artifacts["keras"])
+    exported = []
+    original = edgex.compare._export
+    monkeypatch.setattr(edgex.compare, "_export", lambda *a: exported.append(a[3]) or original(*a))
+    given = {(model, "litert", "int8"): str(tiny_artifacts["tflite-int8"])}
+    result = compare(CompareConfig(preset=None, models=(model,), runtimes=("litert",), precisions=("fp32", "int8"),
+                                   data="digits", breakdown=False), tmp_path / "c", artifacts=given)
+    rows = {r.precision: r for r in result.rows}
+    assert rows["int8"].artifact == str(tiny_artifacts["tflite-int8"]) and rows["int8"].top1 > 0.8
+    assert exported == ["fp32"] and Path(rows["fp32"].artifact).parent == tmp_path / "c" / "models"
+    missing = {(model, "litert", "fp32"): str(tmp_path / "gone.tflite")}
+    with pytest.raises(EdgexError, match="converted model not found: .*gone.tflite"):
+        compare(CompareConfig(preset=None, models=(model,), runtimes=("litert",), precisions=("fp32",),
+                              breakdown=False), tmp_path / "d", artifacts=missing)

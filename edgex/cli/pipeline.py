@@ -34,7 +34,8 @@ def pipeline(
             epoch_progress(event, **info)
 
     def on_stage(record):
-        console.print(f"[bold]{record.name:<10}[/bold] {record.status:<8} {record.seconds:6.1f} s")
+        where = " (in the background, beside the stages above)" if record.background else ""
+        console.print(f"[bold]{record.name:<10}[/bold] {record.status:<8} {record.seconds:6.1f} s{where}")
 
     console.print(f"edgex pipeline -> {out} (preset {recipe['preset']}, data {recipe['data']}, "
                   f"devices {', '.join(recipe['devices'])})")
