@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.registry import ExportInfo, ExportOptions
-from converters.source import SourceModel, converted_once
+from converters.source import CONVERTED_MAX_BYTES, SourceModel, converted_once, reuses_conversions
 from devices.errors import EdgexError, RuntimeMissing
 from devices.logs import quiet_native_logs
 
@@ -102,17 +102,17 @@ def to_onnx_fp32(source: SourceModel, options: ExportOptions):
             return keras_to_onnx(source.keras_model, options.batch_size, options.opset)
         return _tf2onnx_fp32(source, options)
 
+    if not reuses_conversions(source):
+        return convert()
     model = None
 
     def serialized() -> bytes:
         nonlocal model
         model = convert()
-        return model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else b""
+        return model.SerializeToString() if model.ByteSize() <= CONVERTED_MAX_BYTES // 4 else b""  # b"": not kept
 
     data = converted_once(source, ("onnx", "fp32", options.batch, options.opset, writer), serialized)
-    if model is not None:  # converted just now
-        return model
-    return _onnx().load_from_string(data) if data else convert()
+    return model if model is not None else _onnx().load_from_string(data)
 
 
 def writer_for(source: SourceModel, options: ExportOptions) -> str:

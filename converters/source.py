@@ -104,21 +104,32 @@ def load_source(path: str | Path) -> SourceModel:
 # The pipeline converts one model for several stages (quantize's float reference, convert, prune's dense baseline,
 # compare), and the ONNX int8 route starts from the same fp32 graph as the fp32 export.
 _CONVERTED: OrderedDict[tuple, bytes] = OrderedDict()
-_CONVERTED_MAX_BYTES = 1 << 30
+CONVERTED_MAX_BYTES = 1 << 30  # all kept conversions together; one conversion is kept up to a quarter of it
+
+
+def reuses_conversions(source: SourceModel) -> bool:
+    """Whether conversions of ``source`` are kept: sources without a file (the sweep's one-layer models) are not."""
+    return bool(source.sha256)
 
 
 def converted_once(source: SourceModel, key: tuple, convert: Callable[[], bytes]) -> bytes:
-    """``convert()``, or the bytes it gave for the same source file and ``key`` earlier in this process. Sources
-    without a file (the sweep's one-layer models) are always converted."""
-    if not source.sha256:
+    """``convert()``, or the bytes it gave for the same source file and ``key`` earlier in this process. Empty
+    bytes from ``convert()`` mean "not worth keeping"."""
+    if not reuses_conversions(source):
         return convert()
     full_key = (source.sha256, *key)
     if full_key in _CONVERTED:
         _CONVERTED.move_to_end(full_key)
         return _CONVERTED[full_key]
     data = convert()
-    if 0 < len(data) <= _CONVERTED_MAX_BYTES // 4:
+    if 0 < len(data) <= CONVERTED_MAX_BYTES // 4:
         _CONVERTED[full_key] = data
-        while sum(len(v) for v in _CONVERTED.values()) > _CONVERTED_MAX_BYTES:
-            _CONVERTED.popitem(last=False)
+        total = sum(len(kept) for kept in _CONVERTED.values())
+        while total > CONVERTED_MAX_BYTES:
+            total -= len(_CONVERTED.popitem(last=False)[1])
     return data
+
+
+def forget_conversions() -> None:
+    """Drop the conversions kept by ``converted_once`` (their memory, or to time a conversion again)."""
+    _CONVERTED.clear()

@@ -129,6 +129,8 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
     paths += [Path(m) for m in config.models]
 
     rows, results, breakdown = [], [], {}
+    given_files = {(Path(model).resolve(), runtime, precision): file
+                   for (model, runtime, precision), file in (artifacts or {}).items()}
     labels = _labels(paths)
     for path in paths:
         source = load_source(path)
@@ -142,7 +144,7 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
         for runtime in config.runtimes:
             for precision in config.precisions:
                 to = FORMATS[runtime]
-                given = (artifacts or {}).get((str(path), runtime, precision))
+                given = given_files.get((path.resolve(), runtime, precision))
                 if given is not None and not Path(given).is_file():
                     raise EdgexError(f"converted model not found: {given}")
                 artifact = Path(given) if given is not None else models_dir / f"{label}_{precision}.{to}"

@@ -545,9 +545,9 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
 
     def join_background() -> None:
         for name, (stage, digest) in list(running.items()):
-            outputs = stage.result()
+            outputs, seconds = stage.result()
             del running[name]
-            finish(StageRecord(name, "ran", stage.seconds, digest, tuple(outputs), background=True))
+            finish(StageRecord(name, "ran", seconds, digest, tuple(outputs), background=True))
 
     start = time.perf_counter()
     try:
@@ -563,8 +563,8 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
             if resume and previous and previous.get("hash") == digest and all(
                     (out / o).exists() for o in previous.get("outputs", [])):
                 finish(StageRecord(name, "skipped", 0.0, digest, tuple(previous["outputs"])))
-            elif name == "twin" and recipe["twin"]["background"]:
-                running[name] = (_BackgroundStage(name, out, recipe), digest)
+            elif name == "twin" and recipe["twin"]["enabled"] and recipe["twin"]["background"] and not _gpus():
+                running[name] = (_BackgroundStage(name, out), digest)
             else:
                 began = time.perf_counter()
                 outputs = spec.run(ctx)
@@ -578,49 +578,87 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
 
 
 class _BackgroundStage:
-    """A stage run in a second process (spawned: TensorFlow does not survive a fork)."""
+    """A stage run in a second Python process (``python -m edgex.pipeline``): it reads the run's recipe.json, and
+    its output goes to ``stages/background/NAME.log``. A plain process, not multiprocessing: nothing of the caller's own
+    script is run again in it."""
 
-    def __init__(self, name: str, out: Path, recipe: dict):
-        import multiprocessing
+    def __init__(self, name: str, out: Path):
+        import subprocess
+        import sys
 
-        context = multiprocessing.get_context("spawn")
-        self._results, sender = context.Pipe(duplex=False)
-        self._process = context.Process(target=_run_stage_process, args=(name, str(out), recipe, sender),
-                                        name=f"edgex-{name}", daemon=True)
-        self._began = time.perf_counter()
-        self._process.start()
-        sender.close()
         self.name = name
-        self.seconds = 0.0
+        self._result = out / "stages" / "background" / f"{name}.json"
+        self._log = self._result.with_suffix(".log")
+        self._result.unlink(missing_ok=True)
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        root = str(Path(__file__).resolve().parents[1])  # where this edgex is, installed or not
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        with open(self._log, "wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "edgex.pipeline", name, str(out), str(self._result)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-    def result(self) -> list[str]:
-        """The stage's outputs, once it is done; its error, raised here."""
-        try:
-            status, value = self._results.recv()
-        except EOFError:
-            status, value = "error", f"the process running it exited with code {self._process.exitcode}"
-        self._process.join()
-        self.seconds = time.perf_counter() - self._began
-        if status == "error":
-            raise EdgexError(f"{self.name} stage (in a background process): {value}")
-        return value
+    def result(self) -> tuple[list[str], float]:
+        """The stage's outputs and seconds, once it is done; its error, raised here."""
+        code = self._process.wait()
+        result = json.loads(self._result.read_text()) if self._result.is_file() else None
+        if result is None:
+            tail = " | ".join(self._log.read_text(errors="replace").strip().splitlines()[-3:])
+            raise RuntimeError(f"{self.name} stage (in a background process) exited with code {code}: {tail}")
+        if result["status"] == "ok":
+            return result["outputs"], result["seconds"]
+        message = f"{self.name} stage (in a background process): {result['message']}"
+        if os.environ.get("EDGEX_DEBUG") == "1":
+            message += "\n" + result["traceback"]
+        errors = {cls.__name__: cls for cls in _edgex_errors()}
+        if result["error"] in errors:
+            raise errors[result["error"]](message)
+        raise RuntimeError(f"{result['error']}: {message}")
 
     def stop(self) -> None:
-        if self._process.is_alive():
+        import subprocess
+
+        if self._process.poll() is None:
             self._process.terminate()
-        self._process.join()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
 
 
-def _run_stage_process(name: str, out: str, recipe: dict, results) -> None:
+def _gpus() -> bool:
+    """Whether TensorFlow trains on a GPU here: a second process would find its memory taken (and needs no help)."""
+    from devices.tfkeras import tensorflow
+
+    return bool(tensorflow().config.list_physical_devices("GPU"))
+
+
+def _edgex_errors() -> list[type]:
+    from devices import errors
+
+    found, todo = [], [errors.EdgexError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def _run_background_stage(name: str, out: Path, result_file: Path) -> None:
+    """The second process's side: run one stage of the run in ``out``, write what happened to ``result_file``."""
     import traceback
 
+    began = time.perf_counter()
     try:
-        results.send(("ok", STAGE_SPECS[name].run(Context(Path(out), recipe))))
-    except BaseException as exc:  # reported to the parent, which raises it as its own error
-        message = str(exc) or type(exc).__name__
-        if os.environ.get("EDGEX_DEBUG") == "1":
-            message += "\n" + traceback.format_exc()
-        results.send(("error", message))
+        recipe = json.loads((out / "recipe.json").read_text())
+        outputs = STAGE_SPECS[name].run(Context(out, recipe))
+        result = {"status": "ok", "outputs": outputs, "seconds": time.perf_counter() - began}
+    except BaseException as exc:
+        result = {"status": "error", "error": type(exc).__name__,
+                  "message": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
+                  "traceback": traceback.format_exc()}
+    write_json_atomic(result_file, result)
 
 
 def summary_rows(out: Path) -> list[dict]:
@@ -654,3 +692,9 @@ def _write_recipe_yaml(path: Path, recipe: dict) -> None:
 
 __all__ = ["DEFAULT_RECIPE", "STAGES", "PipelineResult", "best_variants", "resolve_recipe", "run_pipeline",
            "variants"]
+
+
+if __name__ == "__main__":  # the second process of a background stage: NAME RUN_FOLDER RESULT_FILE
+    import sys
+
+    _run_background_stage(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

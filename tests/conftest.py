@@ -25,6 +25,14 @@ class CliResult:
         return self.stdout + self.stderr
 
 
+@pytest.fixture(autouse=True)
+def _fresh_conversions():
+    """Each test converts for itself: conversions kept in this process by an earlier test are dropped."""
+    from converters.source import forget_conversions
+
+    forget_conversions()
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``edgex ARGS...`` in this process; returns exit code and captured output."""

@@ -6,7 +6,7 @@ import typer
 
 from edgex.cli import options as o
 
-app = typer.Typer(help="Inspect Xception configurations.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(help="Inspect Xception configurations.", no_args_is_help=True)
 
 
 @app.command("summary")
