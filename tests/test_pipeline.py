@@ -177,3 +177,19 @@ def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     assert {src for src, _, _ in images} >= {"plots/accuracy_vs_latency.png", "plots/size_vs_accuracy.png",
                                              "plots/roofline.png", "plots/model_ab.png", "plots/time_breakdown.png"}
     assert rows == len(metrics)
+
+
+def test_twin_in_line_when_the_recipe_says_so(tmp_path):
+    from edgex.pipeline import run_pipeline
+
+    recipe = resolve_recipe(None, {"preset": "tiny", "train.epochs": 1, "twin.background": False,
+                                   "prune.enabled": False, "quantize.int8": False, "quantize.qat": False,
+                                   "convert.tflite": [], "convert.onnx": [], "convert.edgetpu": False,
+                                   "compare.enabled": False, "sweep.enabled": False, "deploy.enabled": False,
+                                   "bench.runs": 2, "bench.min_seconds": 0.01})
+    result = run_pipeline(recipe, tmp_path / "run")
+    twin = next(r for r in result.stages if r.name == "twin")
+    assert twin.status == "ran" and not twin.background and twin.outputs == ("twin/model.keras",
+                                                                              "twin/model.keras.json")
+    assert not (tmp_path / "run" / "stages" / "background").exists()
+    assert [r.name for r in result.stages] == list(STAGES)
