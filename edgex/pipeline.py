@@ -146,10 +146,10 @@ def _ab_files(recipe: dict) -> dict[tuple[str, str], tuple[str, str]]:
     if not (recipe["compare"]["enabled"] and recipe["twin"]["enabled"]):
         return {}
     c, q = recipe["convert"], recipe["quantize"]
-    xception = {("litert", "fp32"): "fp32" in c["tflite"] and "artifacts/model_fp32.tflite",
-                ("litert", "int8"): q["int8"] and "quantize/int8/model_int8.tflite",
-                ("onnxruntime", "fp32"): "fp32" in c["onnx"] and "artifacts/model_fp32.onnx",
-                ("onnxruntime", "int8"): "int8" in c["onnx"] and "artifacts/model_int8.onnx"}
+    xception = {("litert", "fp32"): "fp32" in c["tflite"] and _artifact_file("tflite", "fp32"),
+                ("litert", "int8"): q["int8"] and _PTQ_INT8_FILE,
+                ("onnxruntime", "fp32"): "fp32" in c["onnx"] and _artifact_file("onnx", "fp32"),
+                ("onnxruntime", "int8"): "int8" in c["onnx"] and _artifact_file("onnx", "int8")}
     return {(runtime, precision): (xception[runtime, precision],
                                    f"twin/model_{precision}.{'tflite' if runtime == 'litert' else 'onnx'}")
             for runtime in recipe["compare"]["runtimes"] for precision in recipe["compare"]["precisions"]
@@ -159,18 +159,35 @@ def _ab_files(recipe: dict) -> dict[tuple[str, str], tuple[str, str]]:
 def _convert_twin(ctx: Context) -> list[str]:
     """The twin in the A/B's formats, with the options the convert and quantize stages give Xception."""
     from converters import load_source
-    from edgex.export import export_model
 
-    r = ctx.recipe
-    pairs = _ab_files(r)
+    pairs = _ab_files(ctx.recipe)
     if not pairs:
         return []
     source = load_source(ctx.out / "twin/model.keras")
     for (runtime, precision), (_, twin_file) in pairs.items():
-        export_model(source.path, "tflite" if runtime == "litert" else "onnx", precision, data=r["data"],
-                     opset=r["convert"]["opset"], calib_samples=r["quantize"]["calib_samples"],
-                     out=ctx.out / twin_file, force=True, source=source, dataset=ctx.load_dataset())
+        _export(ctx, source, "tflite" if runtime == "litert" else "onnx", precision, twin_file)
     return [twin_file for _, twin_file in pairs.values()]
+
+
+def _export(ctx: Context, source, to: str, precision: str, out: str):
+    """How this run converts a model (Xception in the convert stage, its twin for the A/B): the recipe's data,
+    calibration samples and opset."""
+    from edgex.export import export_model
+
+    r = ctx.recipe
+    return export_model(source.path, to, precision, data=r["data"], opset=r["convert"]["opset"],
+                        calib_samples=r["quantize"]["calib_samples"], out=ctx.out / out, force=True, source=source,
+                        dataset=ctx.load_dataset())
+
+
+_PTQ_INT8_FILE = "quantize/int8/model_int8.tflite"  # where the quantize stage's int8 model lands
+
+
+def _artifact_file(to: str, precision: str) -> str:
+    """Where the convert stage writes a format and precision, inside the run folder."""
+    if to == "edgetpu":  # Coral's naming: edgetpu_compiler turns x_quant.tflite into x_quant_edgetpu.tflite
+        return "artifacts/model_quant.tflite"
+    return f"artifacts/model_{precision}.{'onnx' if to == 'onnx' else 'tflite'}"
 
 
 def _train_model(ctx: Context, *, twin: bool) -> list[str]:
@@ -229,7 +246,6 @@ def _stage_quantize(ctx: Context) -> list[str]:
 
 def _stage_convert(ctx: Context) -> list[str]:
     from converters import load_source
-    from edgex.export import export_model
 
     c = ctx.recipe["convert"]
     source = load_source(ctx.out / "train/model.keras")
@@ -238,12 +254,7 @@ def _stage_convert(ctx: Context) -> list[str]:
         jobs.append(("edgetpu", "int8"))
     outputs = []
     for to, precision in jobs:
-        name = f"model_{precision}.{'onnx' if to == 'onnx' else 'tflite'}" if to != "edgetpu" else "model_quant.tflite"
-        result = export_model(source.path, to, precision, data=ctx.recipe["data"], opset=c["opset"],
-                              out=ctx.out / "artifacts" / name, force=True,
-                              calib_samples=ctx.recipe["quantize"]["calib_samples"], source=source,
-                              dataset=ctx.load_dataset())
-        outputs.append(ctx.rel(result.path))
+        outputs.append(ctx.rel(_export(ctx, source, to, precision, _artifact_file(to, precision)).path))
     return outputs
 
 
@@ -266,23 +277,24 @@ def variants(out: Path, recipe: dict) -> dict[str, dict]:
     add("keras fp32", "train/model.keras", "keras", "fp32", 0.0,
         f"edgex train {_train_options(recipe)} --epochs {t['epochs']} --out {run}/train")
     for precision in c["tflite"]:
-        add(f"tflite {precision}", f"artifacts/model_{precision}.tflite", "tflite", precision, 0.0,
-            f"edgex convert {source} --to tflite --precision {precision} {calib} "
-            f"--out {run}/artifacts/model_{precision}.tflite")
+        path = _artifact_file("tflite", precision)
+        add(f"tflite {precision}", path, "tflite", precision, 0.0,
+            f"edgex convert {source} --to tflite --precision {precision} {calib} --out {run}/{path}")
     if q["int8"]:
-        add("tflite int8 (PTQ)", "quantize/int8/model_int8.tflite", "tflite", "int8", 0.0,
+        add("tflite int8 (PTQ)", _PTQ_INT8_FILE, "tflite", "int8", 0.0,
             f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8")
     if q["qat"]:
         add("tflite int8 (QAT)", "quantize/qat/model_qat.tflite", "tflite", "int8", 0.0,
             f"edgex quantize {source} --mode qat --epochs {q['qat_epochs']} {calib} --out {run}/quantize/qat")
     for precision in c["onnx"]:
-        add(f"onnx {precision}", f"artifacts/model_{precision}.onnx", "onnx", precision, 0.0,
+        path = _artifact_file("onnx", precision)
+        add(f"onnx {precision}", path, "onnx", precision, 0.0,
             f"edgex convert {source} --to onnx --precision {precision} --opset {c['opset']}"
-            + (f" {calib}" if precision == "int8" else f" --data {data}")
-            + f" --out {run}/artifacts/model_{precision}.onnx")
+            + (f" {calib}" if precision == "int8" else f" --data {data}") + f" --out {run}/{path}")
     if c["edgetpu"]:
-        add("edgetpu int8", "artifacts/model_quant.tflite", "edgetpu", "int8", 0.0,
-            f"edgex convert {source} --to edgetpu {calib} --out {run}/artifacts/model_quant.tflite")
+        path = _artifact_file("edgetpu", "int8")
+        add("edgetpu int8", path, "edgetpu", "int8", 0.0,
+            f"edgex convert {source} --to edgetpu {calib} --out {run}/{path}")
     p = recipe["prune"]
     if p["enabled"]:
         pct = int(round(p["sparsity"] * 100))
@@ -610,10 +622,11 @@ class _BackgroundStage:
         message = f"{self.name} stage (in a background process): {result['message']}"
         if os.environ.get("EDGEX_DEBUG") == "1":
             message += "\n" + result["traceback"]
-        errors = {cls.__name__: cls for cls in _edgex_errors()}
-        if result["error"] in errors:
-            raise errors[result["error"]](message)
-        raise RuntimeError(f"{result['error']}: {message}")
+        if result["exit_code"] is None:  # not an EdgexError: a bug or an unexpected library failure
+            raise RuntimeError(f"{result['error']}: {message}")
+        error = EdgexError(message)
+        error.exit_code = result["exit_code"]
+        raise error
 
     def stop(self) -> None:
         import subprocess
@@ -634,17 +647,6 @@ def _gpus() -> bool:
     return bool(tensorflow().config.list_physical_devices("GPU"))
 
 
-def _edgex_errors() -> list[type]:
-    from devices import errors
-
-    found, todo = [], [errors.EdgexError]
-    while todo:
-        cls = todo.pop()
-        found.append(cls)
-        todo += cls.__subclasses__()
-    return found
-
-
 def _run_background_stage(name: str, out: Path, result_file: Path) -> None:
     """The second process's side: run one stage of the run in ``out``, write what happened to ``result_file``."""
     import traceback
@@ -656,6 +658,7 @@ def _run_background_stage(name: str, out: Path, result_file: Path) -> None:
         result = {"status": "ok", "outputs": outputs, "seconds": time.perf_counter() - began}
     except BaseException as exc:
         result = {"status": "error", "error": type(exc).__name__,
+                  "exit_code": exc.exit_code if isinstance(exc, EdgexError) else None,
                   "message": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
                   "traceback": traceback.format_exc()}
     write_json_atomic(result_file, result)
