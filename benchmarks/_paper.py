@@ -23,8 +23,15 @@ def paper_keras(conv: str = "separable", classes: int = 10) -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         model = create_model("paper", classes=classes, conv=conv)
         model.save(path)
-        write_metadata(path, {"class_names": [str(i) for i in range(classes)], "input_shape": [299, 299, 3],
-                              "preprocessing": XCEPTION.to_dict(), "preset": "paper"})
+        write_metadata(
+            path,
+            {
+                "class_names": [str(i) for i in range(classes)],
+                "input_shape": [299, 299, 3],
+                "preprocessing": XCEPTION.to_dict(),
+                "preset": "paper",
+            },
+        )
     return path
 
 

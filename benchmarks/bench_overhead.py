@@ -52,9 +52,13 @@ def main(rounds: int = 7, runs: int = 30) -> None:
         ours, result = edgex_loop(model, runs)
         ratios.append(ours / bare)
         cvs.append(result.latency.cv)
-        print(f"paper int8, 2 threads: bare {bare * 1e3:6.2f} ms/invoke   edgex loop {ours * 1e3:6.2f} ms/iteration"
-              f"   ratio {ours / bare:.4f}   CV {result.latency.cv:.1%}")
-    print(f"paper int8: median ratio edgex/bare {statistics.median(ratios):.4f}; median CV {statistics.median(cvs):.1%}")
+        print(
+            f"paper int8, 2 threads: bare {bare * 1e3:6.2f} ms/invoke   edgex loop {ours * 1e3:6.2f} ms/iteration"
+            f"   ratio {ours / bare:.4f}   CV {result.latency.cv:.1%}"
+        )
+    print(
+        f"paper int8: median ratio edgex/bare {statistics.median(ratios):.4f}; median CV {statistics.median(cvs):.1%}"
+    )
 
     small = LiteRTModel(one_layer_model(), threads=1)
     extra = []

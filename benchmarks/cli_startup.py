@@ -23,9 +23,14 @@ def main(repeats: int = 7) -> None:
         status = f"exit {done.returncode}" if done.returncode else ("ok" if median < TARGET_S else "OVER TARGET")
         print(f"edgex {' '.join(args):<24} median {median:.3f} s  (min {min(times):.3f}, target {TARGET_S} s) {status}")
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from edgex.cli import main; main(['--help']); "
-         "print('tensorflow imported:', 'tensorflow' in sys.modules)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edgex.cli import main; main(['--help']); "
+            "print('tensorflow imported:', 'tensorflow' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
     )
     print(probe.stdout.strip().splitlines()[-1])
 

@@ -14,8 +14,23 @@ from pathlib import Path
 def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="edgex-compare-")) / "compare"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "edgex", "compare", "--preset", "paper", "--threads", "2",
-                           "--no-breakdown", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgex",
+            "compare",
+            "--preset",
+            "paper",
+            "--threads",
+            "2",
+            "--no-breakdown",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         sys.exit(done.stderr)
     print((out / "summary.md").read_text())

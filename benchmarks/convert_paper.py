@@ -15,11 +15,15 @@ def main() -> None:
         rows[(to, precision)] = file_size(path)
         parity = meta["parity"]
         took = f"{seconds:.1f} s" if seconds is not None else "cached"
-        print(f"{to:7} {precision:5} {file_size(path) / 2**20:8.2f} MiB  conversion {took:>8}  parity "
-              f"{'passed' if parity['passed'] else 'FAILED'} (max abs diff {parity['max_abs_diff']:.2e}, "
-              f"top-1 agreement {parity['top1_agreement']:.1%} on {parity['samples']} samples)")
-    print("(random weights: every output is close to 1/10, so int8 top-1 agreement says nothing here; the trained "
-          "models of the pipeline and the tests check it)")
+        print(
+            f"{to:7} {precision:5} {file_size(path) / 2**20:8.2f} MiB  conversion {took:>8}  parity "
+            f"{'passed' if parity['passed'] else 'FAILED'} (max abs diff {parity['max_abs_diff']:.2e}, "
+            f"top-1 agreement {parity['top1_agreement']:.1%} on {parity['samples']} samples)"
+        )
+    print(
+        "(random weights: every output is close to 1/10, so int8 top-1 agreement says nothing here; the trained "
+        "models of the pipeline and the tests check it)"
+    )
     ratio = rows[("tflite", "int8")] / rows[("tflite", "fp32")]
     print(f"int8 / fp32 TFLite size ratio: {ratio:.1%} (bar: <= 27%)")
 

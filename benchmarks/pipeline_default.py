@@ -14,7 +14,9 @@ from pathlib import Path
 def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="edgex-pipeline-")) / "run"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "edgex", "pipeline", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgex", "pipeline", "--out", str(out)], capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(done.stderr[-3000:])

@@ -15,7 +15,8 @@ def main() -> None:
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "edgex", "train", "--data", "digits", "--preset", "mini", "--out", out, "--json"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - start
         if done.returncode:

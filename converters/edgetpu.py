@@ -16,29 +16,55 @@ from converters.registry import ExportInfo, ExportOptions, compiled_path
 from converters.source import SourceModel
 
 COMPILER = "edgetpu_compiler"
-INSTALL_HINT = ("edgetpu_compiler not found: install it on x86-64 Debian/Ubuntu from Coral's apt repository "
-                "(sudo apt-get install edgetpu-compiler, see https://coral.ai/docs/edgetpu/compiler/), "
-                "then run: edgetpu_compiler -s MODEL")
+INSTALL_HINT = (
+    "edgetpu_compiler not found: install it on x86-64 Debian/Ubuntu from Coral's apt repository "
+    "(sudo apt-get install edgetpu-compiler, see https://coral.ai/docs/edgetpu/compiler/), "
+    "then run: edgetpu_compiler -s MODEL"
+)
 ON_CHIP_BYTES = 8 * 2**20  # the Edge TPU caches about 8 MB of parameters on chip; the rest streams from the host
 
 # TFLite builtin -> the limitation Coral documents for it ("" when none). Source: coral.ai/docs/edgetpu/models-intro
 EDGETPU_OPS = {
-    "ADD": "", "AVERAGE_POOL_2D": "no fused activation function",
+    "ADD": "",
+    "AVERAGE_POOL_2D": "no fused activation function",
     "CONCATENATION": "no fused activation; a constant input must be all zeros with exactly 2 inputs",
-    "CONV_2D": "", "DEPTHWISE_CONV_2D": "dilated kernels are not supported", "EXPAND_DIMS": "",
-    "FULLY_CONNECTED": "default weights format only; output tensor is one-dimensional", "L2_NORMALIZATION": "",
-    "LOGISTIC": "", "UNIDIRECTIONAL_SEQUENCE_LSTM": "unidirectional LSTM only", "MAXIMUM": "",
-    "MAX_POOL_2D": "no fused activation function", "MEAN": "reduction along x and/or y only", "MINIMUM": "",
-    "MUL": "", "PACK": "no packing in the batch dimension", "PAD": "padding along x and/or y only",
-    "PRELU": "alpha must be one-dimensional", "QUANTIZE": "", "REDUCE_MAX": "not on the batch dimension",
-    "REDUCE_MIN": "not on the batch dimension", "RELU": "", "RELU6": "", "RELU_N1_TO_1": "",
+    "CONV_2D": "",
+    "DEPTHWISE_CONV_2D": "dilated kernels are not supported",
+    "EXPAND_DIMS": "",
+    "FULLY_CONNECTED": "default weights format only; output tensor is one-dimensional",
+    "L2_NORMALIZATION": "",
+    "LOGISTIC": "",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "unidirectional LSTM only",
+    "MAXIMUM": "",
+    "MAX_POOL_2D": "no fused activation function",
+    "MEAN": "reduction along x and/or y only",
+    "MINIMUM": "",
+    "MUL": "",
+    "PACK": "no packing in the batch dimension",
+    "PAD": "padding along x and/or y only",
+    "PRELU": "alpha must be one-dimensional",
+    "QUANTIZE": "",
+    "REDUCE_MAX": "not on the batch dimension",
+    "REDUCE_MIN": "not on the batch dimension",
+    "RELU": "",
+    "RELU6": "",
+    "RELU_N1_TO_1": "",
     "RESHAPE": "some reshapes of large tensors are not mapped",
     "RESIZE_BILINEAR": "3-D input/output; may stay on the CPU to avoid precision loss",
-    "RESIZE_NEAREST_NEIGHBOR": "3-D input/output; may stay on the CPU to avoid precision loss", "RSQRT": "",
-    "SLICE": "", "SOFTMAX": "1-D input of at most 16,000 elements", "SPACE_TO_DEPTH": "",
-    "SPLIT": "no splitting in the batch dimension", "SQUEEZE": "4-D input only",
-    "STRIDED_SLICE": "all strides 1, no ellipsis or new-axis masks", "SUB": "", "SUM": "not on the batch dimension",
-    "SQUARED_DIFFERENCE": "", "TANH": "", "TRANSPOSE": "not in the batch dimension", "TRANSPOSE_CONV": "",
+    "RESIZE_NEAREST_NEIGHBOR": "3-D input/output; may stay on the CPU to avoid precision loss",
+    "RSQRT": "",
+    "SLICE": "",
+    "SOFTMAX": "1-D input of at most 16,000 elements",
+    "SPACE_TO_DEPTH": "",
+    "SPLIT": "no splitting in the batch dimension",
+    "SQUEEZE": "4-D input only",
+    "STRIDED_SLICE": "all strides 1, no ellipsis or new-axis masks",
+    "SUB": "",
+    "SUM": "not on the batch dimension",
+    "SQUARED_DIFFERENCE": "",
+    "TANH": "",
+    "TRANSPOSE": "not in the batch dimension",
+    "TRANSPOSE_CONV": "",
 }
 _EIGHT_BIT = ("int8", "uint8")
 
@@ -78,8 +104,11 @@ class EdgeTpuReport:
             f = self.first_fallback
             head += f"; from op {f.index} ({f.op}: {f.reason}) onwards everything runs on the CPU"
         mib = self.parameter_bytes / 2**20
-        stream = (f", about {self.streamed_bytes / 2**20:.2f} MiB streamed from host memory per inference"
-                  if self.streamed_bytes else ", all cached on chip")
+        stream = (
+            f", about {self.streamed_bytes / 2**20:.2f} MiB streamed from host memory per inference"
+            if self.streamed_bytes
+            else ", all cached on chip"
+        )
         return f"{head}; parameters {mib:.2f} MiB{stream}"
 
 
@@ -165,8 +194,7 @@ def _bytes(text: str) -> int | None:
 
 def parse_compiler_output(stdout: str, log: str = "") -> dict:
     """edgetpu_compiler's console output and operation log -> the fields of the compatibility report."""
-    result: dict = {"compiled": "Compilation succeeded" in stdout or "Model compiled successfully" in stdout,
-                    "ops": []}
+    result: dict = {"compiled": "Compilation succeeded" in stdout or "Model compiled successfully" in stdout, "ops": []}
     version = re.search(r"Edge TPU Compiler version ([\w.]+)", stdout + log)
     if version:
         result["version"] = version.group(1)
@@ -187,8 +215,14 @@ def parse_compiler_output(stdout: str, log: str = "") -> dict:
         m = re.match(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(.+?)\s*$", line)
         if m and m.group(1) != "Operator":
             status = m.group(3)
-            result["ops"].append({"op": m.group(1), "count": int(m.group(2)), "status": status,
-                                  "mapped": status.startswith("Mapped to Edge TPU")})
+            result["ops"].append(
+                {
+                    "op": m.group(1),
+                    "count": int(m.group(2)),
+                    "status": status,
+                    "mapped": status.startswith("Mapped to Edge TPU"),
+                }
+            )
     if result["ops"]:
         result["mapped_ops"] = sum(o["count"] for o in result["ops"] if o["mapped"])
         result["cpu_ops"] = sum(o["count"] for o in result["ops"] if not o["mapped"])
@@ -198,8 +232,9 @@ def parse_compiler_output(stdout: str, log: str = "") -> dict:
 def run_compiler(path: Path, compiler: str, timeout: int = 600) -> tuple[Path | None, dict]:
     """Compile ``path`` next to itself; returns (``*_edgetpu.tflite`` or None, parsed output)."""
     out_dir = path.parent
-    proc = subprocess.run([compiler, "-s", "-o", str(out_dir), str(path)], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [compiler, "-s", "-o", str(out_dir), str(path)], capture_output=True, text=True, timeout=timeout
+    )
     log_path = out_dir / f"{path.stem}_edgetpu.log"
     parsed = parse_compiler_output(proc.stdout + proc.stderr, log_path.read_text() if log_path.exists() else "")
     compiled = out_dir / f"{path.stem}_edgetpu.tflite"
@@ -229,9 +264,11 @@ def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInf
                 target = compiled_path(final)
                 compiled.replace(target)
                 details["edgetpu_model"] = str(target)
-                notes.append(f"compiled with edgetpu_compiler {parsed.get('version', '')}: {target.name} "
-                             f"({parsed.get('subgraphs', '?')} Edge TPU subgraph(s), "
-                             f"{parsed.get('mapped_ops', '?')} ops on the Edge TPU, {parsed.get('cpu_ops', '?')} on the CPU)")
+                notes.append(
+                    f"compiled with edgetpu_compiler {parsed.get('version', '')}: {target.name} "
+                    f"({parsed.get('subgraphs', '?')} Edge TPU subgraph(s), "
+                    f"{parsed.get('mapped_ops', '?')} ops on the Edge TPU, {parsed.get('cpu_ops', '?')} on the CPU)"
+                )
             else:
                 notes.append(f"edgetpu_compiler failed: {parsed.get('error', ['?'])[0]}")
             report = replace(report, compiler=parsed)

@@ -50,8 +50,9 @@ def check_onnx(path: str | Path, name: str = "") -> None:
         model = onnx.load(str(path), load_external_data=False)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
-        raise EdgexError(f"the ONNX file {name or path} fails the checker: "
-                         f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        raise EdgexError(
+            f"the ONNX file {name or path} fails the checker: {str(exc).strip().splitlines()[0][:300]}"
+        ) from exc
 
 
 def _rename(model, old: str, new: str) -> None:
@@ -84,8 +85,9 @@ def _name_io(model, dynamic: bool) -> None:
 def save_onnx(model, path: Path, final_name: str) -> None:
     onnx = _onnx()
     if model.ByteSize() > _PROTOBUF_LIMIT:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{final_name}.data")
+        onnx.save_model(
+            model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=f"{final_name}.data"
+        )
     else:
         onnx.save_model(model, str(path))
 
@@ -141,8 +143,9 @@ def _tf2onnx_fp32(source: SourceModel, options: ExportOptions):
                 function = tf.function(source.concrete_function(options.batch_size))
                 model, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=options.opset)
     except Exception as exc:
-        raise EdgexError(f"tf2onnx cannot convert this model to opset {options.opset}: "
-                         f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        raise EdgexError(
+            f"tf2onnx cannot convert this model to opset {options.opset}: {str(exc).strip().splitlines()[0][:300]}"
+        ) from exc
     _check_ops(model, options)
     _name_io(model, dynamic=options.batch_size is None)
     return model
@@ -155,8 +158,9 @@ def _check_ops(model, options: ExportOptions) -> None:
         if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
             parts = [p for p in node.name.split("/") if p]
             layer = parts[1] if len(parts) > 2 else (parts[0] if parts else "?")
-            raise EdgexError(f"ONNX opset {options.opset} cannot express op {node.op_type} (layer {layer!r}, "
-                             f"node {node.name!r})")
+            raise EdgexError(
+                f"ONNX opset {options.opset} cannot express op {node.op_type} (layer {layer!r}, node {node.name!r})"
+            )
 
 
 @contextlib.contextmanager
@@ -203,12 +207,21 @@ def _int8_qdq(source: SourceModel, path: Path, options: ExportOptions) -> dict:
         with quiet_native_logs(), _python_logging_at(logging.ERROR):
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             quantize_static(
-                str(prepared), str(path), _Calibration(options.calibration), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
+                str(prepared),
+                str(path),
+                _Calibration(options.calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                reduce_range=True,
             )
-    return {"onnx_int8_route": "qdq", "quantizer": "onnxruntime.quantization.quantize_static (QDQ, per-channel "
-            "7-bit symmetric int8 weights, int8 activations, MinMax calibration)"}
+    return {
+        "onnx_int8_route": "qdq",
+        "quantizer": "onnxruntime.quantization.quantize_static (QDQ, per-channel "
+        "7-bit symmetric int8 weights, int8 activations, MinMax calibration)",
+    }
 
 
 def _int8_from_tflite(source: SourceModel, path: Path, options: ExportOptions) -> dict:

@@ -14,13 +14,29 @@ import numpy as np
 
 from devices.errors import EdgexError
 
-SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "Activation", "ReLU",
-             "MaxPooling2D", "Add", "GlobalAveragePooling2D", "Dense", "Dropout")
+SUPPORTED = (
+    "InputLayer",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "BatchNormalization",
+    "Activation",
+    "ReLU",
+    "MaxPooling2D",
+    "Add",
+    "GlobalAveragePooling2D",
+    "Dense",
+    "Dropout",
+)
 _ACTIVATIONS = {"relu": "Relu", "elu": "Elu", "softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
 
 def unsupported_layers(model) -> list[str]:
-    return [f"{l.name} ({l.__class__.__name__})" for l in model.layers if l.__class__.__name__ not in SUPPORTED]
+    return [
+        f"{layer.name} ({layer.__class__.__name__})"
+        for layer in model.layers
+        if layer.__class__.__name__ not in SUPPORTED
+    ]
 
 
 def _same_pads(size: int, k: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -57,16 +73,34 @@ def _pads(layer, x_shape) -> list[int]:
     return [top, left, bottom, right]
 
 
-def _conv(w: _Writer, name: str, x: str, weight: np.ndarray, bias, layer, x_shape, group: int = 1,
-          strides=None, pads=None, kernel=None) -> str:
+def _conv(
+    w: _Writer,
+    name: str,
+    x: str,
+    weight: np.ndarray,
+    bias,
+    layer,
+    x_shape,
+    group: int = 1,
+    strides=None,
+    pads=None,
+    kernel=None,
+) -> str:
     inputs = [x, w.const(f"{name}/W", weight)]
     if bias is not None:
         inputs.append(w.const(f"{name}/B", bias))
     k = kernel or [int(d) for d in weight.shape[2:]]
-    return w.node("Conv", inputs, f"{name}:0", name, kernel_shape=k,
-                  strides=list(strides if strides is not None else layer.strides),
-                  pads=pads if pads is not None else _pads(layer, x_shape),
-                  dilations=list(getattr(layer, "dilation_rate", (1, 1))), group=group)
+    return w.node(
+        "Conv",
+        inputs,
+        f"{name}:0",
+        name,
+        kernel_shape=k,
+        strides=list(strides if strides is not None else layer.strides),
+        pads=pads if pads is not None else _pads(layer, x_shape),
+        dilations=list(getattr(layer, "dilation_rate", (1, 1))),
+        group=group,
+    )
 
 
 def _activation(w: _Writer, name: str, x: str, activation: str) -> str:
@@ -92,7 +126,11 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
     for layer in model.layers:
         kind = layer.__class__.__name__
         inbound = layer._inbound_nodes[0].inbound_layers
-        sources = [l.name for l in (inbound if isinstance(inbound, list) else [inbound])] if kind != "InputLayer" else []
+        sources = (
+            [layer.name for layer in (inbound if isinstance(inbound, list) else [inbound])]
+            if kind != "InputLayer"
+            else []
+        )
         xs = [names[s] for s in sources]
         x_shape = shapes[sources[0]] if sources else None
         name = layer.name
@@ -103,8 +141,16 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
         elif kind == "Conv2D":
             weights = layer.get_weights()
             kernel = weights[0].transpose(3, 2, 0, 1)
-            out = _conv(w, name, xs[0], kernel, weights[1] if layer.use_bias else None, layer, x_shape,
-                        group=int(getattr(layer, "groups", 1) or 1))
+            out = _conv(
+                w,
+                name,
+                xs[0],
+                kernel,
+                weights[1] if layer.use_bias else None,
+                layer,
+                x_shape,
+                group=int(getattr(layer, "groups", 1) or 1),
+            )
             out = _activation(w, name, out, layer.get_config()["activation"])
         elif kind == "DepthwiseConv2D":
             weights = layer.get_weights()
@@ -118,14 +164,34 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
             depthwise = weights[0].transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
             mid = _conv(w, f"{name}/depthwise", xs[0], depthwise, None, layer, x_shape, group=cin)
             pointwise = weights[1].transpose(3, 2, 0, 1)
-            out = _conv(w, f"{name}/pointwise", mid, pointwise, weights[2] if layer.use_bias else None, layer,
-                        x_shape, strides=[1, 1], pads=[0, 0, 0, 0], kernel=[1, 1])
+            out = _conv(
+                w,
+                f"{name}/pointwise",
+                mid,
+                pointwise,
+                weights[2] if layer.use_bias else None,
+                layer,
+                x_shape,
+                strides=[1, 1],
+                pads=[0, 0, 0, 0],
+                kernel=[1, 1],
+            )
             out = _activation(w, name, out, layer.get_config()["activation"])
         elif kind == "BatchNormalization":
             gamma, beta, mean, var = layer.get_weights()
-            out = w.node("BatchNormalization", [xs[0], w.const(f"{name}/gamma", gamma), w.const(f"{name}/beta", beta),
-                                                w.const(f"{name}/mean", mean), w.const(f"{name}/var", var)],
-                         f"{name}:0", name, epsilon=float(layer.epsilon))
+            out = w.node(
+                "BatchNormalization",
+                [
+                    xs[0],
+                    w.const(f"{name}/gamma", gamma),
+                    w.const(f"{name}/beta", beta),
+                    w.const(f"{name}/mean", mean),
+                    w.const(f"{name}/var", var),
+                ],
+                f"{name}:0",
+                name,
+                epsilon=float(layer.epsilon),
+            )
         elif kind == "Activation":
             out = _activation(w, name, xs[0], layer.get_config()["activation"])
         elif kind == "ReLU":
@@ -133,8 +199,15 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
                 raise EdgexError(f"layer {name!r}: only a plain ReLU has a direct ONNX writer")
             out = w.node("Relu", xs, f"{name}:0", name)
         elif kind == "MaxPooling2D":
-            out = w.node("MaxPool", xs, f"{name}:0", name, kernel_shape=list(layer.pool_size),
-                         strides=list(layer.strides), pads=_pads(layer, x_shape))
+            out = w.node(
+                "MaxPool",
+                xs,
+                f"{name}:0",
+                name,
+                kernel_shape=list(layer.pool_size),
+                strides=list(layer.strides),
+                pads=_pads(layer, x_shape),
+            )
         elif kind == "Add":
             out = xs[0]
             for i, other in enumerate(xs[1:]):
@@ -162,6 +235,7 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
         final = w.node("Identity", [final], "output", "output")
     graph_output = helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [batch_dim, *out_shape[1:]])
     graph = helper.make_graph(w.nodes, model.name, [graph_input], [graph_output], initializer=w.initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="edgex", producer_version="direct")
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgex", producer_version="direct"
+    )
     return proto

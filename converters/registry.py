@@ -152,8 +152,9 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
         raise choice_error("format", to, TARGETS)
     target = TARGETS[to]
     if precision not in target.precisions:
-        raise EdgexError(f"precision {precision!r} is not available for {to}; choose one of: "
-                         f"{', '.join(target.precisions)}")
+        raise EdgexError(
+            f"precision {precision!r} is not available for {to}; choose one of: {', '.join(target.precisions)}"
+        )
     if io not in IO_TYPES:
         raise choice_error("input/output type", io, IO_TYPES)
     if io != "float" and not (precision == "int8" and to in ("tflite", "edgetpu")):
@@ -167,16 +168,31 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
     if route not in ONNX_INT8_ROUTES:
         raise choice_error("ONNX int8 route", route, ONNX_INT8_ROUTES)
     if to == "onnx" and precision == "int8" and int(opset) < 13:
-        raise EdgexError(f"ONNX int8 needs opset 13 or later (per-channel QuantizeLinear/DequantizeLinear), got --opset "
-                         f"{opset}")
+        raise EdgexError(
+            f"ONNX int8 needs opset 13 or later (per-channel QuantizeLinear/DequantizeLinear), got --opset {opset}"
+        )
     return target
 
 
-def convert(model: str | Path | SourceModel, to: str, precision: str | None = None, *, out: str | Path | None = None,
-            force: bool = False, calibration: np.ndarray | None = None, parity_inputs: np.ndarray | None = None,
-            io: str | None = None, batch: str = "1", opset: int = 17, keep_float: tuple[str, ...] = (),
-            onnx_int8_route: str = "qdq", onnx_writer: str = "auto", signature: bool = True,
-            metadata: dict | None = None, notes: tuple[str, ...] = ()) -> ConversionResult:
+def convert(
+    model: str | Path | SourceModel,
+    to: str,
+    precision: str | None = None,
+    *,
+    out: str | Path | None = None,
+    force: bool = False,
+    calibration: np.ndarray | None = None,
+    parity_inputs: np.ndarray | None = None,
+    io: str | None = None,
+    batch: str = "1",
+    opset: int = 17,
+    keep_float: tuple[str, ...] = (),
+    onnx_int8_route: str = "qdq",
+    onnx_writer: str = "auto",
+    signature: bool = True,
+    metadata: dict | None = None,
+    notes: tuple[str, ...] = (),
+) -> ConversionResult:
     """Export ``model`` to ``to`` at ``precision``, run the file in its runtime and compare it with the original.
 
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
@@ -205,16 +221,29 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     notes: list[str] = list(notes)
     if precision == "int8":
         if calibration is None or len(calibration) == 0:
-            raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
+            raise EdgexError(
+                "int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME"
+            )
         if len(calibration) < MIN_CALIBRATION_SAMPLES:
-            notes.append(f"only {len(calibration)} calibration samples (fewer than {MIN_CALIBRATION_SAMPLES}): "
-                         "activation ranges may be poorly estimated")
+            notes.append(
+                f"only {len(calibration)} calibration samples (fewer than {MIN_CALIBRATION_SAMPLES}): "
+                "activation ranges may be poorly estimated"
+            )
     source = model if isinstance(model, SourceModel) else load_source(model)
     if onnx_writer not in ("auto", "tf2onnx", "direct"):
         raise choice_error("ONNX writer", onnx_writer, ("auto", "tf2onnx", "direct"))
-    options = ExportOptions(precision, io, batch, int(opset),
-                            None if calibration is None else np.asarray(calibration, np.float32),
-                            tuple(keep_float), onnx_int8_route, onnx_writer, out.name, signature)
+    options = ExportOptions(
+        precision,
+        io,
+        batch,
+        int(opset),
+        None if calibration is None else np.asarray(calibration, np.float32),
+        tuple(keep_float),
+        onnx_int8_route,
+        onnx_writer,
+        out.name,
+        signature,
+    )
     exporter = importlib.import_module(target.module)
     start = time.perf_counter()
     with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:
@@ -231,11 +260,15 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
     reference = source.predict(parity_inputs)
     parity = check_parity(reference, _predict_export(out, target, parity_inputs), precision, inputs_kind)
     if not parity.passed:
-        notes.append(f"parity check FAILED: {parity.criterion} not met (max abs diff {parity.max_abs_diff:.3g}, "
-                     f"top-1 agreement {parity.top1_agreement:.1%})")
+        notes.append(
+            f"parity check FAILED: {parity.criterion} not met (max abs diff {parity.max_abs_diff:.3g}, "
+            f"top-1 agreement {parity.top1_agreement:.1%})"
+        )
         if target.name == "onnx" and precision == "int8" and int8_dot_products_saturate():
-            notes.append("this CPU has no VNNI: ONNX Runtime's x86 int8 kernels saturate with 8-bit weights "
-                         "(the default qdq route quantizes weights to 7 bits to avoid it)")
+            notes.append(
+                "this CPU has no VNNI: ONNX Runtime's x86 int8 kernels saturate with 8-bit weights "
+                "(the default qdq route quantizes weights to 7 bits to avoid it)"
+            )
 
     meta = {
         "kind": target.name,
@@ -258,13 +291,23 @@ def convert(model: str | Path | SourceModel, to: str, precision: str | None = No
         **(metadata or {}),
     }
     if precision == "int8":
-        meta["calibration"] = {"samples": int(len(calibration)), **meta.get("calibration", {})}
+        meta["calibration"] = {"samples": len(calibration), **meta.get("calibration", {})}
     meta_path = write_metadata(out, meta)
     if info.details.get("edgetpu_model"):  # the compiled model carries the same classes, preprocessing, scales
         write_metadata(Path(info.details["edgetpu_model"]), {**meta, "format": "edgetpu", "compiled_from": out.name})
     source_size = file_size(source.path) if source.path.exists() else 0  # in-memory sources have no file
-    return ConversionResult(str(out), to, precision, file_size(out), source_size, seconds, parity,
-                            str(meta_path), tuple(notes), dict(info.details))
+    return ConversionResult(
+        str(out),
+        to,
+        precision,
+        file_size(out),
+        source_size,
+        seconds,
+        parity,
+        str(meta_path),
+        tuple(notes),
+        dict(info.details),
+    )
 
 
 def compiled_path(path: Path) -> Path:

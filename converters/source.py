@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from devices.errors import ModelFileError
 from devices.files import read_metadata, sha256_file
@@ -49,7 +50,7 @@ class SourceModel:
         signature = loaded.signatures["serving_default"]
         name = sorted(signature.structured_input_signature[1])[0]
         outputs = sorted(signature.structured_outputs)
-        fn = tf.function(lambda x: [signature(**{name: x})[o] for o in outputs][0])
+        fn = tf.function(lambda x: next(signature(**{name: x})[o] for o in outputs))
         concrete = fn.get_concrete_function(spec)
         concrete._edgex_keepalive = loaded  # the function references variables owned by ``loaded``
         return concrete
@@ -86,17 +87,21 @@ def load_source(path: str | Path) -> SourceModel:
         specs = signature.structured_input_signature[1]
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
-        shape = tuple(int(d) for d in list(specs.values())[0].shape[1:])
+        shape = tuple(int(d) for d in next(iter(specs.values())).shape[1:])
         return SourceModel(path, "saved_model", None, shape, meta, sha256_file(path))
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
     model = load_keras_model(path)
     if len(model.inputs) != 1:
-        raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(model.inputs)} inputs")
+        raise ModelFileError(
+            f"{path}: edgex converts single-input image models; this one has {len(model.inputs)} inputs"
+        )
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
-        raise ModelFileError(f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
-                             "rebuild the model with a fixed input size")
+        raise ModelFileError(
+            f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
+            "rebuild the model with a fixed input size"
+        )
     return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256_file(path))
 
 

@@ -64,8 +64,15 @@ def make_converter(source: SourceModel, options: ExportOptions):
 
 def convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
     """The TFLite flatbuffer of ``source``; unsupported operations become one-line errors naming op and layer."""
-    key = ("tflite", options.precision, options.io, options.batch, options.keep_float, options.calibration_digest,
-           options.signature)
+    key = (
+        "tflite",
+        options.precision,
+        options.io,
+        options.batch,
+        options.keep_float,
+        options.calibration_digest,
+        options.signature,
+    )
     return converted_once(source, key, lambda: _convert_bytes(source, options))
 
 
@@ -82,7 +89,9 @@ def _convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
                 return _selective_int8(tf, converter, source, options)
             return converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
-        raise EdgexError(f"TFLite cannot express this model at {options.precision}: {describe_converter_error(exc)}") from exc
+        raise EdgexError(
+            f"TFLite cannot express this model at {options.precision}: {describe_converter_error(exc)}"
+        ) from exc
 
 
 def _selective_int8(tf, converter, source: SourceModel, options: ExportOptions) -> bytes:
@@ -121,9 +130,14 @@ def describe_converter_error(exc: Exception) -> str:
     op = re.search(r"'(tf\.\w+|tfl\.\w+)' op", text) or re.search(r"op[: ]+'?(\w+)'? is neither", text)
     layer = re.search(r'loc\(.*?"([^"@]+?)(?:@[^"]*)?"', text)
     if op:
-        where = f" in layer {layer.group(1).split('/')[1] if '/' in layer.group(1) else layer.group(1)}" if layer else ""
-        reason = re.search(r"op[^\n]*?(is neither[^\n.]*|not supported[^\n.]*|is not quantizable[^\n.]*|"
-                           r"quantization[^\n.]*not[^\n.]*supported[^\n.]*)", text)
+        where = (
+            f" in layer {layer.group(1).split('/')[1] if '/' in layer.group(1) else layer.group(1)}" if layer else ""
+        )
+        reason = re.search(
+            r"op[^\n]*?(is neither[^\n.]*|not supported[^\n.]*|is not quantizable[^\n.]*|"
+            r"quantization[^\n.]*not[^\n.]*supported[^\n.]*)",
+            text,
+        )
         return f"op {op.group(1)}{where}: {reason.group(1) if reason else 'not supported'}"
     lines = [line.strip() for line in text.splitlines() if line.strip() and "loc(" not in line]
     return (lines[0] if lines else type(exc).__name__)[:300]
@@ -135,8 +149,10 @@ def export(source: SourceModel, path: Path, options: ExportOptions) -> ExportInf
     details = {"converter": "tf.lite.TFLiteConverter (from a concrete function)"}
     notes = []
     if options.precision == "fp16":
-        notes.append("fp16 stores weights as float16; they are dequantized to float32 when the model is loaded on "
-                     "CPUs without fp16 arithmetic")
+        notes.append(
+            "fp16 stores weights as float16; they are dequantized to float32 when the model is loaded on "
+            "CPUs without fp16 arithmetic"
+        )
     if options.keep_float:
         details["kept_float"] = list(options.keep_float)
     return ExportInfo(tuple(notes), details)
@@ -183,13 +199,24 @@ def quantization_errors(source: SourceModel, calibration: np.ndarray, samples: i
         debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
-    layers = sorted((l.name for l in source.keras_model.layers), key=len, reverse=True) if source.keras_model else []
+    layers = (
+        sorted((layer.name for layer in source.keras_model.layers), key=len, reverse=True) if source.keras_model else []
+    )
     errors = []
     for row in csv.DictReader(io.StringIO(buffer.getvalue())):
         scale = float(row.get("scale") or 0)
         mse = float(row.get("mean_squared_error") or 0)
         tensor = row.get("tensor_name", "")
         layer = _layer_of(tensor, layers)
-        errors.append(LayerError(tensor, layer, row.get("op_name", ""), math.sqrt(mse) / scale if scale else 0.0,
-                                 float(row.get("mean_error") or 0), float(row.get("max_abs_error") or 0), scale))
+        errors.append(
+            LayerError(
+                tensor,
+                layer,
+                row.get("op_name", ""),
+                math.sqrt(mse) / scale if scale else 0.0,
+                float(row.get("mean_error") or 0),
+                float(row.get("max_abs_error") or 0),
+                scale,
+            )
+        )
     return sorted(errors, key=lambda e: e.rmse_over_scale, reverse=True)

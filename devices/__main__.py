@@ -61,8 +61,15 @@ def cmd_predict(args) -> int:
         x = preprocessing.apply(load_image(image, (int(shape[0]), int(shape[1])))[None])
         scores = model.predict(x)[0]
         top = np.argsort(-scores)[: args.top]
-        results.append({"image": image, "top": [
-            {"class": names[i] if i < len(names) else str(i), "index": int(i), "score": float(scores[i])} for i in top]})
+        results.append(
+            {
+                "image": image,
+                "top": [
+                    {"class": names[i] if i < len(names) else str(i), "index": int(i), "score": float(scores[i])}
+                    for i in top
+                ],
+            }
+        )
     if args.json:
         print(json_text(results), end="")
     else:
@@ -88,9 +95,12 @@ def cmd_bench(args) -> int:
         print(json_text(results_to_json([result])), end="")
     else:
         lat = result.latency
-        print(f"{path.name} on {result.device} ({result.runtime_version}, {result.threads or 'default'} threads): "
-              f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms, p99 {lat.p99:.3f} ms, CV {lat.cv:.1%}, "
-              f"{result.images_per_s:.1f} img/s{'' if result.valid else ' (NOT VALID: ' + '; '.join(result.invalid_reasons) + ')'}")
+        print(
+            f"{path.name} on {result.device} ({result.runtime_version}, {result.threads or 'default'} threads): "
+            f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms, p99 {lat.p99:.3f} ms, CV {lat.cv:.1%}, "
+            f"{result.images_per_s:.1f} img/s"
+            + ("" if result.valid else f" (NOT VALID: {'; '.join(result.invalid_reasons)})")
+        )
     return 0
 
 
@@ -107,14 +117,18 @@ def cmd_eval(args) -> int:
     model, path = _load(args, root, manifest)
     meta = _meta(path)
     preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
-    scores = np.concatenate([model.predict(preprocessing.apply(data["images"][i : i + 64]))
-                             for i in range(0, len(data["labels"]), 64)])
+    scores = np.concatenate(
+        [model.predict(preprocessing.apply(data["images"][i : i + 64])) for i in range(0, len(data["labels"]), 64)]
+    )
     names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
     accuracy = accuracy_from_scores(scores, data["labels"], names)
     if args.json:
         print(json_text(accuracy.to_dict()), end="")
     else:
-        print(f"{path.name}: top-1 {100 * accuracy.top1:.2f}%, top-5 {100 * accuracy.top5:.2f}% on {accuracy.samples} samples")
+        print(
+            f"{path.name}: top-1 {100 * accuracy.top1:.2f}%, top-5 {100 * accuracy.top5:.2f}% "
+            f"on {accuracy.samples} samples"
+        )
     return 0
 
 
@@ -129,8 +143,11 @@ def cmd_info(args) -> int:
 
     from devices import available_devices, sysinfo
 
-    data = {"environment": sysinfo.environment(), "packages": sysinfo.package_versions(),
-            "devices": [asdict(d) for d in available_devices(probe_tensorflow=False)]}
+    data = {
+        "environment": sysinfo.environment(),
+        "packages": sysinfo.package_versions(),
+        "devices": [asdict(d) for d in available_devices(probe_tensorflow=False)],
+    }
     print(json_text(data).rstrip() if args.json else "\n".join(f"{k}: {v}" for k, v in data["environment"].items()))
     return 0
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -113,9 +113,7 @@ class LoadedModel(abc.ABC):
                 raise InputMismatch(f"input {info.name!r}: expected dtype {info.dtype}, got {array.dtype}")
             fixed = [(i, d) for i, d in enumerate(info.shape) if d > 0 and not (i == 0 and info.batch is None)]
             if array.ndim != len(info.shape) or any(array.shape[i] != d for i, d in fixed):
-                raise InputMismatch(
-                    f"input {info.name!r}: expected shape {list(info.shape)}, got {list(array.shape)}"
-                )
+                raise InputMismatch(f"input {info.name!r}: expected shape {list(info.shape)}, got {list(array.shape)}")
 
     def sample_inputs(self, batch: int | None = None, seed: int = 0) -> list[np.ndarray]:
         """Random inputs of the right shape and dtype (uniform over [-1, 1], or over the integer range)."""
@@ -138,8 +136,10 @@ class LoadedModel(abc.ABC):
 
     def decode_outputs(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Outputs as float, dequantized where the model's outputs are quantized."""
-        return [dequantize(o, info) if info.quantized else np.asarray(o).astype(np.float32)
-                for o, info in zip(outputs, self.outputs)]
+        return [
+            dequantize(o, info) if info.quantized else np.asarray(o).astype(np.float32)
+            for o, info in zip(outputs, self.outputs)
+        ]
 
     def predict(self, x: np.ndarray, max_batch: int = 64) -> np.ndarray:
         """Float input (N, ...) -> float output of the first output tensor (N, ...)."""

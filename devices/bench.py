@@ -10,9 +10,9 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +35,9 @@ class BenchConfig:
 
     def __post_init__(self):
         if self.warmup < 0 or self.runs < 1 or self.batch < 1:
-            raise EdgexError(f"warmup must be >= 0, runs >= 1 and batch >= 1 (got {self.warmup}, {self.runs}, {self.batch})")
+            raise EdgexError(
+                f"warmup must be >= 0, runs >= 1 and batch >= 1 (got {self.warmup}, {self.runs}, {self.batch})"
+            )
         if self.min_seconds < 0 or self.max_seconds <= 0 or self.min_warmup_seconds < 0:
             raise EdgexError("time limits must be positive")
 
@@ -56,7 +58,7 @@ class LatencyStats:
     cv: float  # std / mean
 
     @classmethod
-    def from_seconds(cls, samples: Sequence[float]) -> "LatencyStats":
+    def from_seconds(cls, samples: Sequence[float]) -> LatencyStats:
         ms = np.sort(np.asarray(samples, dtype=np.float64) * 1e3)
         n = len(ms)
         if n == 0:
@@ -120,7 +122,7 @@ class BenchResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BenchResult":
+    def from_dict(cls, data: dict) -> BenchResult:
         data = dict(data)
         lat = dict(data.pop("latency"))
         lat["median_ci95"] = tuple(lat["median_ci95"])
@@ -128,7 +130,7 @@ class BenchResult:
         known = {f.name for f in fields(cls)}
         return cls(latency=LatencyStats(**lat), **{k: v for k, v in data.items() if k in known})
 
-    def with_extra(self, label: str | None = None, **extra) -> "BenchResult":
+    def with_extra(self, label: str | None = None, **extra) -> BenchResult:
         return replace(self, label=self.label if label is None else label, extra={**self.extra, **extra})
 
 
@@ -146,8 +148,15 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def measure(model, config: BenchConfig = BenchConfig(), inputs: Sequence[np.ndarray] | None = None,
-            *, load_ms: float = 0.0, load_rss_mb: float = 0.0, progress=None) -> BenchResult:
+def measure(
+    model,
+    config: BenchConfig = BenchConfig(),
+    inputs: Sequence[np.ndarray] | None = None,
+    *,
+    load_ms: float = 0.0,
+    load_rss_mb: float = 0.0,
+    progress=None,
+) -> BenchResult:
     """Time a loaded model. ``inputs``: float (preprocessed) batches of ``config.batch`` samples to cycle
     through (real data, quantized here for integer models), or None for random inputs."""
     if model.inputs[0].batch is None:
@@ -237,9 +246,17 @@ def _format_of(path) -> str:
     return "saved_model" if path.is_dir() else path.suffix.lstrip(".")
 
 
-def benchmark(path, *, runtime: str = "auto", device: str = "cpu", threads: int | None = None,
-              config: BenchConfig = BenchConfig(), inputs=None, delegate_options: dict | None = None,
-              progress=None) -> BenchResult:
+def benchmark(
+    path,
+    *,
+    runtime: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
+    config: BenchConfig = BenchConfig(),
+    inputs=None,
+    delegate_options: dict | None = None,
+    progress=None,
+) -> BenchResult:
     """Load a model file and time it: load time, first inference, then the timed runs."""
     from devices.registry import load_model
 
@@ -248,18 +265,45 @@ def benchmark(path, *, runtime: str = "auto", device: str = "cpu", threads: int 
     model = load_model(path, runtime=runtime, device=device, threads=threads, delegate_options=delegate_options)
     load_ms = (time.perf_counter() - start) * 1e3
     try:
-        return measure(model, config, inputs, load_ms=load_ms, load_rss_mb=_rss_mb() - rss_before,
-                       progress=progress)
+        return measure(model, config, inputs, load_ms=load_ms, load_rss_mb=_rss_mb() - rss_before, progress=progress)
     finally:
         model.close()
 
 
 # -- one schema for every output --------------------------------------------------------------------------------
 CSV_COLUMNS = (
-    "label", "model", "format", "runtime", "runtime_version", "device", "threads", "batch", "model_size_bytes",
-    "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
-    "median_ci95_lo_ms", "median_ci95_hi_ms", "cv", "runs", "timed_seconds", "inferences_per_s", "images_per_s",
-    "peak_rss_mb", "load_rss_mb", "inputs", "valid", "invalid_reasons", "host", "cpu",
+    "label",
+    "model",
+    "format",
+    "runtime",
+    "runtime_version",
+    "device",
+    "threads",
+    "batch",
+    "model_size_bytes",
+    "load_ms",
+    "first_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "max_ms",
+    "median_ci95_lo_ms",
+    "median_ci95_hi_ms",
+    "cv",
+    "runs",
+    "timed_seconds",
+    "inferences_per_s",
+    "images_per_s",
+    "peak_rss_mb",
+    "load_rss_mb",
+    "inputs",
+    "valid",
+    "invalid_reasons",
+    "host",
+    "cpu",
 )
 
 
@@ -267,16 +311,38 @@ def to_row(result: BenchResult) -> dict:
     """A flat row for CSV (and for tables)."""
     lat = result.latency
     row = {
-        "label": result.label, "model": result.model, "format": result.format, "runtime": result.runtime,
-        "runtime_version": result.runtime_version, "device": result.device, "threads": result.threads,
-        "batch": result.batch, "model_size_bytes": result.model_size_bytes, "load_ms": round(result.load_ms, 3),
-        "first_ms": round(result.first_ms, 3), "p50_ms": lat.p50, "p90_ms": lat.p90, "p99_ms": lat.p99,
-        "mean_ms": lat.mean, "std_ms": lat.std, "min_ms": lat.min, "max_ms": lat.max,
-        "median_ci95_lo_ms": lat.median_ci95[0], "median_ci95_hi_ms": lat.median_ci95[1], "cv": lat.cv,
-        "runs": lat.n, "timed_seconds": result.timed_seconds, "inferences_per_s": result.inferences_per_s,
-        "images_per_s": result.images_per_s, "peak_rss_mb": result.peak_rss_mb, "load_rss_mb": result.load_rss_mb,
-        "inputs": result.inputs, "valid": result.valid, "invalid_reasons": "; ".join(result.invalid_reasons),
-        "host": result.environment.get("hostname", ""), "cpu": result.environment.get("cpu", ""),
+        "label": result.label,
+        "model": result.model,
+        "format": result.format,
+        "runtime": result.runtime,
+        "runtime_version": result.runtime_version,
+        "device": result.device,
+        "threads": result.threads,
+        "batch": result.batch,
+        "model_size_bytes": result.model_size_bytes,
+        "load_ms": round(result.load_ms, 3),
+        "first_ms": round(result.first_ms, 3),
+        "p50_ms": lat.p50,
+        "p90_ms": lat.p90,
+        "p99_ms": lat.p99,
+        "mean_ms": lat.mean,
+        "std_ms": lat.std,
+        "min_ms": lat.min,
+        "max_ms": lat.max,
+        "median_ci95_lo_ms": lat.median_ci95[0],
+        "median_ci95_hi_ms": lat.median_ci95[1],
+        "cv": lat.cv,
+        "runs": lat.n,
+        "timed_seconds": result.timed_seconds,
+        "inferences_per_s": result.inferences_per_s,
+        "images_per_s": result.images_per_s,
+        "peak_rss_mb": result.peak_rss_mb,
+        "load_rss_mb": result.load_rss_mb,
+        "inputs": result.inputs,
+        "valid": result.valid,
+        "invalid_reasons": "; ".join(result.invalid_reasons),
+        "host": result.environment.get("hostname", ""),
+        "cpu": result.environment.get("cpu", ""),
     }
     row.update({k: v for k, v in result.extra.items() if not isinstance(v, (dict, list))})
     return row

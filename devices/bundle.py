@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(problem, file=sys.stderr)
             if problems:
-                print(f"error: bundle {args[1]} does not match its manifest ({len(problems)} problems)", file=sys.stderr)
+                print(
+                    f"error: bundle {args[1]} does not match its manifest ({len(problems)} problems)", file=sys.stderr
+                )
                 return 1
             print("bundle verified: every file matches the manifest")
             return 0

@@ -55,8 +55,13 @@ def list_edge_tpus() -> list[dict]:
             counters = {"pci": 0, "usb": 0}
             for i in range(count.value):
                 kind = "pci" if devices[i].type == 0 else "usb"
-                found.append({"name": f"edgetpu:{kind}:{counters[kind]}", "type": kind,
-                              "path": (devices[i].path or b"").decode()})
+                found.append(
+                    {
+                        "name": f"edgetpu:{kind}:{counters[kind]}",
+                        "type": kind,
+                        "path": (devices[i].path or b"").decode(),
+                    }
+                )
                 counters[kind] += 1
             if count.value:
                 lib.edgetpu_free_devices(devices)
@@ -91,7 +96,9 @@ def delegate_options(device: str) -> dict:
     """``edgetpu`` / ``edgetpu:usb`` / ``edgetpu:usb:0`` / ``edgetpu:pci:0`` -> libedgetpu delegate options."""
     parts = device.split(":")
     if parts[0] != "edgetpu" or len(parts) > 3 or (len(parts) > 1 and parts[1] not in ("usb", "pci")):
-        raise EdgexError(f"unknown Edge TPU device {device!r}; use edgetpu, edgetpu:usb, edgetpu:usb:N or edgetpu:pci:N")
+        raise EdgexError(
+            f"unknown Edge TPU device {device!r}; use edgetpu, edgetpu:usb, edgetpu:usb:N or edgetpu:pci:N"
+        )
     if len(parts) == 3 and not parts[2].isdigit():
         raise EdgexError(f"Edge TPU index must be a number in {device!r}")
     return {"device": ":".join(parts[1:])} if len(parts) > 1 else {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -47,15 +47,18 @@ def accuracy_from_scores(scores: np.ndarray, labels: np.ndarray, class_names) ->
     return Accuracy(
         top1=float((predicted == labels).mean()),
         top5=float((topk == labels[:, None]).any(axis=1).mean()),
-        samples=int(len(labels)),
+        samples=len(labels),
         class_names=tuple(class_names),
         per_class=tuple(float(x) for x in per_class),
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
     )
 
 
-def predict_batches(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]],
-                    preprocess: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def predict_batches(
+    predict: Callable[[np.ndarray], np.ndarray],
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    preprocess: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``predict`` over (uint8 images, labels) batches; returns (scores, labels)."""
     scores, labels = [], []
     for images, y in batches:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -56,8 +56,9 @@ def check_tflite_file(path: Path) -> bytes:
 class LiteRTModel(LoadedModel):
     runtime = "litert"
 
-    def __init__(self, path, *, threads: int | None = None, delegates: Sequence = (), xnnpack: bool = True,
-                 device: str = "cpu"):
+    def __init__(
+        self, path, *, threads: int | None = None, delegates: Sequence = (), xnnpack: bool = True, device: str = "cpu"
+    ):
         super().__init__(path)
         module = interpreter_module()
         content = check_tflite_file(self.path)
@@ -69,7 +70,9 @@ class LiteRTModel(LoadedModel):
         try:
             with quiet_native_logs():
                 self._interp = module.Interpreter(
-                    model_content=content, num_threads=threads, experimental_delegates=list(delegates) or None,
+                    model_content=content,
+                    num_threads=threads,
+                    experimental_delegates=list(delegates) or None,
                     **kwargs,
                 )
                 self._interp.allocate_tensors()
@@ -182,14 +185,17 @@ def load_delegate(library: str, options: dict | None = None):
         raise EdgexError(f"cannot load delegate {library}: {_first_line(exc)}") from exc
 
 
-def load(path, *, device: str = "cpu", threads: int | None = None, delegate_options: dict | None = None,
-         xnnpack: bool = True) -> LiteRTModel:
+def load(
+    path, *, device: str = "cpu", threads: int | None = None, delegate_options: dict | None = None, xnnpack: bool = True
+) -> LiteRTModel:
     """Load a .tflite file on the CPU (XNNPACK by default) or through an external delegate (``delegate:PATH``)."""
     delegates = []
     if device.startswith("delegate:"):
         library = device.split(":", 1)[1]
         if not library:
-            raise EdgexError("device 'delegate:' needs the delegate library path, e.g. delegate:/usr/lib/libvx_delegate.so")
+            raise EdgexError(
+                "device 'delegate:' needs the delegate library path, e.g. delegate:/usr/lib/libvx_delegate.so"
+            )
         delegates.append(load_delegate(library, delegate_options))
     elif device != "cpu":
         raise EdgexError(f"the LiteRT backend runs on 'cpu' or 'delegate:PATH', not {device!r}")

@@ -32,10 +32,8 @@ def _held_back(fd: int, stream):
         try:
             yield
         finally:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
             os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)

@@ -95,7 +95,9 @@ def _graph_locations(graph) -> list[tuple[str, str]]:
 def _node_locations(node) -> list[tuple[str, str]]:
     found = []
     for _, attribute in _sub(node, _NODE_ATTRIBUTE):
-        for number, value in _sub(attribute, _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES):
+        for number, value in _sub(
+            attribute, _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES
+        ):
             if number in (_ATTR_T, _ATTR_TENSORS):
                 found += _tensor_locations(value)
             elif number in (_ATTR_G, _ATTR_GRAPHS):
@@ -129,8 +131,11 @@ def check_external_data(path: str | os.PathLike) -> None:
     root = Path(os.path.realpath(path.parent))
     for name, location in external_locations(path):
         parts = location.replace("\\", "/").split("/")
-        if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or (
-            len(location) > 1 and location[1] == ":"
+        if (
+            not location
+            or os.path.isabs(location)
+            or location.startswith(("/", "\\"))
+            or (len(location) > 1 and location[1] == ":")
         ):
             raise ModelFileError(f"{path}: tensor {name!r} has an absolute external-data location {location!r}")
         if ".." in parts:

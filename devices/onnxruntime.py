@@ -21,8 +21,13 @@ PROVIDERS = {
     "dml": ["DmlExecutionProvider"],
 }
 _DTYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
     "tensor(bool)": "bool",
 }
 
@@ -60,8 +65,7 @@ def providers_for(device: str) -> list:
     kind, _, index = device.partition(":")
     if kind not in PROVIDERS:
         raise EdgexError(
-            f"ONNX Runtime cannot run on device {device!r}; choose one of: "
-            + ", ".join(sorted(PROVIDERS))
+            f"ONNX Runtime cannot run on device {device!r}; choose one of: " + ", ".join(sorted(PROVIDERS))
         )
     if index and not index.isdigit():
         raise EdgexError(f"device index must be a number in {device!r}")
@@ -75,14 +79,21 @@ def providers_for(device: str) -> list:
     options = {"device_id": int(index)} if index and kind in ("gpu", "tensorrt", "dml") else {}
     chosen = [(p, options) if options else p for p in wanted if p in available]
     # Nodes a device provider cannot take run on the CPU, as ONNX Runtime does by default.
-    return chosen if kind == "cpu" else chosen + ["CPUExecutionProvider"]
+    return chosen if kind == "cpu" else [*chosen, "CPUExecutionProvider"]
 
 
 class OnnxRuntimeModel(LoadedModel):
     runtime = "onnxruntime"
 
-    def __init__(self, path, *, device: str = "cpu", threads: int | None = None, profile_prefix: str | None = None,
-                 optimized_model_path: str | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        profile_prefix: str | None = None,
+        optimized_model_path: str | None = None,
+    ):
         super().__init__(path)
         module = ort()
         if not self.path.is_file():

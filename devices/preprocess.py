@@ -31,7 +31,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "Preprocessing":
+    def from_dict(cls, data: dict | None) -> Preprocessing:
         if not data:
             return cls()
         return cls(**{k: data[k] for k in ("name", "scale", "offset", "resize") if k in data})
@@ -60,7 +60,7 @@ def load_image(path: str | Path, size: tuple[int, int]):
 
 
 def resize_uint8(images, size: tuple[int, int]):
-    """Resize a batch of uint8 images (N, h, w) or (N, h, w, 3) to RGB (N, H, W, 3) with the same filter as load_image."""
+    """Resize uint8 images (N, h, w) or (N, h, w, 3) to RGB (N, H, W, 3) with the same filter as load_image."""
     import numpy as np
     from PIL import Image
 

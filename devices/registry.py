@@ -22,8 +22,11 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     "litert": Runtime("litert", "devices.litert", (".tflite",), ("cpu", "delegate", "edgetpu"), "runtime"),
     "onnxruntime": Runtime(
-        "onnxruntime", "devices.onnxruntime", (".onnx",),
-        ("cpu", "gpu", "tensorrt", "openvino", "coreml", "dml"), "runtime",
+        "onnxruntime",
+        "devices.onnxruntime",
+        (".onnx",),
+        ("cpu", "gpu", "tensorrt", "openvino", "coreml", "dml"),
+        "runtime",
     ),
     "tensorflow": Runtime(
         "tensorflow", "devices.tensorflow", (".keras", ".h5", ".hdf5", "saved_model"), ("cpu", "gpu"), "train"
@@ -45,8 +48,20 @@ def parse_device(name: str) -> tuple[str, str]:
     """``"edgetpu:usb:0"`` -> ``("edgetpu", "usb:0")``; raises for unknown kinds."""
     kind, _, rest = (name or "").strip().partition(":")
     if kind not in DEVICE_KINDS:
-        raise choice_error("device", name, ["cpu", "gpu[:N]", "edgetpu[:usb|pci[:N]]", "delegate:PATH",
-                                            "tensorrt[:N]", "openvino", "coreml", "dml[:N]"])
+        raise choice_error(
+            "device",
+            name,
+            [
+                "cpu",
+                "gpu[:N]",
+                "edgetpu[:usb|pci[:N]]",
+                "delegate:PATH",
+                "tensorrt[:N]",
+                "openvino",
+                "coreml",
+                "dml[:N]",
+            ],
+        )
     if kind == "delegate" and not rest:
         raise EdgexError("device 'delegate:' needs a library path, e.g. delegate:/usr/lib/libvx_delegate.so")
     return kind, rest
@@ -63,8 +78,10 @@ def model_format(path: str | os.PathLike) -> str:
     suffix = path.suffix.lower()
     known = sorted({s for r in RUNTIMES.values() for s in r.formats if s.startswith(".")})
     if suffix not in known:
-        raise ModelFileError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgex runs {', '.join(known)} "
-                             "files and SavedModel folders")
+        raise ModelFileError(
+            f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgex runs {', '.join(known)} "
+            "files and SavedModel folders"
+        )
     return suffix
 
 
@@ -76,12 +93,22 @@ def detect_runtime(path: str | os.PathLike, device: str = "cpu") -> str:
         if fmt in runtime.formats and kind in runtime.devices:
             return runtime.name
     runs = [r.name for r in RUNTIMES.values() if fmt in r.formats]
-    raise EdgexError(f"no runtime runs {fmt} models on device {device!r} ({', '.join(runs)} runs them on: "
-                     + ", ".join(k for r in runs for k in RUNTIMES[r].devices) + ")")
+    raise EdgexError(
+        f"no runtime runs {fmt} models on device {device!r} ({', '.join(runs)} runs them on: "
+        + ", ".join(k for r in runs for k in RUNTIMES[r].devices)
+        + ")"
+    )
 
 
-def load_model(path, *, runtime: str = "auto", device: str = "cpu", threads: int | None = None,
-               delegate_options: dict | None = None, **options):
+def load_model(
+    path,
+    *,
+    runtime: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
+    delegate_options: dict | None = None,
+    **options,
+):
     """Load a model file on a device; ``runtime="auto"`` picks the runtime from the file format and device."""
     kind, _ = parse_device(device)
     if runtime == "auto":
@@ -112,9 +139,15 @@ def available_devices(probe_tensorflow: bool = True) -> list[DeviceInfo]:
     """Every device this machine can run models on, each with its stable ``--device`` name."""
     from devices import edgetpu, onnxruntime, sysinfo
 
-    found = [DeviceInfo("cpu", "cpu", tuple(r for r in RUNTIMES if _installed(r)),
-                        f"{sysinfo.cpu_model()} ({sysinfo.cpu_count()} cores)",
-                        {"features": sysinfo.cpu_features()})]
+    found = [
+        DeviceInfo(
+            "cpu",
+            "cpu",
+            tuple(r for r in RUNTIMES if _installed(r)),
+            f"{sysinfo.cpu_model()} ({sysinfo.cpu_count()} cores)",
+            {"features": sysinfo.cpu_features()},
+        )
+    ]
     gpus: dict[str, list[str]] = {}
     if probe_tensorflow and _installed("tensorflow"):
         from devices import tensorflow
@@ -130,19 +163,36 @@ def available_devices(probe_tensorflow: bool = True) -> list[DeviceInfo]:
         found.append(DeviceInfo(name, name.split(":")[0], tuple(runtimes)))
     library = edgetpu.find_library()
     for tpu in edgetpu.list_edge_tpus():
-        found.append(DeviceInfo(tpu["name"], "edgetpu", ("litert",),
-                                "Coral Edge TPU" + ("" if library else " (libedgetpu not installed)"),
-                                {"path": tpu["path"], "library": library or ""}))
+        found.append(
+            DeviceInfo(
+                tpu["name"],
+                "edgetpu",
+                ("litert",),
+                "Coral Edge TPU" + ("" if library else " (libedgetpu not installed)"),
+                {"path": tpu["path"], "library": library or ""},
+            )
+        )
     for library_path in _known_delegates():
         found.append(DeviceInfo(f"delegate:{library_path}", "delegate", ("litert",), "external LiteRT delegate"))
     return found
 
 
 # Delegate libraries that vendors install in the usual library folders (NPU SDKs of i.MX, Arm NN, ...).
-_DELEGATE_NAMES = ("libvx_delegate.so", "libethosu_delegate.so", "libarmnnDelegate.so", "libneuron_delegate.so",
-                   "libQnnTFLiteDelegate.so", "libtensorflowlite_gpu_delegate.so")
-_LIBRARY_DIRS = ("/usr/lib", "/usr/local/lib", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf",
-                 "/usr/lib/x86_64-linux-gnu")
+_DELEGATE_NAMES = (
+    "libvx_delegate.so",
+    "libethosu_delegate.so",
+    "libarmnnDelegate.so",
+    "libneuron_delegate.so",
+    "libQnnTFLiteDelegate.so",
+    "libtensorflowlite_gpu_delegate.so",
+)
+_LIBRARY_DIRS = (
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/arm-linux-gnueabihf",
+    "/usr/lib/x86_64-linux-gnu",
+)
 
 
 def _known_delegates() -> list[str]:
@@ -159,6 +209,9 @@ def _known_delegates() -> list[str]:
 def _installed(runtime: str) -> bool:
     import importlib.util
 
-    modules = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",),
-               "tensorflow": ("tensorflow",)}[runtime]
+    modules = {
+        "litert": ("ai_edge_litert", "tflite_runtime"),
+        "onnxruntime": ("onnxruntime",),
+        "tensorflow": ("tensorflow",),
+    }[runtime]
     return any(importlib.util.find_spec(m) is not None for m in modules)

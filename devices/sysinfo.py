@@ -12,15 +12,38 @@ from pathlib import Path
 
 # /proc/cpuinfo flag -> the feature name users know.
 _X86_FEATURES = {
-    "avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "VNNI", "avx_vnni": "VNNI",
-    "avx512_bf16": "BF16", "amx_tile": "AMX", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "VNNI",
+    "avx_vnni": "VNNI",
+    "avx512_bf16": "BF16",
+    "amx_tile": "AMX",
+    "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16",
 }
 _ARM_FEATURES = {
-    "neon": "NEON", "asimd": "NEON", "asimddp": "DOTPROD", "i8mm": "I8MM", "sve": "SVE", "asimdhp": "FP16",
+    "neon": "NEON",
+    "asimd": "NEON",
+    "asimddp": "DOTPROD",
+    "i8mm": "I8MM",
+    "sve": "SVE",
+    "asimdhp": "FP16",
     "bf16": "BF16",
 }
-RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "onnxruntime-gpu", "tensorflow",
-                    "tensorflow-cpu", "tf-keras", "tensorflow-model-optimization", "onnx", "tf2onnx", "numpy")
+RUNTIME_PACKAGES = (
+    "ai-edge-litert",
+    "tflite-runtime",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "onnx",
+    "tf2onnx",
+    "numpy",
+)
 
 
 def _read(path: str) -> str:

@@ -83,8 +83,10 @@ def load_keras_model(path: str | Path):
     elif path.suffix in (".h5", ".hdf5"):
         try:
             if "Lambda" in _h5_layer_classes(path):
-                raise ModelFileError(f"{path} contains a Lambda layer, which safe mode refuses to load "
-                                     "(it would run arbitrary code); rebuild the model without Lambda layers")
+                raise ModelFileError(
+                    f"{path} contains a Lambda layer, which safe mode refuses to load "
+                    "(it would run arbitrary code); rebuild the model without Lambda layers"
+                )
         except OSError as exc:
             raise ModelFileError(f"{path} is not a valid HDF5 Keras file: {exc}") from exc
     else:
@@ -155,8 +157,9 @@ class TensorFlowModel(LoadedModel):
                 self._model = load_keras_model(self.path)
         if self._model is not None:
             model = self._model
-            self._fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
-                                   reduce_retracing=True)
+            self._fn = tf.function(
+                lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), reduce_retracing=True
+            )
             self._in = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.inputs]
             self._out = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.outputs]
         else:
@@ -231,4 +234,4 @@ def gpu_names() -> list[str]:
     return [f"gpu:{i}" for i, _ in enumerate(tf.config.list_physical_devices("GPU"))]
 
 
-__all__ = ["TensorFlowModel", "load", "load_keras_model", "from_keras", "gpu_names"]
+__all__ = ["TensorFlowModel", "from_keras", "gpu_names", "load", "load_keras_model"]

@@ -17,4 +17,3 @@ def class_names_of(meta: dict, classes: int | None = None) -> tuple[str, ...]:
     if classes is None:
         raise EdgexError("the model has no metadata with class names")
     return tuple(str(i) for i in range(classes))
-

@@ -4,8 +4,8 @@ in the one bench schema (JSON and CSV) that compare, sweep, pipeline and deploy 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -19,8 +19,10 @@ def invalid_note(flagged: int, total: int) -> str | None:
     """The footnote for results marked * (not valid by the benchmark's own rules), or None when all are valid."""
     if not flagged:
         return None
-    return (f"* {flagged} of {total} measurements are not valid (too few runs, too short, or a coefficient of "
-            "variation above 10%): rerun with a larger --min-seconds, or on a quieter machine, before trusting them.")
+    return (
+        f"* {flagged} of {total} measurements are not valid (too few runs, too short, or a coefficient of "
+        "variation above 10%): rerun with a larger --min-seconds, or on a quieter machine, before trusting them."
+    )
 
 
 def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16) -> list[np.ndarray]:
@@ -54,25 +56,47 @@ def parse_inputs(inputs: str) -> str | None:
     raise EdgexError(f"unknown --inputs {inputs!r}; use random or data:SPEC (e.g. data:digits)")
 
 
-def run_bench(models: Sequence[str | Path], devices_: Sequence[str] = ("cpu",), *, runtime: str = "auto",
-              threads: int | None = None, config: BenchConfig = BenchConfig(), inputs: str = "random",
-              delegate_options: dict | None = None, progress=None) -> list[BenchResult]:
+def run_bench(
+    models: Sequence[str | Path],
+    devices_: Sequence[str] = ("cpu",),
+    *,
+    runtime: str = "auto",
+    threads: int | None = None,
+    config: BenchConfig = BenchConfig(),
+    inputs: str = "random",
+    delegate_options: dict | None = None,
+    progress=None,
+) -> list[BenchResult]:
     """One result row per (model, device)."""
     spec = parse_inputs(inputs)
     results = []
     for model in models:
         batches = data_inputs(model, spec, config.batch) if spec else None
         for device in devices_:
-            result = benchmark(model, runtime=runtime, device=device, threads=threads, config=config,
-                               inputs=batches, delegate_options=delegate_options, progress=progress)
+            result = benchmark(
+                model,
+                runtime=runtime,
+                device=device,
+                threads=threads,
+                config=config,
+                inputs=batches,
+                delegate_options=delegate_options,
+                progress=progress,
+            )
             meta = read_metadata(model)
             extra = {k: meta[k] for k in ("precision", "format") if k in meta}
             results.append(result.with_extra(label=Path(model).name, **extra))
     return results
 
 
-def write_results(results: Sequence[BenchResult], json_path: str | Path | None = None,
-                  csv_path: str | Path | None = None, *, append: bool = False, force: bool = False) -> None:
+def write_results(
+    results: Sequence[BenchResult],
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    *,
+    append: bool = False,
+    force: bool = False,
+) -> None:
     """Write rows as JSON and/or CSV; ``append`` adds to an existing file, otherwise it is never overwritten
     silently (``force`` does)."""
     rows = list(results)

@@ -16,8 +16,8 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from edgex.benchmarking import invalid_note, write_study
 from devices.files import read_metadata, refuse_overwrite, write_metadata
+from edgex.benchmarking import invalid_note, write_study
 
 FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
 COMPARE_BENCH = BenchConfig(warmup=3, min_warmup_seconds=0.1, runs=20, min_seconds=0.5, max_seconds=30.0)
@@ -77,8 +77,13 @@ class CompareResult:
     files: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"rows": [asdict(r) for r in self.rows], "breakdown": self.breakdown, "ab": list(self.ab),
-                "seconds": self.seconds, "files": self.files}
+        return {
+            "rows": [asdict(r) for r in self.rows],
+            "breakdown": self.breakdown,
+            "ab": list(self.ab),
+            "seconds": self.seconds,
+            "files": self.files,
+        }
 
 
 def _preset_models(preset: str, folder: Path, classes: int | None) -> list[Path]:
@@ -94,15 +99,30 @@ def _preset_models(preset: str, folder: Path, classes: int | None) -> list[Path]
         if not path.exists():
             keras().utils.set_random_seed(0)
             build_xception(config).save(path)
-            write_metadata(path, {"class_names": [str(i) for i in range(config.classes)],
-                                  "input_shape": [config.input_size] * 2 + [3], "preprocessing": XCEPTION.to_dict(),
-                                  "model_config": config.to_dict(), "preset": preset, "weights": "random"})
+            write_metadata(
+                path,
+                {
+                    "class_names": [str(i) for i in range(config.classes)],
+                    "input_shape": [config.input_size] * 2 + [3],
+                    "preprocessing": XCEPTION.to_dict(),
+                    "model_config": config.to_dict(),
+                    "preset": preset,
+                    "weights": "random",
+                },
+            )
         paths.append(path)
     return paths
 
 
-def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs/compare", *, force: bool = False,
-            progress=None, plots: bool = True, artifacts: dict | None = None) -> CompareResult:
+def compare(
+    config: CompareConfig = CompareConfig(),
+    out_dir: str | Path = "runs/compare",
+    *,
+    force: bool = False,
+    progress=None,
+    plots: bool = True,
+    artifacts: dict | None = None,
+) -> CompareResult:
     """Convert every model for every runtime and precision, then time it and measure its accuracy.
 
     ``artifacts``: files converted already, ``{(model path, runtime, precision): file}``, used instead of
@@ -129,8 +149,10 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
     paths += [Path(m) for m in config.models]
 
     rows, results, breakdown = [], [], {}
-    given_files = {(Path(model).resolve(), runtime, precision): file
-                   for (model, runtime, precision), file in (artifacts or {}).items()}
+    given_files = {
+        (Path(model).resolve(), runtime, precision): file
+        for (model, runtime, precision), file in (artifacts or {}).items()
+    }
     labels = _labels(paths)
     for path in paths:
         source = load_source(path)
@@ -139,8 +161,11 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
         cost = model_cost(source.keras_model) if source.keras_model is not None else None
         size = int(source.input_shape[0])
         dataset = dataset_for(meta, config.data, size) if config.data else None
-        trained = dataset is not None and meta.get("weights") != "random" and \
-            tuple(class_names_of(meta, 0) if meta.get("class_names") else ()) == tuple(dataset.class_names)
+        trained = (
+            dataset is not None
+            and meta.get("weights") != "random"
+            and tuple(class_names_of(meta, 0) if meta.get("class_names") else ()) == tuple(dataset.class_names)
+        )
         for runtime in config.runtimes:
             for precision in config.precisions:
                 to = FORMATS[runtime]
@@ -150,31 +175,57 @@ def compare(config: CompareConfig = CompareConfig(), out_dir: str | Path = "runs
                 artifact = Path(given) if given is not None else models_dir / f"{label}_{precision}.{to}"
                 if not artifact.exists():
                     _export(export_model, source, to, precision, artifact, dataset, config)
-                result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads,
-                                   config=config.bench)
-                top1 = artifact_accuracy(artifact, dataset, preprocessing_of(meta), dataset.class_names) \
-                    if trained else None
-                rows.append(CompareRow(str(path), label, runtime, precision, str(artifact),
-                                       cost.total_params if cost else 0, cost.macs if cost else 0,
-                                       result.model_size_bytes, result.latency.p50, result.latency.p90,
-                                       result.images_per_s, top1, result.valid))
-                results.append(result.with_extra(label=f"{label} {runtime} {precision}", precision=precision,
-                                                 model_label=label, macs=cost.macs if cost else 0,
-                                                 **({"top1": top1} if top1 is not None else {})))
+                result = benchmark(
+                    artifact, runtime=runtime, device=config.device, threads=config.threads, config=config.bench
+                )
+                top1 = (
+                    artifact_accuracy(artifact, dataset, preprocessing_of(meta), dataset.class_names)
+                    if trained
+                    else None
+                )
+                rows.append(
+                    CompareRow(
+                        str(path),
+                        label,
+                        runtime,
+                        precision,
+                        str(artifact),
+                        cost.total_params if cost else 0,
+                        cost.macs if cost else 0,
+                        result.model_size_bytes,
+                        result.latency.p50,
+                        result.latency.p90,
+                        result.images_per_s,
+                        top1,
+                        result.valid,
+                    )
+                )
+                results.append(
+                    result.with_extra(
+                        label=f"{label} {runtime} {precision}",
+                        precision=precision,
+                        model_label=label,
+                        macs=cost.macs if cost else 0,
+                        **({"top1": top1} if top1 is not None else {}),
+                    )
+                )
                 if config.breakdown and cost is not None and runtime in config.breakdown_runtimes:
-                    shares = _breakdown(source, cost, runtime, precision, artifact, result.latency.p50, config,
-                                        models_dir / "layers")
+                    shares = _breakdown(
+                        source, cost, runtime, precision, artifact, result.latency.p50, config, models_dir / "layers"
+                    )
                     breakdown.setdefault(label, {}).setdefault(runtime, {})[precision] = shares
                 if progress is not None:
                     progress(rows[-1])
-    result = CompareResult(tuple(rows), breakdown, tuple(_ab(rows)), tuple(results), str(out_dir),
-                           time.perf_counter() - start)
+    result = CompareResult(
+        tuple(rows), breakdown, tuple(_ab(rows)), tuple(results), str(out_dir), time.perf_counter() - start
+    )
     return _write(result, out_dir, plots)
 
 
 def _labels(paths: list[Path]) -> dict[Path, str]:
     """A unique, readable name per model: preset + xception/regular_twin from the metadata, else the file stem;
     parent folder names are prepended while names collide (runs/a/model.keras vs runs/b/model.keras)."""
+
     def base(path: Path) -> str:
         meta = read_metadata(path)
         config = meta.get("model_config") or {}
@@ -186,7 +237,7 @@ def _labels(paths: list[Path]) -> dict[Path, str]:
     depth = 0
     while len(set(names.values())) < len(names) and depth < 4:
         depth += 1
-        names = {path: "_".join([*path.parts[-1 - depth:-1], base(path)]) for path in paths}
+        names = {path: "_".join([*path.parts[-1 - depth : -1], base(path)]) for path in paths}
     return names
 
 
@@ -199,8 +250,18 @@ def _export(export_model, source, to, precision, artifact, dataset, config) -> N
         samples = rng.uniform(-1, 1, (min(config.calib_samples, 16), *source.input_shape)).astype(np.float32)
         convert(source, to, precision, out=artifact, force=True, calibration=samples, parity_inputs=samples[:4])
         return
-    export_model(source.path, to, precision, data=dataset.name if dataset else None, out=artifact, force=True,
-                 calib_samples=config.calib_samples, parity_samples=32, source=source, dataset=dataset)
+    export_model(
+        source.path,
+        to,
+        precision,
+        data=dataset.name if dataset else None,
+        out=artifact,
+        force=True,
+        calib_samples=config.calib_samples,
+        parity_samples=32,
+        source=source,
+        dataset=dataset,
+    )
 
 
 def _ab(rows) -> list[dict]:
@@ -216,12 +277,21 @@ def _ab(rows) -> list[dict]:
     for (runtime, precision, _), found in by.items():
         if "separable" in found and "regular" in found:
             sep, reg = found["separable"], found["regular"]
-            pairs.append({"runtime": runtime, "precision": precision, "xception": sep.label, "twin": reg.label,
-                          "xception_ms": sep.p50_ms, "twin_ms": reg.p50_ms,
-                          "measured_speedup": reg.p50_ms / sep.p50_ms,
-                          "theoretical_speedup": reg.macs / sep.macs if sep.macs else float("nan"),
-                          "params_ratio": reg.params / sep.params if sep.params else float("nan"),
-                          "size_ratio": reg.size_bytes / sep.size_bytes, "valid": sep.valid and reg.valid})
+            pairs.append(
+                {
+                    "runtime": runtime,
+                    "precision": precision,
+                    "xception": sep.label,
+                    "twin": reg.label,
+                    "xception_ms": sep.p50_ms,
+                    "twin_ms": reg.p50_ms,
+                    "measured_speedup": reg.p50_ms / sep.p50_ms,
+                    "theoretical_speedup": reg.macs / sep.macs if sep.macs else float("nan"),
+                    "params_ratio": reg.params / sep.params if sep.params else float("nan"),
+                    "size_ratio": reg.size_bytes / sep.size_bytes,
+                    "valid": sep.valid and reg.valid,
+                }
+            )
     return pairs
 
 
@@ -236,10 +306,21 @@ def _breakdown(source, cost, runtime, precision, artifact, total_ms, config, lay
         # What the convolutions' sub-models do not account for (sub-models can also sum to more than the model).
         times["rest"] = max(0.0, total_ms - sum(times.values()))
     total = sum(times.values()) or 1
-    mac_shares = {"pointwise": macs["pointwise"], "depthwise": macs["depthwise"], "regular": macs["regular"],
-                  "shortcut": macs["shortcut"], "rest": macs["dense"]}
-    return {kind: {"ms": times.get(kind, 0.0), "time_share": times.get(kind, 0.0) / total,
-                   "mac_share": mac_shares.get(kind, 0) / mac_total} for kind in KINDS}
+    mac_shares = {
+        "pointwise": macs["pointwise"],
+        "depthwise": macs["depthwise"],
+        "regular": macs["regular"],
+        "shortcut": macs["shortcut"],
+        "rest": macs["dense"],
+    }
+    return {
+        kind: {
+            "ms": times.get(kind, 0.0),
+            "time_share": times.get(kind, 0.0) / total,
+            "mac_share": mac_shares.get(kind, 0) / mac_total,
+        }
+        for kind in KINDS
+    }
 
 
 def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
@@ -252,15 +333,18 @@ def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
         if layer.spec is None:
             continue
         parts = {"separable": ("depthwise", "pointwise")}.get(layer.kind, ())
-        jobs = [(part, part) for part in parts] or [(layer.kind, "depthwise" if layer.kind == "depthwise" else "regular")]
+        jobs = [(part, part) for part in parts] or [
+            (layer.kind, "depthwise" if layer.kind == "depthwise" else "regular")
+        ]
         for kind, variant in jobs:
             key = (layer.spec, variant)
             if key not in cache:
                 spec = layer.spec
                 name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
                 path = export_layer(layer_model(spec, variant), folder, name, "litert", precision)
-                cache[key] = benchmark(path, runtime="litert", device=config.device, threads=config.threads,
-                                       config=SWEEP_BENCH).latency.p50
+                cache[key] = benchmark(
+                    path, runtime="litert", device=config.device, threads=config.threads, config=SWEEP_BENCH
+                ).latency.p50
             times[kind] += cache[key]
     return dict(times)
 
@@ -274,8 +358,13 @@ def _onnx_profile(artifact: Path, config, runs: int = 20) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        model = OnnxRuntimeModel(artifact, device=config.device, threads=config.threads,
-                                 profile_prefix=str(Path(tmp) / "profile"), optimized_model_path=str(optimized))
+        model = OnnxRuntimeModel(
+            artifact,
+            device=config.device,
+            threads=config.threads,
+            profile_prefix=str(Path(tmp) / "profile"),
+            optimized_model_path=str(optimized),
+        )
         model.set_inputs(model.sample_inputs(1))
         for _ in range(3 + runs):
             model.invoke()
@@ -321,21 +410,37 @@ def _onnx_kind(op: str, node, initializers) -> str:
 def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
     from dataclasses import replace
 
-    files = {"compare": out_dir / "compare.json", "bench": out_dir / "bench.json", "csv": out_dir / "compare.csv",
-             "summary": out_dir / "summary.md"}
+    files = {
+        "compare": out_dir / "compare.json",
+        "bench": out_dir / "bench.json",
+        "csv": out_dir / "compare.csv",
+        "summary": out_dir / "summary.md",
+    }
     if plots:
         from edgex import plots as plotting
 
-        points = [{"label": f"{r.label} {r.runtime} {r.precision}", "macs": r.macs / 1e6, "ms": r.p50_ms}
-                  for r in result.rows if r.macs]
+        points = [
+            {"label": f"{r.label} {r.runtime} {r.precision}", "macs": r.macs / 1e6, "ms": r.p50_ms}
+            for r in result.rows
+            if r.macs
+        ]
         if points:
-            files["latency_vs_macs"] = plotting.scatter(points, "macs", "ms", out_dir / "model_latency_vs_macs.png",
-                                                        xlabel="MACs per inference (millions)",
-                                                        ylabel="latency p50 (ms)", title="Models: latency against MACs",
-                                                        logx=True)
-        flat = {f"{label} {runtime} {precision}": {k: (v["time_share"], v["mac_share"]) for k, v in kinds.items()}
-                for label, runtimes in result.breakdown.items() for runtime, precisions in runtimes.items()
-                for precision, kinds in precisions.items()}
+            files["latency_vs_macs"] = plotting.scatter(
+                points,
+                "macs",
+                "ms",
+                out_dir / "model_latency_vs_macs.png",
+                xlabel="MACs per inference (millions)",
+                ylabel="latency p50 (ms)",
+                title="Models: latency against MACs",
+                logx=True,
+            )
+        flat = {
+            f"{label} {runtime} {precision}": {k: (v["time_share"], v["mac_share"]) for k, v in kinds.items()}
+            for label, runtimes in result.breakdown.items()
+            for runtime, precisions in runtimes.items()
+            for precision, kinds in precisions.items()
+        }
         if flat:
             files["breakdown"] = plotting.time_breakdown(flat, out_dir / "time_breakdown.png")
     result = replace(result, files={k: str(v) for k, v in files.items()})
@@ -345,29 +450,47 @@ def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
 
 def summary_markdown(result: CompareResult) -> str:
     flagged = sum(not r.valid for r in result.rows)
-    lines = ["# Model-level comparison", "", "| model | runtime | precision | params | MACs | size | p50 ms | img/s | top-1 |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Model-level comparison",
+        "",
+        "| model | runtime | precision | params | MACs | size | p50 ms | img/s | top-1 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in result.rows:
         top1 = f"{100 * r.top1:.2f}%" if r.top1 is not None else "-"
-        lines.append(f"| {r.label} | {r.runtime} | {r.precision} | {r.params / 1e6:.2f} M | {r.macs / 1e6:.1f} M | "
-                     f"{r.size_bytes / 2**20:.2f} MiB | {r.p50_ms:.3f}{'' if r.valid else ' *'} | "
-                     f"{r.images_per_s:.1f} | {top1} |")
+        lines.append(
+            f"| {r.label} | {r.runtime} | {r.precision} | {r.params / 1e6:.2f} M | {r.macs / 1e6:.1f} M | "
+            f"{r.size_bytes / 2**20:.2f} MiB | {r.p50_ms:.3f}{'' if r.valid else ' *'} | "
+            f"{r.images_per_s:.1f} | {top1} |"
+        )
     if result.ab:
-        lines += ["", "## Xception vs its regular-convolution twin", "",
-                  "| runtime | precision | Xception ms | twin ms | measured speedup | MAC ratio | efficiency |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {a['runtime']} | {a['precision']} | {a['xception_ms']:.3f} | {a['twin_ms']:.3f} | "
-                  f"{a['measured_speedup']:.2f}x{'' if a.get('valid', True) else ' *'} | "
-                  f"{a['theoretical_speedup']:.2f}x | {a['measured_speedup'] / a['theoretical_speedup']:.0%} |"
-                  for a in result.ab]
+        lines += [
+            "",
+            "## Xception vs its regular-convolution twin",
+            "",
+            "| runtime | precision | Xception ms | twin ms | measured speedup | MAC ratio | efficiency |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {a['runtime']} | {a['precision']} | {a['xception_ms']:.3f} | {a['twin_ms']:.3f} | "
+            f"{a['measured_speedup']:.2f}x{'' if a.get('valid', True) else ' *'} | "
+            f"{a['theoretical_speedup']:.2f}x | {a['measured_speedup'] / a['theoretical_speedup']:.0%} |"
+            for a in result.ab
+        ]
     if result.breakdown:
-        lines += ["", "## Where the time goes (time share / MAC share)", "",
-                  "| model | runtime | precision | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---:|" * len(KINDS)]
+        lines += [
+            "",
+            "## Where the time goes (time share / MAC share)",
+            "",
+            "| model | runtime | precision | " + " | ".join(KINDS) + " |",
+            "|---|---|---|" + "---:|" * len(KINDS),
+        ]
         for label, runtimes in result.breakdown.items():
             for runtime, precisions in runtimes.items():
                 for precision, kinds in precisions.items():
-                    cells = " | ".join(f"{100 * kinds[k]['time_share']:.0f}% / {100 * kinds[k]['mac_share']:.0f}%"
-                                       for k in KINDS)
+                    cells = " | ".join(
+                        f"{100 * kinds[k]['time_share']:.0f}% / {100 * kinds[k]['mac_share']:.0f}%" for k in KINDS
+                    )
                     lines.append(f"| {label} | {runtime} | {precision} | {cells} |")
     note = invalid_note(flagged, len(result.rows))
     if note:

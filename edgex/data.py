@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -78,9 +78,9 @@ class Split:
     image_size: int = 32
 
     def __len__(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
-    def take(self, n: int | None, seed: int = 0) -> "Split":
+    def take(self, n: int | None, seed: int = 0) -> Split:
         """A seeded, class-balanced-enough subset of ``n`` samples (all when n is None or larger)."""
         if n is None or n >= len(self):
             return self
@@ -110,8 +110,16 @@ class Split:
         parts = list(self.batches(256))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def tf_dataset(self, batch_size: int, preprocessing: Preprocessing = XCEPTION, *, shuffle: bool = False,
-                   augment: tuple[str, ...] = (), seed: int = 0, repeat: bool = False):
+    def tf_dataset(
+        self,
+        batch_size: int,
+        preprocessing: Preprocessing = XCEPTION,
+        *,
+        shuffle: bool = False,
+        augment: tuple[str, ...] = (),
+        seed: int = 0,
+        repeat: bool = False,
+    ):
         """A batched ``tf.data`` pipeline: decode, resize, cache, shuffle, batch, augment, preprocess, prefetch."""
         from devices.tfkeras import tensorflow
 
@@ -121,6 +129,7 @@ class Split:
         if self.images is not None:
             ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels.astype(np.int32)))
         else:
+
             def decode(path, label):
                 image = tf.numpy_function(lambda p: load_image(p.decode(), (size, size)), [path], tf.uint8)
                 return tf.ensure_shape(image, (size, size, 3)), label
@@ -177,8 +186,9 @@ class Dataset:
         }
 
 
-def load_dataset(spec: str = "digits", image_size: int = 32, *, val_split: float = 0.2, seed: int = 0,
-                 strict: bool = False) -> Dataset:
+def load_dataset(
+    spec: str = "digits", image_size: int = 32, *, val_split: float = 0.2, seed: int = 0, strict: bool = False
+) -> Dataset:
     """Load ``digits``, an image folder ``PATH``, or ``tfds:NAME``, resized to ``image_size``."""
     if not 0 < val_split < 1:
         raise EdgexError(f"validation split must be in (0, 1), got {val_split}")
@@ -197,7 +207,7 @@ def _stratified_split(labels: np.ndarray, val_split: float, seed: int) -> tuple[
     train, val = [], []
     for cls in np.unique(labels):
         index = rng.permutation(np.flatnonzero(labels == cls))
-        n_val = max(1, int(round(len(index) * val_split))) if len(index) > 1 else 0
+        n_val = max(1, round(len(index) * val_split)) if len(index) > 1 else 0
         val.extend(index[:n_val])
         train.extend(index[n_val:])
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
@@ -228,8 +238,11 @@ def _digits(image_size: int, val_split: float, seed: int) -> Dataset:
         train=Split(labels[train], images[train], image_size=image_size),
         val=Split(labels[val], images[val], image_size=image_size),
         fingerprint=_fingerprint("digits", image_size, val_split, seed, pixels.tobytes()),
-        info={"source": "scikit-learn load_digits (1,797 8x8 handwritten digits)", "val_split": val_split,
-              "seed": seed},
+        info={
+            "source": "scikit-learn load_digits (1,797 8x8 handwritten digits)",
+            "val_split": val_split,
+            "seed": seed,
+        },
     )
 
 
@@ -314,12 +327,16 @@ def _folder(spec: str, image_size: int, val_split: float, seed: int, strict: boo
     usable, report = scan_folder(spec)
     if strict and report.skipped:
         first = report.skipped[0]
-        raise EdgexError(f"{len(report.skipped)} unreadable file(s) in {spec} (--strict), e.g. {first.path}: "
-                         f"{first.kind} {first.detail}".rstrip())
+        raise EdgexError(
+            f"{len(report.skipped)} unreadable file(s) in {spec} (--strict), e.g. {first.path}: "
+            f"{first.kind} {first.detail}".rstrip()
+        )
     classes = report.classes
     if len(classes) < 2:
-        raise EdgexError(f"{spec} has {len(classes)} class with images ({', '.join(classes) or 'none'}); "
-                         "a classifier needs at least 2 class folders")
+        raise EdgexError(
+            f"{spec} has {len(classes)} class with images ({', '.join(classes) or 'none'}); "
+            "a classifier needs at least 2 class folders"
+        )
     index = {c: i for i, c in enumerate(classes)}
 
     def split_of(entries) -> Split:
@@ -370,15 +387,24 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
     try:
         train_ds, val_ds = tfds.load(name, split=["train", val_name], as_supervised=True, download=False)
     except Exception as exc:
-        raise EdgexError(f"tfds:{name} is not available locally (edgex never downloads by itself): "
-                         f"run `tfds build {name}` or download it first ({str(exc).splitlines()[0][:120]})") from exc
+        raise EdgexError(
+            f"tfds:{name} is not available locally (edgex never downloads by itself): "
+            f"run `tfds build {name}` or download it first ({str(exc).splitlines()[0][:120]})"
+        ) from exc
     class_names = tuple(builder.info.features["label"].names)
 
     def materialise(ds) -> Split:
         import tensorflow as tf
 
-        ds = ds.map(lambda x, y: (tf.cast(tf.image.resize(tf.image.grayscale_to_rgb(x) if x.shape[-1] == 1 else x,
-                                                           (image_size, image_size)), tf.uint8), y))
+        ds = ds.map(
+            lambda x, y: (
+                tf.cast(
+                    tf.image.resize(tf.image.grayscale_to_rgb(x) if x.shape[-1] == 1 else x, (image_size, image_size)),
+                    tf.uint8,
+                ),
+                y,
+            )
+        )
         images, labels = [], []
         for x, y in ds.batch(512).as_numpy_iterator():
             images.append(x)
@@ -386,7 +412,12 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
         return Split(np.concatenate(labels).astype(np.int64), np.concatenate(images), image_size=image_size)
 
     train, val = materialise(train_ds), materialise(val_ds)
-    return Dataset(spec, class_names, image_size, train, val,
-                   _fingerprint("tfds", name, image_size, len(train), len(val)),
-                   info={"source": f"TensorFlow Datasets {name} (train, {val_name})"})
-
+    return Dataset(
+        spec,
+        class_names,
+        image_size,
+        train,
+        val,
+        _fingerprint("tfds", name, image_size, len(train), len(val)),
+        info={"source": f"TensorFlow Datasets {name} (train, {val_name})"},
+    )

@@ -46,8 +46,9 @@ TARGETS = {
     "rpi4": Target("rpi4", "Raspberry Pi 4 (Cortex-A72, 64-bit OS)", "aarch64", 4, "cpu"),
     "rpi5": Target("rpi5", "Raspberry Pi 5 (Cortex-A76, 64-bit OS)", "aarch64", 4, "cpu"),
     "coral-usb": Target("coral-usb", "Coral USB Accelerator on a Linux host", "aarch64", 4, "edgetpu:usb", True),
-    "coral-devboard": Target("coral-devboard", "Coral Dev Board (i.MX 8M, Edge TPU on PCIe)", "aarch64", 4,
-                             "edgetpu:pci", True),
+    "coral-devboard": Target(
+        "coral-devboard", "Coral Dev Board (i.MX 8M, Edge TPU on PCIe)", "aarch64", 4, "edgetpu:pci", True
+    ),
     "generic-arm64": Target("generic-arm64", "any 64-bit Arm Linux board", "aarch64", None, "cpu"),
     "generic-x86_64": Target("generic-x86_64", "any x86-64 Linux machine", "x86_64", None, "cpu"),
 }
@@ -63,13 +64,16 @@ class Bundle:
 
 
 def _requirements(model: Path, target: Target) -> str:
-    if model.suffix == ".onnx":
-        runtime = ["onnxruntime>=1.17"]
-    else:
-        runtime = ["ai-edge-litert>=1.2"]
-    lines = ["# Runtime for this bundle (no TensorFlow needed).", *runtime, "numpy>=1.23", "Pillow>=9",
-             "# Old Raspberry Pi OS images without ai-edge-litert wheels: use tflite-runtime with numpy<2 instead.",
-             "# tflite-runtime", "# numpy<2"]
+    runtime = ["onnxruntime>=1.17"] if model.suffix == ".onnx" else ["ai-edge-litert>=1.2"]
+    lines = [
+        "# Runtime for this bundle (no TensorFlow needed).",
+        *runtime,
+        "numpy>=1.23",
+        "Pillow>=9",
+        "# Old Raspberry Pi OS images without ai-edge-litert wheels: use tflite-runtime with numpy<2 instead.",
+        "# tflite-runtime",
+        "# numpy<2",
+    ]
     if target.coral:
         lines += ["# The Edge TPU runtime is a system package (libedgetpu1-std); see README.md."]
     return "\n".join(lines) + "\n"
@@ -78,17 +82,30 @@ def _requirements(model: Path, target: Target) -> str:
 def _readme(target: Target, model: str, notes: list[str], has_eval: bool) -> str:
     threads = f"--threads {target.cores}" if target.cores else ""
     lines = [
-        f"# edgex bundle for {target.description}", "",
-        f"Model: `{model}` (metadata next to it: classes, preprocessing, quantization).", "",
-        "## Set up", "", "```bash", "python3 -m venv --system-site-packages venv && . venv/bin/activate",
-        "pip install -r requirements.txt", "```",
+        f"# edgex bundle for {target.description}",
+        "",
+        f"Model: `{model}` (metadata next to it: classes, preprocessing, quantization).",
+        "",
+        "## Set up",
+        "",
+        "```bash",
+        "python3 -m venv --system-site-packages venv && . venv/bin/activate",
+        "pip install -r requirements.txt",
+        "```",
     ]
     if target.coral:
         lines += ["", "The Edge TPU runtime (once, from Coral's apt repository):", "", "```bash", *CORAL_APT, "```"]
-    lines += ["", "## Run", "", "`-B` keeps Python's bytecode caches out of the bundle, so that it stays verifiable.", "",
-              "```bash", "python -B -m devices verify            # every file against manifest.json",
-              "python -B -m devices predict image.jpg  # top classes",
-              f"python -B -m devices bench {threads}".rstrip() + "      # latency statistics (--json for the edgex schema)"]
+    lines += [
+        "",
+        "## Run",
+        "",
+        "`-B` keeps Python's bytecode caches out of the bundle, so that it stays verifiable.",
+        "",
+        "```bash",
+        "python -B -m devices verify            # every file against manifest.json",
+        "python -B -m devices predict image.jpg  # top classes",
+        f"python -B -m devices bench {threads}".rstrip() + "      # latency statistics (--json for the edgex schema)",
+    ]
     if has_eval:
         lines.append("python -B -m devices eval               # accuracy on the bundled validation images")
     lines += ["python -B -m devices info               # what this device is", "```"]
@@ -101,8 +118,10 @@ def _choose_model(model: Path, target: Target) -> tuple[list[Path], Path, list[s
     """(files to ship, the one to run, notes) for a target."""
     notes = []
     if model.suffix not in (".tflite", ".onnx"):
-        raise EdgexError(f"deploy takes a .tflite or .onnx model; convert {model.name} first "
-                         "(edgex convert MODEL --to tflite --precision int8 --data ..., or --to edgetpu for a Coral)")
+        raise EdgexError(
+            f"deploy takes a .tflite or .onnx model; convert {model.name} first "
+            "(edgex convert MODEL --to tflite --precision int8 --data ..., or --to edgetpu for a Coral)"
+        )
     if not model.is_file():
         raise EdgexError(f"model file not found: {model}")
     if target.coral:
@@ -113,9 +132,11 @@ def _choose_model(model: Path, target: Target) -> tuple[list[Path], Path, list[s
             cpu_version = model.with_name(model.name.replace("_edgetpu.tflite", ".tflite"))
             ship = [compiled] + ([cpu_version] if cpu_version.is_file() and cpu_version != compiled else [])
             return ship, compiled, notes
-        notes.append(f"{model.name} is not compiled for the Edge TPU (no {compiled.name} next to it): the bundle "
-                     "runs the int8 model on the CPU. Compile it on an x86-64 host with edgetpu_compiler, then deploy "
-                     f"{compiled.name}.")
+        notes.append(
+            f"{model.name} is not compiled for the Edge TPU (no {compiled.name} next to it): the bundle "
+            "runs the int8 model on the CPU. Compile it on an x86-64 host with edgetpu_compiler, then deploy "
+            f"{compiled.name}."
+        )
         return [model], model, notes
     return [model], model, notes
 
@@ -124,8 +145,15 @@ def _copy_devices_package(dest: Path) -> None:
     shutil.copytree(REPO / "devices", dest / "devices", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def build_bundle(model: str | Path, target: str, out: str | Path | None = None, *, eval_data: str | None = None,
-                 eval_samples: int = 256, force: bool = False) -> Bundle:
+def build_bundle(
+    model: str | Path,
+    target: str,
+    out: str | Path | None = None,
+    *,
+    eval_data: str | None = None,
+    eval_samples: int = 256,
+    force: bool = False,
+) -> Bundle:
     """Write ``bundle.tar.gz``: model, metadata, the devices package, entry point docs, requirements, manifest."""
     if target not in TARGETS:
         raise choice_error("target", target, TARGETS)
@@ -153,15 +181,23 @@ def build_bundle(model: str | Path, target: str, out: str | Path | None = None, 
         (root / "README.md").write_text(_readme(spec, f"model/{primary.name}", notes, eval_file is not None))
         if spec.coral:
             (root / "install_edgetpu_runtime.sh").write_text("#!/bin/sh\nset -e\n" + "\n".join(CORAL_APT) + "\n")
-        manifest = write_manifest(root, {
-            "target": spec.name, "target_description": spec.description, "machine": spec.machine,
-            "model": f"model/{primary.name}", "defaults": {"threads": spec.cores, "device": device},
-            "eval": eval_file, "created": utc_now(), "source_model": str(model), "notes": notes,
-        })
-        with atomic_path(out, overwrite=True) as tmp_archive:
-            with tarfile.open(tmp_archive, "w:gz") as tar:
-                for path in sorted(root.rglob("*")):
-                    tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+        manifest = write_manifest(
+            root,
+            {
+                "target": spec.name,
+                "target_description": spec.description,
+                "machine": spec.machine,
+                "model": f"model/{primary.name}",
+                "defaults": {"threads": spec.cores, "device": device},
+                "eval": eval_file,
+                "created": utc_now(),
+                "source_model": str(model),
+                "notes": notes,
+            },
+        )
+        with atomic_path(out, overwrite=True) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
+            for path in sorted(root.rglob("*")):
+                tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
     return Bundle(str(out), spec.name, f"model/{primary.name}", manifest["files"], tuple(notes))
 
 
@@ -246,11 +282,14 @@ def _classify(host: str, step: str, proc: subprocess.CompletedProcess) -> str:
     text = (proc.stderr or "") + (proc.stdout or "")
     last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), f"exit code {proc.returncode}")
     lowered = text.lower()
-    if proc.returncode == 255 and any(s in lowered for s in ("permission denied", "authentication",
-                                                             "host key verification failed")):
+    if proc.returncode == 255 and any(
+        s in lowered for s in ("permission denied", "authentication", "host key verification failed")
+    ):
         return f"{host}: authentication failed ({last})"
-    if proc.returncode == 255 and any(s in lowered for s in ("could not resolve", "connection refused", "no route",
-                                                                  "timed out", "network is unreachable")):
+    if proc.returncode == 255 and any(
+        s in lowered
+        for s in ("could not resolve", "connection refused", "no route", "timed out", "network is unreachable")
+    ):
         return f"{host}: unreachable ({last})"
     return f"{host}: {step} failed ({last})"
 
@@ -267,8 +306,17 @@ def _run(cmd: list[str], host: str, step: str, timeout: float, stdin: bytes | No
     return proc.stdout
 
 
-def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench_args: list[str] | None,
-                evaluate: bool, opts: SshOptions, remote_python: str = "python3") -> HostResult:
+def run_on_host(
+    host: str,
+    archive: Path,
+    *,
+    remote_dir: str,
+    setup: bool,
+    bench_args: list[str] | None,
+    evaluate: bool,
+    opts: SshOptions,
+    remote_python: str = "python3",
+) -> HostResult:
     from devices.bench import results_from_json
 
     start = time.perf_counter()
@@ -277,41 +325,74 @@ def run_on_host(host: str, archive: Path, *, remote_dir: str, setup: bool, bench
     q = shlex.quote
     base = remote_dir.rstrip("/")
     try:
-        _run(ssh + [target, f"mkdir -p {q(base)}"], host, "connecting", opts.timeout)
-        _run(scp + [str(archive), str(REPO / "devices" / "bundle.py"), f"{target}:{base}/"], host, "copying",
-             opts.timeout)
+        _run([*ssh, target, f"mkdir -p {q(base)}"], host, "connecting", opts.timeout)
+        _run(
+            [*scp, str(archive), str(REPO / "devices" / "bundle.py"), f"{target}:{base}/"],
+            host,
+            "copying",
+            opts.timeout,
+        )
         folder = f"{base}/bundle"
-        _run(ssh + [target, f"rm -rf {q(folder)} && {q(remote_python)} {q(base + '/bundle.py')} unpack "
-                            f"{q(base + '/' + archive.name)} {q(folder)}"], host, "unpacking", opts.timeout)
+        _run(
+            [
+                *ssh,
+                target,
+                f"rm -rf {q(folder)} && {q(remote_python)} {q(base + '/bundle.py')} unpack "
+                f"{q(base + '/' + archive.name)} {q(folder)}",
+            ],
+            host,
+            "unpacking",
+            opts.timeout,
+        )
         python = remote_python
         if setup:
             venv = f"{base}/venv"
-            _run(ssh + [target, f"{q(remote_python)} -m venv --system-site-packages {q(venv)} && {q(venv)}/bin/pip "
-                                f"install -q -r {q(folder + '/requirements.txt')}"], host, "setting up", opts.timeout)
+            _run(
+                [
+                    *ssh,
+                    target,
+                    f"{q(remote_python)} -m venv --system-site-packages {q(venv)} && {q(venv)}/bin/pip "
+                    f"install -q -r {q(folder + '/requirements.txt')}",
+                ],
+                host,
+                "setting up",
+                opts.timeout,
+            )
             python = f"{venv}/bin/python"
         # Verified by the bundle.py copied from this host, before any code of the bundle is imported; -B keeps
         # bytecode out of the bundle so that it stays verifiable.
-        _run(ssh + [target, f"{q(remote_python)} -B {q(base + '/bundle.py')} verify {q(folder)}"], host, "verifying",
-             opts.timeout)
+        _run(
+            [*ssh, target, f"{q(remote_python)} -B {q(base + '/bundle.py')} verify {q(folder)}"],
+            host,
+            "verifying",
+            opts.timeout,
+        )
         run = f"cd {q(folder)} && {q(python)} -B -m devices"
-        identity = json.loads(_run(ssh + [target, f"{run} info --json"], host, "identifying", opts.timeout))
+        identity = json.loads(_run([*ssh, target, f"{run} info --json"], host, "identifying", opts.timeout))
         bench = None
         if bench_args is not None:
-            output = _run(ssh + [target, f"{run} bench --json " + " ".join(map(q, bench_args))], host,
-                          "benchmarking", opts.timeout)
+            output = _run(
+                [*ssh, target, f"{run} bench --json " + " ".join(map(q, bench_args))],
+                host,
+                "benchmarking",
+                opts.timeout,
+            )
             (bench,) = results_from_json(json.loads(output))
-            bench = bench.with_extra(host=host, board=identity["environment"].get("board", ""),
-                                     os=identity["environment"].get("os", ""))
+            bench = bench.with_extra(
+                host=host, board=identity["environment"].get("board", ""), os=identity["environment"].get("os", "")
+            )
         accuracy = {}
         if evaluate:
-            accuracy = json.loads(_run(ssh + [target, f"{run} eval --json"], host, "evaluating", opts.timeout))
-        return HostResult(host, True, bench=bench, accuracy=accuracy, identity=identity,
-                          seconds=time.perf_counter() - start)
+            accuracy = json.loads(_run([*ssh, target, f"{run} eval --json"], host, "evaluating", opts.timeout))
+        return HostResult(
+            host, True, bench=bench, accuracy=accuracy, identity=identity, seconds=time.perf_counter() - start
+        )
     except _RemoteError as exc:
         return HostResult(host, False, error=str(exc), seconds=time.perf_counter() - start)
     except (ValueError, KeyError) as exc:
-        return HostResult(host, False, error=f"{host}: unexpected output from the device ({exc})",
-                          seconds=time.perf_counter() - start)
+        return HostResult(
+            host, False, error=f"{host}: unexpected output from the device ({exc})", seconds=time.perf_counter() - start
+        )
     except Exception as exc:  # one host's failure must not stop the others: it goes into its row
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return HostResult(host, False, error=f"{host}: {reason}", seconds=time.perf_counter() - start)
@@ -330,9 +411,20 @@ def read_hosts(hosts: list[str], hosts_file: str | None) -> list[str]:
     return found
 
 
-def deploy_remote(bundle: Bundle, hosts: list[str], *, remote_dir: str = "edgex", setup: bool = False,
-                  bench: bool = True, evaluate: bool = False, runs: int = 50, min_seconds: float = 1.0,
-                  remote_python: str = "python3", opts: SshOptions = SshOptions(), progress=None) -> list[HostResult]:
+def deploy_remote(
+    bundle: Bundle,
+    hosts: list[str],
+    *,
+    remote_dir: str = "edgex",
+    setup: bool = False,
+    bench: bool = True,
+    evaluate: bool = False,
+    runs: int = 50,
+    min_seconds: float = 1.0,
+    remote_python: str = "python3",
+    opts: SshOptions = SshOptions(),
+    progress=None,
+) -> list[HostResult]:
     """Copy, verify, (set up,) benchmark and (evaluate) on every host in parallel; one result per host."""
     if shutil.which("ssh") is None or shutil.which("scp") is None:
         raise EdgexError("ssh/scp not found: install the OpenSSH client")
@@ -340,9 +432,20 @@ def deploy_remote(bundle: Bundle, hosts: list[str], *, remote_dir: str = "edgex"
         raise EdgexError("remote evaluation needs a bundle built with --eval-data")
     bench_args = ["--runs", str(runs), "--min-seconds", str(min_seconds)] if bench else None
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        futures = [pool.submit(run_on_host, host, Path(bundle.path), remote_dir=remote_dir, setup=setup,
-                               bench_args=bench_args, evaluate=evaluate, opts=opts, remote_python=remote_python)
-                   for host in hosts]
+        futures = [
+            pool.submit(
+                run_on_host,
+                host,
+                Path(bundle.path),
+                remote_dir=remote_dir,
+                setup=setup,
+                bench_args=bench_args,
+                evaluate=evaluate,
+                opts=opts,
+                remote_python=remote_python,
+            )
+            for host in hosts
+        ]
         results = []
         for future in futures:
             results.append(future.result())

@@ -23,8 +23,15 @@ class EvalResult:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "runtime": self.runtime, "device": self.device, "data": self.data,
-                "split": self.split, "seconds": self.seconds, **self.accuracy.to_dict()}
+        return {
+            "model": self.model,
+            "runtime": self.runtime,
+            "device": self.device,
+            "data": self.data,
+            "split": self.split,
+            "seconds": self.seconds,
+            **self.accuracy.to_dict(),
+        }
 
 
 def dataset_for(meta: dict, data: str, image_size: int):
@@ -34,15 +41,25 @@ def dataset_for(meta: dict, data: str, image_size: int):
     trained_on = meta.get("dataset") or {}
     same = trained_on.get("spec") == data
     return load_dataset(
-        data, image_size,
+        data,
+        image_size,
         val_split=trained_on.get("val_split", 0.2) if same else 0.2,
         seed=trained_on.get("seed", 0) if same else 0,
     )
 
 
-def evaluate_model(path: str | Path, data: str = "digits", *, runtime: str = "auto", device: str = "cpu",
-                   threads: int | None = None, split: str = "val", limit: int | None = None,
-                   batch_size: int = 64, dataset=None) -> EvalResult:
+def evaluate_model(
+    path: str | Path,
+    data: str = "digits",
+    *,
+    runtime: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
+    split: str = "val",
+    limit: int | None = None,
+    batch_size: int = 64,
+    dataset=None,
+) -> EvalResult:
     """Top-1/top-5, per-class accuracy and confusion matrix of a model artifact, run by its runtime."""
     import devices
 
@@ -60,12 +77,15 @@ def evaluate_model(path: str | Path, data: str = "digits", *, runtime: str = "au
         classes = model.outputs[0].shape[-1]
         names = class_names_of(meta, classes if classes > 0 else len(dataset.class_names))
         if tuple(names) != tuple(dataset.class_names):
-            raise EdgexError(f"the model's classes ({', '.join(names[:6])}...) differ from the data's "
-                             f"({', '.join(dataset.class_names[:6])}...)")
+            raise EdgexError(
+                f"the model's classes ({', '.join(names[:6])}...) differ from the data's "
+                f"({', '.join(dataset.class_names[:6])}...)"
+            )
         chosen = (dataset.val if split == "val" else dataset.train).take(limit)
         start = time.perf_counter()
         accuracy = evaluate(model, chosen.batches(batch_size), preprocessing_of(meta), names)
-        return EvalResult(str(path), model.runtime, model.device, dataset.name, split, accuracy,
-                          time.perf_counter() - start)
+        return EvalResult(
+            str(path), model.runtime, model.device, dataset.name, split, accuracy, time.perf_counter() - start
+        )
     finally:
         model.close()

@@ -19,11 +19,24 @@ def _image_size(input_shape: tuple[int, ...]) -> int | None:
     return None
 
 
-def export_model(model: str | Path, to: str, precision: str | None = None, *, data: str | None = None,
-                 calib_samples: int = DEFAULT_CALIBRATION_SAMPLES, parity_samples: int = DEFAULT_PARITY_SAMPLES,
-                 io: str | None = None, opset: int = 17, batch: str = "1", out: str | Path | None = None,
-                 force: bool = False, keep_float: tuple[str, ...] = (), onnx_int8_route: str = "qdq",
-                 source=None, dataset=None):
+def export_model(
+    model: str | Path,
+    to: str,
+    precision: str | None = None,
+    *,
+    data: str | None = None,
+    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    parity_samples: int = DEFAULT_PARITY_SAMPLES,
+    io: str | None = None,
+    opset: int = 17,
+    batch: str = "1",
+    out: str | Path | None = None,
+    force: bool = False,
+    keep_float: tuple[str, ...] = (),
+    onnx_int8_route: str = "qdq",
+    source=None,
+    dataset=None,
+):
     """Convert a Keras file or SavedModel, calibrating int8 on real samples of ``data`` and checking parity on
     its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only)."""
     from converters import TARGETS, convert, default_precision, load_source
@@ -47,8 +60,10 @@ def export_model(model: str | Path, to: str, precision: str | None = None, *, da
     calibration = parity_inputs = None
     if spec or dataset is not None:
         if size is None:
-            raise EdgexError(f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
-                             "and checks image classifiers")
+            raise EdgexError(
+                f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
+                "and checks image classifiers"
+            )
         dataset = dataset or dataset_for(meta, spec, size)
         if needs_calibration:
             images, _ = dataset.train.take(calib_samples, seed=0).arrays()
@@ -58,12 +73,26 @@ def export_model(model: str | Path, to: str, precision: str | None = None, *, da
     extra = {"parity_data": dataset.name if dataset is not None else "random"}
     notes = []
     if needs_calibration:
-        extra["calibration"] = {"data": dataset.name, "samples": int(len(calibration))}
+        extra["calibration"] = {"data": dataset.name, "samples": len(calibration)}
     if dataset is not None and not meta.get("preprocessing"):
-        notes.append(f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
-                     "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
-                     "parity check are wrong")
-    return convert(source, to, precision, out=out, force=force, calibration=calibration,
-                   parity_inputs=parity_inputs, io=io, batch=batch, opset=opset, keep_float=tuple(keep_float),
-                   onnx_int8_route=onnx_int8_route, metadata=extra, notes=tuple(notes))
-
+        notes.append(
+            f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
+            "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
+            "parity check are wrong"
+        )
+    return convert(
+        source,
+        to,
+        precision,
+        out=out,
+        force=force,
+        calibration=calibration,
+        parity_inputs=parity_inputs,
+        io=io,
+        batch=batch,
+        opset=opset,
+        keep_float=tuple(keep_float),
+        onnx_int8_route=onnx_int8_route,
+        metadata=extra,
+        notes=tuple(notes),
+    )

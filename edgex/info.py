@@ -6,8 +6,22 @@ import platform
 
 from devices import sysinfo
 
-PACKAGES = ("edgex", "tensorflow", "tensorflow-cpu", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
-            "tflite-runtime", "onnx", "tf2onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "typer", "rich")
+PACKAGES = (
+    "edgex",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "tflite-runtime",
+    "onnx",
+    "tf2onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "numpy",
+    "typer",
+    "rich",
+)
 
 
 def system_info(probe_gpus: bool = True) -> dict:

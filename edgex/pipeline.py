@@ -16,9 +16,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from devices.errors import EdgexError
 from devices.files import file_size, write_json_atomic, write_text_atomic
@@ -37,11 +37,22 @@ DEFAULT_RECIPE: dict = {
     "quantize": {"int8": True, "qat": True, "qat_epochs": 1, "calib_samples": 200, "max_drop": 1.0},
     "convert": {"tflite": ["fp32", "fp16", "dynamic"], "onnx": ["fp32", "int8"], "edgetpu": True, "opset": 17},
     "bench": {"threads": None, "warmup": 3, "runs": 20, "min_seconds": 0.3, "max_seconds": 20.0},
-    "compare": {"enabled": True, "runtimes": ["litert", "onnxruntime"], "precisions": ["fp32", "int8"],
-                "breakdown": ["onnxruntime"]},
+    "compare": {
+        "enabled": True,
+        "runtimes": ["litert", "onnxruntime"],
+        "precisions": ["fp32", "int8"],
+        "breakdown": ["onnxruntime"],
+    },
     # shapes: "model" (the layers of the trained model), "xception" (the paper network at input_size) or a file.
-    "sweep": {"enabled": True, "shapes": "model", "input_size": 299, "variants": ["regular", "separable"],
-              "precisions": ["fp32", "int8"], "runtimes": ["litert"], "threads": 1},
+    "sweep": {
+        "enabled": True,
+        "shapes": "model",
+        "input_size": 299,
+        "variants": ["regular", "separable"],
+        "precisions": ["fp32", "int8"],
+        "runtimes": ["litert"],
+        "threads": 1,
+    },
     "deploy": {"enabled": True, "target": "rpi4", "eval_data": True},
     "report": {"max_drop": 1.0},
 }
@@ -146,14 +157,21 @@ def _ab_files(recipe: dict) -> dict[tuple[str, str], tuple[str, str]]:
     if not (recipe["compare"]["enabled"] and recipe["twin"]["enabled"]):
         return {}
     c, q = recipe["convert"], recipe["quantize"]
-    xception = {("litert", "fp32"): "fp32" in c["tflite"] and _artifact_file("tflite", "fp32"),
-                ("litert", "int8"): q["int8"] and _PTQ_INT8_FILE,
-                ("onnxruntime", "fp32"): "fp32" in c["onnx"] and _artifact_file("onnx", "fp32"),
-                ("onnxruntime", "int8"): "int8" in c["onnx"] and _artifact_file("onnx", "int8")}
-    return {(runtime, precision): (xception[runtime, precision],
-                                   f"twin/model_{precision}.{'tflite' if runtime == 'litert' else 'onnx'}")
-            for runtime in recipe["compare"]["runtimes"] for precision in recipe["compare"]["precisions"]
-            if xception.get((runtime, precision))}
+    xception = {
+        ("litert", "fp32"): "fp32" in c["tflite"] and _artifact_file("tflite", "fp32"),
+        ("litert", "int8"): q["int8"] and _PTQ_INT8_FILE,
+        ("onnxruntime", "fp32"): "fp32" in c["onnx"] and _artifact_file("onnx", "fp32"),
+        ("onnxruntime", "int8"): "int8" in c["onnx"] and _artifact_file("onnx", "int8"),
+    }
+    return {
+        (runtime, precision): (
+            xception[runtime, precision],
+            f"twin/model_{precision}.{'tflite' if runtime == 'litert' else 'onnx'}",
+        )
+        for runtime in recipe["compare"]["runtimes"]
+        for precision in recipe["compare"]["precisions"]
+        if xception.get((runtime, precision))
+    }
 
 
 def _convert_twin(ctx: Context) -> list[str]:
@@ -175,9 +193,18 @@ def _export(ctx: Context, source, to: str, precision: str, out: str):
     from edgex.export import export_model
 
     r = ctx.recipe
-    return export_model(source.path, to, precision, data=r["data"], opset=r["convert"]["opset"],
-                        calib_samples=r["quantize"]["calib_samples"], out=ctx.out / out, force=True, source=source,
-                        dataset=ctx.load_dataset())
+    return export_model(
+        source.path,
+        to,
+        precision,
+        data=r["data"],
+        opset=r["convert"]["opset"],
+        calib_samples=r["quantize"]["calib_samples"],
+        out=ctx.out / out,
+        force=True,
+        source=source,
+        dataset=ctx.load_dataset(),
+    )
 
 
 _PTQ_INT8_FILE = "quantize/int8/model_int8.tflite"  # where the quantize stage's int8 model lands
@@ -195,13 +222,21 @@ def _train_model(ctx: Context, *, twin: bool) -> list[str]:
 
     r = ctx.recipe
     t = r["train"]
-    base = dict(data=r["data"], preset=r["preset"], batch_size=t["batch_size"], optimizer=t["optimizer"], lr=t["lr"],
-                seed=r["seed"], augment=tuple(t["augment"]))
+    base = dict(
+        data=r["data"],
+        preset=r["preset"],
+        batch_size=t["batch_size"],
+        optimizer=t["optimizer"],
+        lr=t["lr"],
+        seed=r["seed"],
+        augment=tuple(t["augment"]),
+    )
     if twin:
         if not r["twin"]["enabled"]:
             return []
-        _train_into(TrainConfig(epochs=r["twin"]["epochs"], model={"conv": "regular"}, **base), ctx.out / "twin",
-                    ctx.progress)
+        _train_into(
+            TrainConfig(epochs=r["twin"]["epochs"], model={"conv": "regular"}, **base), ctx.out / "twin", ctx.progress
+        )
         return ["twin/model.keras", "twin/model.keras.json"]
     _train_into(TrainConfig(epochs=t["epochs"], **base), ctx.out / "train", ctx.progress)
     return ["train/model.keras", "train/model.keras.json"]
@@ -222,11 +257,22 @@ def _stage_prune(ctx: Context) -> list[str]:
     if not p["enabled"]:
         return []
     # Latency is the bench stage's job: prune may share the machine with the twin's training.
-    report = prune(ctx.out / "train/model.keras", p["sparsity"], data=ctx.recipe["data"], schedule=p["schedule"],
-                   epochs=p["epochs"], out=ctx.out / "prune", force=True, measure_latency=False,
-                   progress=ctx.progress)
-    return [ctx.rel(report.pruned_model), "prune/prune_report.json",
-            ctx.rel(Path(report.pruned_model).with_name(Path(report.pruned_model).stem + "_fp32.tflite"))]
+    report = prune(
+        ctx.out / "train/model.keras",
+        p["sparsity"],
+        data=ctx.recipe["data"],
+        schedule=p["schedule"],
+        epochs=p["epochs"],
+        out=ctx.out / "prune",
+        force=True,
+        measure_latency=False,
+        progress=ctx.progress,
+    )
+    return [
+        ctx.rel(report.pruned_model),
+        "prune/prune_report.json",
+        ctx.rel(Path(report.pruned_model).with_name(Path(report.pruned_model).stem + "_fp32.tflite")),
+    ]
 
 
 def _stage_quantize(ctx: Context) -> list[str]:
@@ -237,9 +283,17 @@ def _stage_quantize(ctx: Context) -> list[str]:
     for mode in ("int8", "qat"):
         if not q[mode]:
             continue
-        report = quantize(ctx.out / "train/model.keras", mode, data=ctx.recipe["data"], epochs=q["qat_epochs"],
-                          calib_samples=q["calib_samples"], max_drop=q["max_drop"], out=ctx.out / "quantize" / mode,
-                          force=True, progress=ctx.progress)
+        report = quantize(
+            ctx.out / "train/model.keras",
+            mode,
+            data=ctx.recipe["data"],
+            epochs=q["qat_epochs"],
+            calib_samples=q["calib_samples"],
+            max_drop=q["max_drop"],
+            out=ctx.out / "quantize" / mode,
+            force=True,
+            progress=ctx.progress,
+        )
         outputs += [ctx.rel(report.artifact), f"quantize/{mode}/quantize_report.json"]
     return outputs
 
@@ -269,38 +323,86 @@ def variants(out: Path, recipe: dict) -> dict[str, dict]:
 
     def add(name, path, fmt, precision, sparsity, command):
         if (out / path).exists():
-            found[name] = {"path": path, "format": fmt, "precision": precision, "sparsity": sparsity,
-                           "command": command}
+            found[name] = {
+                "path": path,
+                "format": fmt,
+                "precision": precision,
+                "sparsity": sparsity,
+                "command": command,
+            }
 
     source = f"{run}/train/model.keras"
     calib = f"--data {data} --calib-samples {q['calib_samples']}"
-    add("keras fp32", "train/model.keras", "keras", "fp32", 0.0,
-        f"edgex train {_train_options(recipe)} --epochs {t['epochs']} --out {run}/train")
+    add(
+        "keras fp32",
+        "train/model.keras",
+        "keras",
+        "fp32",
+        0.0,
+        f"edgex train {_train_options(recipe)} --epochs {t['epochs']} --out {run}/train",
+    )
     for precision in c["tflite"]:
         path = _artifact_file("tflite", precision)
-        add(f"tflite {precision}", path, "tflite", precision, 0.0,
-            f"edgex convert {source} --to tflite --precision {precision} {calib} --out {run}/{path}")
+        add(
+            f"tflite {precision}",
+            path,
+            "tflite",
+            precision,
+            0.0,
+            f"edgex convert {source} --to tflite --precision {precision} {calib} --out {run}/{path}",
+        )
     if q["int8"]:
-        add("tflite int8 (PTQ)", _PTQ_INT8_FILE, "tflite", "int8", 0.0,
-            f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8")
+        add(
+            "tflite int8 (PTQ)",
+            _PTQ_INT8_FILE,
+            "tflite",
+            "int8",
+            0.0,
+            f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8",
+        )
     if q["qat"]:
-        add("tflite int8 (QAT)", "quantize/qat/model_qat.tflite", "tflite", "int8", 0.0,
-            f"edgex quantize {source} --mode qat --epochs {q['qat_epochs']} {calib} --out {run}/quantize/qat")
+        add(
+            "tflite int8 (QAT)",
+            "quantize/qat/model_qat.tflite",
+            "tflite",
+            "int8",
+            0.0,
+            f"edgex quantize {source} --mode qat --epochs {q['qat_epochs']} {calib} --out {run}/quantize/qat",
+        )
     for precision in c["onnx"]:
         path = _artifact_file("onnx", precision)
-        add(f"onnx {precision}", path, "onnx", precision, 0.0,
+        add(
+            f"onnx {precision}",
+            path,
+            "onnx",
+            precision,
+            0.0,
             f"edgex convert {source} --to onnx --precision {precision} --opset {c['opset']}"
-            + (f" {calib}" if precision == "int8" else f" --data {data}") + f" --out {run}/{path}")
+            + (f" {calib}" if precision == "int8" else f" --data {data}")
+            + f" --out {run}/{path}",
+        )
     if c["edgetpu"]:
         path = _artifact_file("edgetpu", "int8")
-        add("edgetpu int8", path, "edgetpu", "int8", 0.0,
-            f"edgex convert {source} --to edgetpu {calib} --out {run}/{path}")
+        add(
+            "edgetpu int8",
+            path,
+            "edgetpu",
+            "int8",
+            0.0,
+            f"edgex convert {source} --to edgetpu {calib} --out {run}/{path}",
+        )
     p = recipe["prune"]
     if p["enabled"]:
-        pct = int(round(p["sparsity"] * 100))
-        add(f"tflite fp32 pruned {pct}%", f"prune/model_pruned{pct}_fp32.tflite", "tflite", "fp32", p["sparsity"],
+        pct = round(p["sparsity"] * 100)
+        add(
+            f"tflite fp32 pruned {pct}%",
+            f"prune/model_pruned{pct}_fp32.tflite",
+            "tflite",
+            "fp32",
+            p["sparsity"],
             f"edgex prune {source} --sparsity {p['sparsity']} --schedule {p['schedule']} --epochs {p['epochs']} "
-            f"--data {data} --out {run}/prune")
+            f"--data {data} --out {run}/prune",
+        )
     return found
 
 
@@ -309,17 +411,22 @@ def _train_options(recipe: dict) -> str:
     import shlex
 
     t = recipe["train"]
-    return (f"--data {shlex.quote(str(recipe['data']))} --preset {recipe['preset']} --batch-size {t['batch_size']} "
-            f"--optimizer {t['optimizer']}" + (f" --lr {t['lr']}" if t["lr"] is not None else "")
-            + f" --augment {','.join(t['augment']) or 'none'} --seed {recipe['seed']}")
+    return (
+        f"--data {shlex.quote(str(recipe['data']))} --preset {recipe['preset']} --batch-size {t['batch_size']} "
+        f"--optimizer {t['optimizer']}"
+        + (f" --lr {t['lr']}" if t["lr"] is not None else "")
+        + f" --augment {','.join(t['augment']) or 'none'} --seed {recipe['seed']}"
+    )
 
 
 def twin_command(out: Path, recipe: dict) -> str:
     """The command that trains the regular-convolution twin of this run."""
     import shlex
 
-    return (f"edgex train {_train_options(recipe)} --conv regular --epochs {recipe['twin']['epochs']} "
-            f"--out {shlex.quote(str(out))}/twin")
+    return (
+        f"edgex train {_train_options(recipe)} --conv regular --epochs {recipe['twin']['epochs']} "
+        f"--out {shlex.quote(str(out))}/twin"
+    )
 
 
 def _stage_evaluate(ctx: Context) -> list[str]:
@@ -329,9 +436,14 @@ def _stage_evaluate(ctx: Context) -> list[str]:
     metrics = {}
     for name, v in variants(ctx.out, ctx.recipe).items():
         result = evaluate_model(ctx.out / v["path"], ctx.recipe["data"], dataset=dataset)
-        metrics[name] = {**v, "top1": result.accuracy.top1, "top5": result.accuracy.top5,
-                         "samples": result.accuracy.samples, "runtime": result.runtime,
-                         "size_bytes": file_size(ctx.out / v["path"])}
+        metrics[name] = {
+            **v,
+            "top1": result.accuracy.top1,
+            "top5": result.accuracy.top5,
+            "samples": result.accuracy.samples,
+            "runtime": result.runtime,
+            "size_bytes": file_size(ctx.out / v["path"]),
+        }
         if ctx.progress:
             ctx.progress("line", text=f"  {name}: top-1 {100 * result.accuracy.top1:.2f}%")
     float_top1 = metrics.get("keras fp32", {}).get("top1")
@@ -349,14 +461,20 @@ def _stage_bench(ctx: Context) -> list[str]:
     results = []
     for index, device in enumerate(ctx.recipe["devices"]):
         for name, v in variants(ctx.out, ctx.recipe).items():
-            runtime = "litert" if v["format"] in ("tflite", "edgetpu") else ("onnxruntime" if v["format"] == "onnx"
-                                                                             else "tensorflow")
+            runtime = (
+                "litert"
+                if v["format"] in ("tflite", "edgetpu")
+                else ("onnxruntime" if v["format"] == "onnx" else "tensorflow")
+            )
             result = benchmark(ctx.out / v["path"], runtime=runtime, device=device, threads=b["threads"], config=config)
             # The first device's rows carry the plain variant name: the summary, the report and the best variant
             # are for it; the other devices' rows are in bench.json and bench.csv.
             label = name if index == 0 else f"{name} on {device}"
-            results.append(result.with_extra(label=label, variant=name, device=device, precision=v["precision"],
-                                             sparsity=v["sparsity"]))
+            results.append(
+                result.with_extra(
+                    label=label, variant=name, device=device, precision=v["precision"], sparsity=v["sparsity"]
+                )
+            )
             if ctx.progress:
                 ctx.progress("line", text=f"  {name} on {device}: p50 {result.latency.p50:.3f} ms")
     write_json_atomic(ctx.out / "bench.json", results_to_json(results))
@@ -379,19 +497,39 @@ def _stage_separable(ctx: Context) -> list[str]:
             if (ctx.out / xception_file).is_file() and (ctx.out / twin_file).is_file():
                 artifacts[xception, runtime, precision] = str(ctx.out / xception_file)
                 artifacts[twin, runtime, precision] = str(ctx.out / twin_file)
-        result = compare(CompareConfig(preset=None, models=(xception, twin),
-                                       precisions=tuple(c["precisions"]), runtimes=tuple(c["runtimes"]), device=device,
-                                       data=r["data"], calib_samples=r["quantize"]["calib_samples"],
-                                       breakdown=bool(c["breakdown"]),
-                                       breakdown_runtimes=tuple(c["breakdown"] or ())), ctx.out / "compare", force=True,
-                         artifacts=artifacts)
+        result = compare(
+            CompareConfig(
+                preset=None,
+                models=(xception, twin),
+                precisions=tuple(c["precisions"]),
+                runtimes=tuple(c["runtimes"]),
+                device=device,
+                data=r["data"],
+                calib_samples=r["quantize"]["calib_samples"],
+                breakdown=bool(c["breakdown"]),
+                breakdown_runtimes=tuple(c["breakdown"] or ()),
+            ),
+            ctx.out / "compare",
+            force=True,
+            artifacts=artifacts,
+        )
         outputs += [ctx.rel(p) for p in result.files.values()]
     if r["sweep"]["enabled"]:
         s = r["sweep"]
         shapes = str(ctx.out / "train/model.keras") if s["shapes"] == "model" else s["shapes"]
-        result = sweep(SweepConfig(input_size=s["input_size"], shapes=shapes, variants=tuple(s["variants"]),
-                                   precisions=tuple(s["precisions"]), runtimes=tuple(s["runtimes"]), device=device,
-                                   threads=s["threads"]), ctx.out / "sweep", force=True)
+        result = sweep(
+            SweepConfig(
+                input_size=s["input_size"],
+                shapes=shapes,
+                variants=tuple(s["variants"]),
+                precisions=tuple(s["precisions"]),
+                runtimes=tuple(s["runtimes"]),
+                device=device,
+                threads=s["threads"],
+            ),
+            ctx.out / "sweep",
+            force=True,
+        )
         shutil.copyfile(ctx.out / "sweep" / "sweep.json", ctx.out / "sweep.json")
         outputs += [ctx.rel(p) for p in result.files.values()] + ["sweep.json"]
     return outputs
@@ -400,8 +538,11 @@ def _stage_separable(ctx: Context) -> list[str]:
 def best_variants(metrics: dict, bench: list, max_drop: float) -> dict:
     """The smallest variant within the accuracy gate, and the fastest one within it."""
     p50 = {r.label: r.latency.p50 for r in bench}
-    passing = [(name, m) for name, m in metrics.items()
-               if m.get("drop_points") is not None and m["drop_points"] <= max_drop and m["format"] != "keras"]
+    passing = [
+        (name, m)
+        for name, m in metrics.items()
+        if m.get("drop_points") is not None and m["drop_points"] <= max_drop and m["format"] != "keras"
+    ]
     if not passing:
         return {}
     smallest = min(passing, key=lambda item: item[1]["size_bytes"])[0]
@@ -428,10 +569,17 @@ def _stage_deploy(ctx: Context) -> list[str]:
     choice = best.get("smallest") if best.get("smallest") in deployable else next(iter(deployable), None)
     if choice is None:
         raise EdgexError("no deployable variant (.tflite or .onnx) was produced; enable a conversion")
-    bundle = build_bundle(ctx.out / metrics[choice]["path"], d["target"], ctx.out / "bundle.tar.gz",
-                          eval_data=ctx.recipe["data"] if d["eval_data"] else None, force=True)
-    write_json_atomic(ctx.out / "deploy.json", {"variant": choice, "bundle": "bundle.tar.gz", "target": d["target"],
-                                                "notes": list(bundle.notes)})
+    bundle = build_bundle(
+        ctx.out / metrics[choice]["path"],
+        d["target"],
+        ctx.out / "bundle.tar.gz",
+        eval_data=ctx.recipe["data"] if d["eval_data"] else None,
+        force=True,
+    )
+    write_json_atomic(
+        ctx.out / "deploy.json",
+        {"variant": choice, "bundle": "bundle.tar.gz", "target": d["target"], "notes": list(bundle.notes)},
+    )
     return ["bundle.tar.gz", "deploy.json"]
 
 
@@ -444,20 +592,26 @@ def _stage_report(ctx: Context) -> list[str]:
 STAGE_SPECS = {
     "data": StageSpec("data", _stage_data, ("data", "preset", "seed"), ()),
     "train": StageSpec("train", _stage_train, ("data", "preset", "seed", "train"), ("data",)),
-    "twin": StageSpec("twin", _stage_twin, ("data", "preset", "seed", "train", "twin", "convert", "quantize",
-                                            "compare"), ("data",)),
+    "twin": StageSpec(
+        "twin", _stage_twin, ("data", "preset", "seed", "train", "twin", "convert", "quantize", "compare"), ("data",)
+    ),
     "prune": StageSpec("prune", _stage_prune, ("data", "prune"), ("train",)),
     "quantize": StageSpec("quantize", _stage_quantize, ("data", "quantize"), ("train",)),
     "convert": StageSpec("convert", _stage_convert, ("data", "convert", "quantize"), ("train",)),
     "evaluate": StageSpec("evaluate", _stage_evaluate, ("data",), ("train", "prune", "quantize", "convert")),
     "bench": StageSpec("bench", _stage_bench, ("devices", "bench"), ("train", "prune", "quantize", "convert")),
-    "separable": StageSpec("separable", _stage_separable, ("data", "devices", "compare", "sweep"),
-                           ("train", "twin", "quantize", "convert")),
-    "deploy": StageSpec("deploy", _stage_deploy, ("data", "deploy", "report"),
-                        ("evaluate", "bench", "prune", "quantize", "convert")),
-    "report": StageSpec("report", _stage_report, ("report",),
-                        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable",
-                         "deploy")),
+    "separable": StageSpec(
+        "separable", _stage_separable, ("data", "devices", "compare", "sweep"), ("train", "twin", "quantize", "convert")
+    ),
+    "deploy": StageSpec(
+        "deploy", _stage_deploy, ("data", "deploy", "report"), ("evaluate", "bench", "prune", "quantize", "convert")
+    ),
+    "report": StageSpec(
+        "report",
+        _stage_report,
+        ("report",),
+        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy"),
+    ),
 }
 
 
@@ -484,8 +638,13 @@ class PipelineResult:
 def _stage_hash(spec: StageSpec, recipe: dict, upstream: dict[str, str], extra: dict | None = None) -> str:
     from edgex import __version__
 
-    payload = {"edgex": __version__, "stage": spec.name, "recipe": {k: recipe[k] for k in spec.uses},
-               "after": {name: upstream.get(name, "") for name in spec.after}, "extra": extra or {}}
+    payload = {
+        "edgex": __version__,
+        "stage": spec.name,
+        "recipe": {k: recipe[k] for k in spec.uses},
+        "after": {name: upstream.get(name, "") for name in spec.after},
+        "extra": extra or {},
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -522,8 +681,15 @@ def _is_run_folder(out: Path) -> bool:
     return (out / "recipe.json").is_file() or (out / "stages").is_dir()
 
 
-def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: bool = False,
-                 progress: Callable | None = None, on_stage: Callable | None = None) -> PipelineResult:
+def run_pipeline(
+    recipe: dict,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable | None = None,
+    on_stage: Callable | None = None,
+) -> PipelineResult:
     """Run (or resume) every stage into ``out``; ``on_stage(record)`` after each stage."""
     out = Path(out)
     state_dir = out / "stages"
@@ -534,8 +700,10 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
         raise EdgexError(f"run folder {out} already exists; pass --resume to continue it or --force to start over")
     if force and not resume and out.exists() and any(out.iterdir()):
         if not _is_run_folder(out):  # never delete a folder that edgex did not make
-            raise EdgexError(f"--force starts a run over, but {out} is not an edgex run folder (no recipe.json): "
-                             "choose another --out")
+            raise EdgexError(
+                f"--force starts a run over, but {out} is not an edgex run folder (no recipe.json): "
+                "choose another --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "recipe.json", recipe)
@@ -547,9 +715,15 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
 
     def finish(record: StageRecord) -> None:
         if record.status == "ran":
-            write_json_atomic(state_dir / f"{record.name}.json", {"hash": record.hash, "outputs": list(record.outputs),
-                                                                  "seconds": record.seconds,
-                                                                  "background": record.background})
+            write_json_atomic(
+                state_dir / f"{record.name}.json",
+                {
+                    "hash": record.hash,
+                    "outputs": list(record.outputs),
+                    "seconds": record.seconds,
+                    "background": record.background,
+                },
+            )
         hashes[record.name] = _outputs_hash(out, record.hash, record.outputs)
         records.append(record)
         if on_stage:
@@ -572,8 +746,12 @@ def run_pipeline(recipe: dict, out: str | Path, *, resume: bool = False, force: 
             digest = _stage_hash(spec, recipe, hashes, extra)
             state_file = state_dir / f"{name}.json"
             previous = json.loads(state_file.read_text()) if state_file.is_file() else None
-            if resume and previous and previous.get("hash") == digest and all(
-                    (out / o).exists() for o in previous.get("outputs", [])):
+            if (
+                resume
+                and previous
+                and previous.get("hash") == digest
+                and all((out / o).exists() for o in previous.get("outputs", []))
+            ):
                 finish(StageRecord(name, "skipped", 0.0, digest, tuple(previous["outputs"])))
             elif name == "twin" and recipe["twin"]["enabled"] and recipe["twin"]["background"] and not _gpus():
                 running[name] = (_BackgroundStage(name, out), digest)
@@ -608,7 +786,11 @@ class _BackgroundStage:
         with open(self._log, "wb") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "edgex.pipeline", name, str(out), str(self._result)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def result(self) -> tuple[list[str], float]:
         """The stage's outputs and seconds, once it is done; its error, raised here."""
@@ -657,10 +839,13 @@ def _run_background_stage(name: str, out: Path, result_file: Path) -> None:
         outputs = STAGE_SPECS[name].run(Context(out, recipe))
         result = {"status": "ok", "outputs": outputs, "seconds": time.perf_counter() - began}
     except BaseException as exc:
-        result = {"status": "error", "error": type(exc).__name__,
-                  "exit_code": exc.exit_code if isinstance(exc, EdgexError) else None,
-                  "message": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
-                  "traceback": traceback.format_exc()}
+        result = {
+            "status": "error",
+            "error": type(exc).__name__,
+            "exit_code": exc.exit_code if isinstance(exc, EdgexError) else None,
+            "message": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
+            "traceback": traceback.format_exc(),
+        }
     write_json_atomic(result_file, result)
 
 
@@ -677,24 +862,37 @@ def summary_rows(out: Path) -> list[dict]:
     rows = []
     for name, m in metrics.items():
         lat = p50.get(name)
-        rows.append({"variant": name, "format": m["format"], "precision": m["precision"], "sparsity": m["sparsity"],
-                     "size_bytes": m["size_bytes"], "top1": m["top1"], "drop_points": m["drop_points"],
-                     "p50_ms": lat.p50 if lat else None, "p90_ms": lat.p90 if lat else None,
-                     "images_per_s": 1e3 / lat.mean if lat else None,
-                     "speedup_vs_keras": keras.p50 / lat.p50 if (lat and keras) else None, "path": m["path"],
-                     "command": m["command"]})
+        rows.append(
+            {
+                "variant": name,
+                "format": m["format"],
+                "precision": m["precision"],
+                "sparsity": m["sparsity"],
+                "size_bytes": m["size_bytes"],
+                "top1": m["top1"],
+                "drop_points": m["drop_points"],
+                "p50_ms": lat.p50 if lat else None,
+                "p90_ms": lat.p90 if lat else None,
+                "images_per_s": 1e3 / lat.mean if lat else None,
+                "speedup_vs_keras": keras.p50 / lat.p50 if (lat and keras) else None,
+                "path": m["path"],
+                "command": m["command"],
+            }
+        )
     return rows
 
 
 def _write_recipe_yaml(path: Path, recipe: dict) -> None:
     import yaml
 
-    write_text_atomic(path, "# The resolved recipe of this run (defaults, recipe file, command-line flags).\n"
-                      + yaml.safe_dump(recipe, sort_keys=False))
+    write_text_atomic(
+        path,
+        "# The resolved recipe of this run (defaults, recipe file, command-line flags).\n"
+        + yaml.safe_dump(recipe, sort_keys=False),
+    )
 
 
-__all__ = ["DEFAULT_RECIPE", "STAGES", "PipelineResult", "best_variants", "resolve_recipe", "run_pipeline",
-           "variants"]
+__all__ = ["DEFAULT_RECIPE", "STAGES", "PipelineResult", "best_variants", "resolve_recipe", "run_pipeline", "variants"]
 
 
 if __name__ == "__main__":  # the second process of a background stage: NAME RUN_FOLDER RESULT_FILE

@@ -9,8 +9,14 @@ from devices.files import atomic_path
 
 VARIANT_MARKERS = {"regular": "s", "separable": "o", "depthwise": "v", "pointwise": "^"}
 PRECISION_COLORS = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:red"}
-KIND_COLORS = {"pointwise": "tab:blue", "depthwise": "tab:orange", "regular": "tab:green", "shortcut": "tab:purple",
-               "dense": "tab:brown", "other": "tab:gray"}
+KIND_COLORS = {
+    "pointwise": "tab:blue",
+    "depthwise": "tab:orange",
+    "regular": "tab:green",
+    "shortcut": "tab:purple",
+    "dense": "tab:brown",
+    "other": "tab:gray",
+}
 
 
 def _pyplot():
@@ -38,13 +44,23 @@ def latency_vs_macs(rows, path: Path) -> Path:
         hollow = runtime != runtimes[0]  # the second runtime's points are hollow
         for variant, marker in VARIANT_MARKERS.items():
             for precision, color in PRECISION_COLORS.items():
-                points = [(r.macs, r.p50_ms) for r in rows
-                          if r.runtime == runtime and r.variant == variant and r.precision == precision]
+                points = [
+                    (r.macs, r.p50_ms)
+                    for r in rows
+                    if r.runtime == runtime and r.variant == variant and r.precision == precision
+                ]
                 if points:
                     xs, ys = zip(*points)
                     label = f"{variant} {precision}" + (f" ({runtime})" if len(runtimes) > 1 else "")
-                    ax.scatter(xs, ys, marker=marker, facecolors="none" if hollow else color, edgecolors=color,
-                               label=label, alpha=0.8)
+                    ax.scatter(
+                        xs,
+                        ys,
+                        marker=marker,
+                        facecolors="none" if hollow else color,
+                        edgecolors=color,
+                        label=label,
+                        alpha=0.8,
+                    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("multiply-accumulates per inference (MACs)")
@@ -65,13 +81,26 @@ def speedups(table, path: Path) -> Path:
     width = 0.8 / (len(series) + 1)
     x = np.arange(len(shapes))
     theoretical = {s["shape"]: s["theoretical_speedup"] for s in table}
-    ax.bar(x, [theoretical[s] for s in shapes], width, color="lightgray", edgecolor="black",
-           label="theoretical (MAC ratio)")
+    ax.bar(
+        x,
+        [theoretical[s] for s in shapes],
+        width,
+        color="lightgray",
+        edgecolor="black",
+        label="theoretical (MAC ratio)",
+    )
     for i, (runtime, precision) in enumerate(series, 1):
-        values = {s["shape"]: s["measured_speedup"] for s in table if (s["runtime"], s["precision"]) == (runtime, precision)}
-        ax.bar(x + i * width, [values.get(s, 0) for s in shapes], width,
-               color=PRECISION_COLORS.get(precision, None), alpha=0.6 + 0.4 * (runtime == "litert"),
-               label=f"measured, {runtime} {precision}")
+        values = {
+            s["shape"]: s["measured_speedup"] for s in table if (s["runtime"], s["precision"]) == (runtime, precision)
+        }
+        ax.bar(
+            x + i * width,
+            [values.get(s, 0) for s in shapes],
+            width,
+            color=PRECISION_COLORS.get(precision),
+            alpha=0.6 + 0.4 * (runtime == "litert"),
+            label=f"measured, {runtime} {precision}",
+        )
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xticks(x + width * len(series) / 2)
     ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=8)
@@ -93,15 +122,26 @@ def roofline(rows, roofs, path: Path) -> Path:
     for roof in roofs:
         color = PRECISION_COLORS.get(roof.precision, "black")
         style = "-" if roof.runtime == "litert" else "--"
-        ax.plot(xs, [roof.attainable(x) for x in xs], style, color=color,
-                label=f"roof {roof.runtime} {roof.precision}: {roof.compute_gops:.3g} G op/s, "
-                      f"{roof.bandwidth_gbs:.3g} GB/s")
+        ax.plot(
+            xs,
+            [roof.attainable(x) for x in xs],
+            style,
+            color=color,
+            label=f"roof {roof.runtime} {roof.precision}: {roof.compute_gops:.3g} G op/s, "
+            f"{roof.bandwidth_gbs:.3g} GB/s",
+        )
     runtimes = list(dict.fromkeys(r.runtime for r in rows))
     for r in rows:  # filled: LiteRT (or the only runtime); hollow: the second runtime; faint: not valid
         hollow = len(runtimes) > 1 and r.runtime != runtimes[0]
         color = PRECISION_COLORS.get(r.precision, "black")
-        ax.scatter(r.intensity, r.gops, marker=VARIANT_MARKERS.get(r.variant, "o"),
-                   facecolors="none" if hollow else color, edgecolors=color, alpha=0.8 if r.valid else 0.3)
+        ax.scatter(
+            r.intensity,
+            r.gops,
+            marker=VARIANT_MARKERS.get(r.variant, "o"),
+            facecolors="none" if hollow else color,
+            edgecolors=color,
+            alpha=0.8 if r.valid else 0.3,
+        )
     for variant, marker in VARIANT_MARKERS.items():
         ax.scatter([], [], marker=marker, color="gray", label=variant)
     if len(runtimes) > 1:
@@ -129,8 +169,16 @@ def time_breakdown(breakdown: dict, path: Path) -> Path:
         for kind in kinds:
             values = [breakdown[label].get(kind, (0, 0))[j] * 100 for label in labels]
             positions = [i * 2.2 + j for i in range(len(labels))]
-            ax.bar(positions, values, 0.9, bottom=bottoms, color=KIND_COLORS.get(kind, "gray"),
-                   label=kind if j == 0 else None, hatch="" if j == 0 else "//", edgecolor="white")
+            ax.bar(
+                positions,
+                values,
+                0.9,
+                bottom=bottoms,
+                color=KIND_COLORS.get(kind, "gray"),
+                label=kind if j == 0 else None,
+                hatch="" if j == 0 else "//",
+                edgecolor="white",
+            )
             bottoms = [b + v for b, v in zip(bottoms, values)]
     ax.bar([0], [0], 0, color="lightgray", hatch="//", edgecolor="white", label="hatched: MAC share")
     ax.set_xticks([i * 2.2 + 0.5 for i in range(len(labels))])
@@ -142,8 +190,18 @@ def time_breakdown(breakdown: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def scatter(points: list[dict], x: str, y: str, path: Path, *, xlabel: str, ylabel: str, title: str,
-            logx: bool = False, front: bool = False) -> Path:
+def scatter(
+    points: list[dict],
+    x: str,
+    y: str,
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    front: bool = False,
+) -> Path:
     """Labelled points (dicts with 'label', x, y); ``front`` draws the Pareto front (low x, high y)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))

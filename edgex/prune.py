@@ -87,7 +87,9 @@ def kernel_sparsity(model, pruned_kinds: set[tuple[str, str]] | None = None) -> 
 def _gzip_size(path: Path) -> int:
     if path.is_dir():
         raise EdgexError(f"{path} is a folder")
-    return len(gzip.compress(path.read_bytes(), compresslevel=6))  # what `gzip FILE` does; 9 is 10x slower on sparse files
+    return len(
+        gzip.compress(path.read_bytes(), compresslevel=6)
+    )  # what `gzip FILE` does; 9 is 10x slower on sparse files
 
 
 def _validate(model: Path, sparsity: float, schedule: str, pattern: str | None, data: str | None, epochs: int):
@@ -102,15 +104,29 @@ def _validate(model: Path, sparsity: float, schedule: str, pattern: str | None, 
     if pattern is not None and pattern not in PATTERNS:
         raise choice_error("pattern", pattern, PATTERNS)
     if pattern == "2:4" and sparsity != 0.5:
-        raise EdgexError(f"--pattern 2:4 keeps 2 of every 4 weights (50% sparsity); pass --sparsity 0.5, not {sparsity}")
+        raise EdgexError(
+            f"--pattern 2:4 keeps 2 of every 4 weights (50% sparsity); pass --sparsity 0.5, not {sparsity}"
+        )
     if epochs < 1:
         raise EdgexError(f"--epochs must be at least 1, got {epochs}")
 
 
-def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedule: str = "polynomial",
-          epochs: int = 8, pattern: str | None = None, then_qat: bool = False, qat_epochs: int = 2,
-          lr: float = 3e-4, out: str | Path | None = None, force: bool = False, measure_latency: bool = True,
-          progress=None) -> PruneReport:
+def prune(
+    model: str | Path,
+    sparsity: float,
+    *,
+    data: str | None = None,
+    schedule: str = "polynomial",
+    epochs: int = 8,
+    pattern: str | None = None,
+    then_qat: bool = False,
+    qat_epochs: int = 2,
+    lr: float = 3e-4,
+    out: str | Path | None = None,
+    force: bool = False,
+    measure_latency: bool = True,
+    progress=None,
+) -> PruneReport:
     """Prune ``model`` to ``sparsity`` while fine-tuning, strip the wrappers, and measure the result
     (``measure_latency=False`` leaves latency to the caller, who may be running other work on the machine)."""
     from devices.tfkeras import tfmot as import_tfmot
@@ -127,7 +143,7 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
 
     model = Path(model)
     _validate(model, sparsity, schedule, pattern, data, epochs)
-    out_dir = Path(out) if out else model.parent / f"prune_{int(round(sparsity * 100))}"
+    out_dir = Path(out) if out else model.parent / f"prune_{round(sparsity * 100)}"
     refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = keras()
@@ -145,8 +161,9 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
     steps = steps_per_epoch(dataset) * epochs
     end_step, frequency = pruning_schedule_steps(steps)
     if schedule == "polynomial":
-        schedule_obj = tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step,
-                                                            frequency=frequency)
+        schedule_obj = tfmot.sparsity.keras.PolynomialDecay(
+            0.0, sparsity, begin_step=0, end_step=end_step, frequency=frequency
+        )
     else:
         schedule_obj = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
     kwargs = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
@@ -161,17 +178,23 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
 
     wrapped = k.models.clone_model(source.keras_model, clone_function=wrap)
     wrapped.set_weights(_wrapped_weights(wrapped, source.keras_model))
-    pruned_names = {(layer.layer.name, w.name.split("/")[-1].split(":")[0])
-                    for layer in wrapped.layers if hasattr(layer, "layer")
-                    for w, _, _ in getattr(layer, "pruning_vars", [])}
-    history = fine_tune(wrapped, dataset, epochs=epochs, lr=lr,
-                        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], progress=progress)
+    pruned_names = {
+        (layer.layer.name, w.name.split("/")[-1].split(":")[0])
+        for layer in wrapped.layers
+        if hasattr(layer, "layer")
+        for w, _, _ in getattr(layer, "pruning_vars", [])
+    }
+    history = fine_tune(
+        wrapped, dataset, epochs=epochs, lr=lr, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], progress=progress
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    pruned_path = out_dir / f"{model.stem}_pruned{int(round(sparsity * 100))}.keras"
+    pruned_path = out_dir / f"{model.stem}_pruned{round(sparsity * 100)}.keras"
     with atomic_path(pruned_path, overwrite=True) as tmp:
         without_optimizer(stripped).save(tmp)
-    write_metadata(pruned_path, {**meta, "pruning": {"target_sparsity": sparsity, "schedule": schedule,
-                                                     "pattern": pattern, "epochs": epochs}})
+    write_metadata(
+        pruned_path,
+        {**meta, "pruning": {"target_sparsity": sparsity, "schedule": schedule, "pattern": pattern, "epochs": epochs}},
+    )
     pruned_top1 = keras_accuracy(stripped, dataset, preprocessing, names)
 
     rows = kernel_sparsity(stripped)
@@ -185,34 +208,60 @@ def prune(model: str | Path, sparsity: float, *, data: str | None = None, schedu
     # Files: what ships is the fp32 TFLite model; sparsity shrinks only its compressed size.
     dense_tflite = convert(source, "tflite", "fp32", out=out_dir / f"{model.stem}_dense_fp32.tflite", force=True)
     pruned_source = source_from_keras(stripped, pruned_path)
-    pruned_tflite = convert(pruned_source, "tflite", "fp32", out=out_dir / f"{pruned_path.stem}_fp32.tflite",
-                            force=True)
+    pruned_tflite = convert(
+        pruned_source, "tflite", "fp32", out=out_dir / f"{pruned_path.stem}_fp32.tflite", force=True
+    )
     sizes = {}
-    for name, path in (("dense_keras", model), ("pruned_keras", pruned_path),
-                       ("dense_tflite", Path(dense_tflite.path)), ("pruned_tflite", Path(pruned_tflite.path))):
+    for name, path in (
+        ("dense_keras", model),
+        ("pruned_keras", pruned_path),
+        ("dense_tflite", Path(dense_tflite.path)),
+        ("pruned_tflite", Path(pruned_tflite.path)),
+    ):
         sizes[name] = {"raw": file_size(path), "gzip": _gzip_size(path)}
     latency = _latency(Path(dense_tflite.path), Path(pruned_tflite.path)) if measure_latency else {}
-    notes = ["sparsity leaves the raw file size unchanged (zeros are stored like any weight); it pays off when the "
-             "file is compressed for download or storage",
-             f"tfmot pruned {len(pruned_rows)} of {len(rows)} kernels: the pointwise halves of separable "
-             "convolutions but never their depthwise kernels; the first convolution and the classifier stay dense"]
+    notes = [
+        "sparsity leaves the raw file size unchanged (zeros are stored like any weight); it pays off when the "
+        "file is compressed for download or storage",
+        f"tfmot pruned {len(pruned_rows)} of {len(rows)} kernels: the pointwise halves of separable "
+        "convolutions but never their depthwise kernels; the first convolution and the classifier stay dense",
+    ]
     if latency and latency["speedup"] < 1.05:
-        notes.append(f"no speed-up measured: {latency['dense_p50']:.3f} ms dense vs {latency['pruned_p50']:.3f} ms "
-                     "pruned; LiteRT runs dense kernels with their zeros")
+        notes.append(
+            f"no speed-up measured: {latency['dense_p50']:.3f} ms dense vs {latency['pruned_p50']:.3f} ms "
+            "pruned; LiteRT runs dense kernels with their zeros"
+        )
 
-    qat_report = _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, qat_epochs,
-                                       progress) if then_qat else {}
+    qat_report = (
+        _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, qat_epochs, progress)
+        if then_qat
+        else {}
+    )
     report = PruneReport(
-        model=str(model), pruned_model=str(pruned_path), target_sparsity=sparsity, schedule=schedule,
-        pattern=pattern, epochs=epochs, steps=steps, end_step=end_step, frequency=frequency,
+        model=str(model),
+        pruned_model=str(pruned_path),
+        target_sparsity=sparsity,
+        schedule=schedule,
+        pattern=pattern,
+        epochs=epochs,
+        steps=steps,
+        end_step=end_step,
+        frequency=frequency,
         sparsity_pruned_weights=sum(r.zeros for r in pruned_rows) / max(1, sum(r.size for r in pruned_rows)),
         sparsity_all_kernels=sum(r.zeros for r in rows) / max(1, sum(r.size for r in rows)),
         sparsity_by_kind=by_kind,
-        layers=tuple({**asdict(r), "sparsity": r.sparsity, "pruned": (r.layer, r.weight) in pruned_names}
-                     for r in rows),
-        float_top1=float_top1, pruned_top1=pruned_top1, drop_points=100 * (float_top1 - pruned_top1),
-        sizes=sizes, gzip_ratio=sizes["pruned_tflite"]["gzip"] / sizes["dense_tflite"]["gzip"],
-        latency_ms=latency, history=history, then_qat=qat_report, notes=tuple(notes),
+        layers=tuple(
+            {**asdict(r), "sparsity": r.sparsity, "pruned": (r.layer, r.weight) in pruned_names} for r in rows
+        ),
+        float_top1=float_top1,
+        pruned_top1=pruned_top1,
+        drop_points=100 * (float_top1 - pruned_top1),
+        sizes=sizes,
+        gzip_ratio=sizes["pruned_tflite"]["gzip"] / sizes["dense_tflite"]["gzip"],
+        latency_ms=latency,
+        history=history,
+        then_qat=qat_report,
+        notes=tuple(notes),
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_dict())
     return report
@@ -222,7 +271,7 @@ _PRUNABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dense")
 
 
 def _first_and_last(model) -> tuple[str, str]:
-    names = [l.name for l in model.layers if l.__class__.__name__ in _PRUNABLE]
+    names = [layer.name for layer in model.layers if layer.__class__.__name__ in _PRUNABLE]
     return (names[0], names[-1]) if names else ("", "")
 
 
@@ -258,7 +307,8 @@ def _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, 
 
     annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
     qat = tfmot.quantization.keras.quantize_apply(
-        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    )
     history = fine_tune(qat, dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
     qat_path = out_dir / f"{pruned_path.stem}_qat.h5"  # tfmot's QAT wrappers reload from HDF5 only
     with atomic_path(qat_path, overwrite=True) as tmp, warnings.catch_warnings():
@@ -266,16 +316,26 @@ def _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, 
         qat.save(tmp)
     write_metadata(qat_path, read_metadata(pruned_path))
     images, _ = dataset.train.take(200, seed=0).arrays()
-    int8 = convert(source_from_keras(qat, qat_path), "tflite", "int8", out=out_dir / f"{pruned_path.stem}_int8.tflite",
-                   force=True, calibration=preprocessing.apply(images),
-                   parity_inputs=preprocessing.apply(dataset.val.take(256).arrays()[0]))
+    int8 = convert(
+        source_from_keras(qat, qat_path),
+        "tflite",
+        "int8",
+        out=out_dir / f"{pruned_path.stem}_int8.tflite",
+        force=True,
+        calibration=preprocessing.apply(images),
+        parity_inputs=preprocessing.apply(dataset.val.take(256).arrays()[0]),
+    )
     return {
-        "qat_model": str(qat_path), "int8_model": int8.path, "history": history,
+        "qat_model": str(qat_path),
+        "int8_model": int8.path,
+        "history": history,
         "qat_top1": keras_accuracy(qat, dataset, preprocessing, names),
         "int8_top1": artifact_accuracy(int8.path, dataset, preprocessing, names),
         "int8_weight_sparsity": int8_weight_sparsity(Path(int8.path)),
-        "float_sparsity": sum(r.zeros for r in kernel_sparsity(stripped)) / max(1, sum(r.size for r in kernel_sparsity(stripped))),
-        "int8_size": file_size(int8.path), "int8_gzip": _gzip_size(Path(int8.path)),
+        "float_sparsity": sum(r.zeros for r in kernel_sparsity(stripped))
+        / max(1, sum(r.size for r in kernel_sparsity(stripped))),
+        "int8_size": file_size(int8.path),
+        "int8_gzip": _gzip_size(Path(int8.path)),
     }
 
 

@@ -55,8 +55,9 @@ def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
     if target == "edgetpu" and mode not in ("int8", "qat"):
         raise EdgexError("the Edge TPU runs full-integer models only: use --mode int8 or qat")
     if mode in ("int8", "qat") and not data:
-        raise EdgexError(f"--mode {mode} needs data (calibration and fine-tuning): pass --data digits, an image "
-                         "folder or tfds:NAME")
+        raise EdgexError(
+            f"--mode {mode} needs data (calibration and fine-tuning): pass --data digits, an image folder or tfds:NAME"
+        )
     if not model.exists():
         raise EdgexError(f"model file not found: {model}")
     if mode == "qat" and model.suffix not in (".keras", ".h5"):
@@ -79,11 +80,24 @@ def artifact_accuracy(path: str | Path, dataset, preprocessing, class_names) -> 
         return evaluate(model, dataset.val.batches(64), preprocessing, class_names).top1
 
 
-def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, to: str = "tflite",
-             epochs: int = 2, max_drop: float | None = None, debug: bool = False,
-             keep_float: tuple[str, ...] = (), auto_keep_float: bool = False, out: str | Path | None = None,
-             force: bool = False, calib_samples: int = 200, lr: float = 5e-6, auto_keep_limit: int = AUTO_KEEP_LIMIT,
-             progress=None) -> QuantizeReport:
+def quantize(
+    model: str | Path,
+    mode: str = "int8",
+    *,
+    data: str | None = None,
+    to: str = "tflite",
+    epochs: int = 2,
+    max_drop: float | None = None,
+    debug: bool = False,
+    keep_float: tuple[str, ...] = (),
+    auto_keep_float: bool = False,
+    out: str | Path | None = None,
+    force: bool = False,
+    calib_samples: int = 200,
+    lr: float = 5e-6,
+    auto_keep_limit: int = AUTO_KEEP_LIMIT,
+    progress=None,
+) -> QuantizeReport:
     """Quantize ``model`` and measure what it costs in accuracy; see QuantizeReport."""
     from converters import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
@@ -105,8 +119,10 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
 
     source = load_source(model)
     if auto_keep_float and source.kind != "keras":
-        raise EdgexError(f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "
-                         "is a SavedModel: pass the .keras file, or name layers with --keep-float")
+        raise EdgexError(
+            f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "
+            "is a SavedModel: pass the .keras file, or name layers with --keep-float"
+        )
     meta = source.metadata
     spec = data or (meta.get("dataset") or {}).get("spec")
     if not spec:
@@ -114,26 +130,41 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
     dataset = dataset_for(meta, spec, int(source.input_shape[0]))
     preprocessing = preprocessing_of(meta)
     names = class_names_of(meta, len(dataset.class_names))
-    float_top1 = artifact_accuracy(model, dataset, preprocessing, names) if source.kind != "keras" else \
-        keras_accuracy(source.keras_model, dataset, preprocessing, names)
+    float_top1 = (
+        artifact_accuracy(model, dataset, preprocessing, names)
+        if source.kind != "keras"
+        else keras_accuracy(source.keras_model, dataset, preprocessing, names)
+    )
     stem = model.stem
     float_format = "tflite" if to == "edgetpu" else to
     float_path = out_dir / f"{stem}_fp32.{'tflite' if float_format == 'tflite' else 'onnx'}"
-    float_export = export_model(source.path, float_format, "fp32", data=spec, out=float_path, force=True,
-                                source=source, dataset=dataset)
+    float_export = export_model(
+        source.path, float_format, "fp32", data=spec, out=float_path, force=True, source=source, dataset=dataset
+    )
     notes: list[str] = []
     qat: dict = {}
     convert_source = source
     if mode == "qat":
-        convert_source, qat = _quantization_aware_training(source, dataset, out_dir / f"{stem}_qat.h5",
-                                                           epochs=epochs, lr=lr, progress=progress)
+        convert_source, qat = _quantization_aware_training(
+            source, dataset, out_dir / f"{stem}_qat.h5", epochs=epochs, lr=lr, progress=progress
+        )
         qat["top1"] = keras_accuracy(convert_source.keras_model, dataset, preprocessing, names)
     suffix = "onnx" if to == "onnx" else "tflite"
     artifact = out_dir / (f"{stem}_{mode}_quant.tflite" if to == "edgetpu" else f"{stem}_{mode}.{suffix}")
     route = "tflite" if (mode == "qat" and to == "onnx") else "qdq"
-    result = export_model(convert_source.path, to, MODES[mode], data=spec, out=artifact, force=True,
-                          keep_float=keep_float, calib_samples=calib_samples, onnx_int8_route=route,
-                          source=convert_source, dataset=dataset)
+    result = export_model(
+        convert_source.path,
+        to,
+        MODES[mode],
+        data=spec,
+        out=artifact,
+        force=True,
+        keep_float=keep_float,
+        calib_samples=calib_samples,
+        onnx_int8_route=route,
+        source=convert_source,
+        dataset=dataset,
+    )
     notes += list(result.notes)
     quant_top1 = artifact_accuracy(artifact, dataset, preprocessing, names)
     drop = 100 * (float_top1 - quant_top1)
@@ -145,8 +176,10 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
         errors = quantization_errors(source, _calibration(dataset, preprocessing, calib_samples))
         debug_layers = tuple(asdict(e) for e in errors[:15])
         if mode == "qat" and debug:
-            notes.append("--debug with --mode qat: the per-layer errors are those of post-training int8 of the float "
-                         "model, the starting point that QAT improves on")
+            notes.append(
+                "--debug with --mode qat: the per-layer errors are those of post-training int8 of the float "
+                "model, the starting point that QAT improves on"
+            )
     elif debug:
         notes.append("--debug reports per-layer errors of TFLite int8 models of Keras sources")
     auto_steps: list[dict] = []
@@ -155,21 +188,45 @@ def quantize(model: str | Path, mode: str = "int8", *, data: str | None = None, 
     if auto_keep_float and drop > max_drop:
         full_int8 = artifact
         artifact, kept, quant_top1, auto_steps = _auto_keep_float(
-            source, dataset, spec, errors, artifact, float_top1, max_drop, calib_samples, preprocessing, names,
-            auto_keep_limit)
+            source,
+            dataset,
+            spec,
+            errors,
+            artifact,
+            float_top1,
+            max_drop,
+            calib_samples,
+            preprocessing,
+            names,
+            auto_keep_limit,
+        )
         drop = 100 * (float_top1 - quant_top1)
         latency = _compare_latency(full_int8, artifact)
         result = None
     quant_size = file_size(artifact)
     float_size = float_export.size_bytes
     report = QuantizeReport(
-        mode=mode, target=to, model=str(model), artifact=str(artifact), float_top1=float_top1,
-        quant_top1=quant_top1, drop_points=drop, float_size_bytes=float_size, quant_size_bytes=quant_size,
-        compression=float_size / quant_size if quant_size else float("nan"), samples=len(dataset.val),
-        max_drop=max_drop, gate_passed=None if max_drop is None else drop <= max_drop,
-        parity=asdict(result.parity) if result is not None else {}, qat=qat, kept_float=kept,
-        auto_keep_float=tuple(auto_steps), debug_layers=debug_layers, latency_ms=latency,
-        float_artifact=float_export.path, notes=tuple(notes),
+        mode=mode,
+        target=to,
+        model=str(model),
+        artifact=str(artifact),
+        float_top1=float_top1,
+        quant_top1=quant_top1,
+        drop_points=drop,
+        float_size_bytes=float_size,
+        quant_size_bytes=quant_size,
+        compression=float_size / quant_size if quant_size else float("nan"),
+        samples=len(dataset.val),
+        max_drop=max_drop,
+        gate_passed=None if max_drop is None else drop <= max_drop,
+        parity=asdict(result.parity) if result is not None else {},
+        qat=qat,
+        kept_float=kept,
+        auto_keep_float=tuple(auto_steps),
+        debug_layers=debug_layers,
+        latency_ms=latency,
+        float_artifact=float_export.path,
+        notes=tuple(notes),
     )
     write_json_atomic(report_path, report.to_dict())
     return report
@@ -187,9 +244,8 @@ def _quantization_aware_training(source, dataset, path: Path, *, epochs: int, lr
     It is saved as HDF5: tfmot's quantize wrappers do not reload from the .keras format (variables mismatch)."""
     from converters.source import source_from_keras
     from devices.files import read_metadata, write_metadata
-    from edgex.training import fine_tune
-
     from devices.tfkeras import tfmot as import_tfmot
+    from edgex.training import fine_tune
 
     tfmot = import_tfmot()
     start = time.perf_counter()
@@ -200,12 +256,18 @@ def _quantization_aware_training(source, dataset, path: Path, *, epochs: int, lr
         warnings.simplefilter("ignore", UserWarning)  # Keras warns that HDF5 is a legacy format
         qat_model.save(tmp)
     write_metadata(path, {**read_metadata(source.path), "qat": True, "qat_history": history})
-    return source_from_keras(qat_model, path), {"keras_model": str(path), "epochs": epochs, "lr": lr, "history": history,
-                        "seconds": time.perf_counter() - start}
+    return source_from_keras(qat_model, path), {
+        "keras_model": str(path),
+        "epochs": epochs,
+        "lr": lr,
+        "history": history,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def _auto_keep_float(source, dataset, spec, errors, artifact, float_top1, max_drop, calib_samples,
-                     preprocessing, names, limit):
+def _auto_keep_float(
+    source, dataset, spec, errors, artifact, float_top1, max_drop, calib_samples, preprocessing, names, limit
+):
     """Keep the worst layers in float, one at a time, until the drop is within ``max_drop``."""
     from edgex.export import export_model
 
@@ -218,12 +280,23 @@ def _auto_keep_float(source, dataset, spec, errors, artifact, float_top1, max_dr
     for layer in worst[:limit]:
         kept.append(layer)
         path = artifact.with_name(f"{artifact.stem}_keep{len(kept)}.tflite")
-        export_model(source.path, "tflite", "int8", data=spec, out=path, force=True, keep_float=tuple(kept),
-                     calib_samples=calib_samples, source=source, dataset=dataset)
+        export_model(
+            source.path,
+            "tflite",
+            "int8",
+            data=spec,
+            out=path,
+            force=True,
+            keep_float=tuple(kept),
+            calib_samples=calib_samples,
+            source=source,
+            dataset=dataset,
+        )
         top1 = artifact_accuracy(path, dataset, preprocessing, names)
         drop = 100 * (float_top1 - top1)
-        steps.append({"kept": layer, "artifact": str(path), "top1": top1, "drop_points": drop,
-                      "size_bytes": file_size(path)})
+        steps.append(
+            {"kept": layer, "artifact": str(path), "top1": top1, "drop_points": drop, "size_bytes": file_size(path)}
+        )
         if drop <= max_drop:
             break
     return path, tuple(kept), top1, steps
@@ -233,5 +306,7 @@ def _compare_latency(full_int8: Path, selective: Path) -> dict:
     from devices.bench import BenchConfig, benchmark
 
     config = BenchConfig(warmup=3, runs=30, min_seconds=0.3)
-    return {"full_int8_p50": benchmark(full_int8, config=config).latency.p50,
-            "selective_p50": benchmark(selective, config=config).latency.p50}
+    return {
+        "full_int8_p50": benchmark(full_int8, config=config).latency.p50,
+        "selective_p50": benchmark(selective, config=config).latency.p50,
+    }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -44,8 +45,13 @@ def percent(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-          justify_right: Iterable[int] | None = None) -> Table:
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    justify_right: Iterable[int] | None = None,
+) -> Table:
     """A table; columns all empty make a headerless key-value table."""
     right = set(range(1, len(columns))) if justify_right is None else set(justify_right)
     t = Table(title=title, title_justify="left", header_style="bold", show_header=any(columns))

@@ -19,8 +19,8 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from edgex.benchmarking import invalid_note, write_study
 from devices.files import refuse_overwrite
+from edgex.benchmarking import invalid_note, write_study
 from edgex.models.costs import VARIANTS, ConvSpec
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
@@ -52,10 +52,14 @@ class SweepConfig:
                 raise choice_error("precision", p, ("fp32", "fp16", "int8"))
         for r in self.runtimes:
             if not any(p in RUNTIME_PRECISIONS[r] for p in self.precisions):
-                raise EdgexError(f"runtime {r} runs none of the precisions {','.join(self.precisions)}; it runs: "
-                                 f"{', '.join(RUNTIME_PRECISIONS[r])}")
+                raise EdgexError(
+                    f"runtime {r} runs none of the precisions {','.join(self.precisions)}; it runs: "
+                    f"{', '.join(RUNTIME_PRECISIONS[r])}"
+                )
         if self.shapes == "xception" and self.input_size < 71:
-            raise EdgexError(f"the sweep uses the paper Xception's shapes; --input-size must be >= 71, got {self.input_size}")
+            raise EdgexError(
+                f"the sweep uses the paper Xception's shapes; --input-size must be >= 71, got {self.input_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,10 @@ def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise EdgexError(f"--shapes {path} is not a text file: give xception, a .keras/.h5 model, or a CSV/YAML "
-                         "of h,w,c_in,c_out,k,stride") from None
+        raise EdgexError(
+            f"--shapes {path} is not a text file: give xception, a .keras/.h5 model, or a CSV/YAML "
+            "of h,w,c_in,c_out,k,stride"
+        ) from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
@@ -176,7 +182,9 @@ def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
             values["k"] = int(entry.get("k", 3))
             values["stride"] = int(entry.get("stride", 1))
         except (KeyError, TypeError, ValueError) as exc:
-            raise EdgexError(f"{path} entry {i}: needs integer h, w, c_in, c_out (and optional k, stride): {entry}") from exc
+            raise EdgexError(
+                f"{path} entry {i}: needs integer h, w, c_in, c_out (and optional k, stride): {entry}"
+            ) from exc
         shapes.append(("file", ConvSpec(**values, padding=str(entry.get("padding", "same"))), 1))
     if not shapes:
         raise EdgexError(f"{path} lists no shapes")
@@ -228,8 +236,17 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     to = "tflite" if runtime == "litert" else "onnx"
     # int8 TFLite layers take and give int8, so that only the layer itself is timed, not (de)quantization.
     io = "int8" if (precision == "int8" and to == "tflite") else None
-    convert(source, to, precision, out=path, force=True, calibration=samples if precision == "int8" else None,
-            parity_inputs=samples[:1], io=io, signature=False)
+    convert(
+        source,
+        to,
+        precision,
+        out=path,
+        force=True,
+        calibration=samples if precision == "int8" else None,
+        parity_inputs=samples[:1],
+        io=io,
+        signature=False,
+    )
     if to == "onnx":
         drop_layout_transposes(path)
     return path
@@ -243,8 +260,11 @@ def drop_layout_transposes(path: Path) -> None:
     model = onnx.load(str(path))
     graph = model.graph
     perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
-    first = [n for n in graph.node if n.op_type == "Transpose" and n.input[0] == graph.input[0].name
-             and perms[n.name] == [0, 3, 1, 2]]
+    first = [
+        n
+        for n in graph.node
+        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name and perms[n.name] == [0, 3, 1, 2]
+    ]
     last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
     if len(first) != 1 or len(last) != 1:
         return  # not the two layout transposes of a one-layer model: leave the file as it is
@@ -278,8 +298,9 @@ def layer_io_bytes(runtime: str, precision: str) -> int | None:
 
 
 # -- roofs ---------------------------------------------------------------------------------------------------------
-def measure_roofs(runtimes, precisions, folder: Path, device: str, threads: int | None,
-                  config: BenchConfig = SWEEP_BENCH) -> list[Roof]:
+def measure_roofs(
+    runtimes, precisions, folder: Path, device: str, threads: int | None, config: BenchConfig = SWEEP_BENCH
+) -> list[Roof]:
     from devices.tfkeras import keras
 
     k = keras()
@@ -316,10 +337,12 @@ def onnx_add_probe(path: Path) -> Path:
 
     shape = list(BANDWIDTH_PROBE)
     graph = helper.make_graph(
-        [helper.make_node("Add", ["input", "offset"], ["output"])], "bandwidth_probe",
+        [helper.make_node("Add", ["input", "offset"], ["output"])],
+        "bandwidth_probe",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(np.array(0.25, np.float32), "offset")])
+        [numpy_helper.from_array(np.array(0.25, np.float32), "offset")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,8 +351,14 @@ def onnx_add_probe(path: Path) -> Path:
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------------
-def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep", *, force: bool = False,
-          progress=None, plots: bool = True) -> SweepResult:
+def sweep(
+    config: SweepConfig = SweepConfig(),
+    out_dir: str | Path = "runs/sweep",
+    *,
+    force: bool = False,
+    progress=None,
+    plots: bool = True,
+) -> SweepResult:
     """Measure every shape x variant x runtime x precision; write sweep.json, bench.json/.csv, summary.md, PNGs."""
     out_dir = Path(out_dir)
     refuse_overwrite(out_dir / "sweep.json", force)
@@ -341,11 +370,14 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
     roofs = measure_roofs(config.runtimes, config.precisions, models_dir, config.device, config.threads, config.bench)
     roof_of = {(r.runtime, r.precision): r for r in roofs}
     rows, results = [], []
-    jobs = [(spec, count, variant, runtime, precision)
-            for _, spec, count in shapes
-            for variant in variants_for(spec, config.variants)
-            for runtime in config.runtimes
-            for precision in config.precisions if precision in RUNTIME_PRECISIONS[runtime]]
+    jobs = [
+        (spec, count, variant, runtime, precision)
+        for _, spec, count in shapes
+        for variant in variants_for(spec, config.variants)
+        for runtime in config.runtimes
+        for precision in config.precisions
+        if precision in RUNTIME_PRECISIONS[runtime]
+    ]
     for i, (spec, count, variant, runtime, precision) in enumerate(jobs, 1):
         name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
         path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
@@ -357,18 +389,46 @@ def sweep(config: SweepConfig = SweepConfig(), out_dir: str | Path = "runs/sweep
         intensity = spec.arithmetic_intensity(variant, precision, io_bytes)
         gops = 2 * macs / (p50 / 1e3) / 1e9
         roof = roof_of[(runtime, precision)]
-        row = SweepRow(spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k,
-                       spec.stride, macs, spec.params(variant), bytes_moved, intensity, p50,
-                       gops, gops / roof.attainable(intensity), result.valid, count)
+        row = SweepRow(
+            spec.label,
+            variant,
+            runtime,
+            precision,
+            spec.h,
+            spec.w,
+            spec.c_in,
+            spec.c_out,
+            spec.k,
+            spec.stride,
+            macs,
+            spec.params(variant),
+            bytes_moved,
+            intensity,
+            p50,
+            gops,
+            gops / roof.attainable(intensity),
+            result.valid,
+            count,
+        )
         rows.append(row)
-        results.append(result.with_extra(label=f"{spec.label} {variant} {precision}", shape=spec.label,
-                                         variant=variant, precision=precision, macs=macs, gops=gops,
-                                         intensity=intensity, roof_fraction=row.roof_fraction))
+        results.append(
+            result.with_extra(
+                label=f"{spec.label} {variant} {precision}",
+                shape=spec.label,
+                variant=variant,
+                precision=precision,
+                macs=macs,
+                gops=gops,
+                intensity=intensity,
+                roof_fraction=row.roof_fraction,
+            )
+        )
         if progress is not None:
             progress(i, len(jobs), row)
     speedups = speedup_table(rows)
-    result = SweepResult(tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir),
-                         time.perf_counter() - start)
+    result = SweepResult(
+        tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir), time.perf_counter() - start
+    )
     return write_sweep(result, out_dir, plots=plots)
 
 
@@ -382,10 +442,18 @@ def speedup_table(rows) -> list[dict]:
         separable = by_key[(shape, runtime, precision, "separable")]
         measured = regular.p50_ms / separable.p50_ms
         theoretical = regular.macs / separable.macs
-        entry = {"shape": shape, "runtime": runtime, "precision": precision, "regular_ms": regular.p50_ms,
-                 "separable_ms": separable.p50_ms, "measured_speedup": measured,
-                 "theoretical_speedup": theoretical, "efficiency": measured / theoretical, "count": regular.count,
-                 "valid": regular.valid and separable.valid}
+        entry = {
+            "shape": shape,
+            "runtime": runtime,
+            "precision": precision,
+            "regular_ms": regular.p50_ms,
+            "separable_ms": separable.p50_ms,
+            "measured_speedup": measured,
+            "theoretical_speedup": theoretical,
+            "efficiency": measured / theoretical,
+            "count": regular.count,
+            "valid": regular.valid and separable.valid,
+        }
         for part in ("depthwise", "pointwise"):
             if (shape, runtime, precision, part) in by_key:
                 entry[f"{part}_ms"] = by_key[(shape, runtime, precision, part)].p50_ms
@@ -413,28 +481,54 @@ def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> Sw
 
 def summary_markdown(result: SweepResult) -> str:
     lines = ["# Separable vs regular convolutions, layer by layer", ""]
-    lines += ["## Measured roofs", "", "| runtime | precision | compute (G op/s) | bandwidth (GB/s) | ridge (op/byte) |",
-              "|---|---|---:|---:|---:|"]
-    lines += [f"| {r.runtime} | {r.precision} | {r.compute_gops:.1f} | {r.bandwidth_gbs:.1f} | {r.ridge:.1f} |"
-              for r in result.roofs]
-    lines += ["", "## Separable speedup over regular, per shape", "",
-              "| shape | runtime | precision | regular ms | separable ms | measured | theoretical | efficiency |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {s['shape']} | {s['runtime']} | {s['precision']} | {s['regular_ms']:.3f} | {s['separable_ms']:.3f} "
-              f"| {s['measured_speedup']:.2f}x{'' if s['valid'] else ' *'} | {s['theoretical_speedup']:.2f}x "
-              f"| {s['efficiency']:.0%} |" for s in result.speedups]
-    lines += ["", "## Every layer", "",
-              "| shape | variant | runtime | precision | MACs | op/byte | p50 ms | G op/s | of roof |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.shape} | {r.variant} | {r.runtime} | {r.precision} | {r.macs / 1e6:.1f} M | {r.intensity:.1f} | "
-              f"{r.p50_ms:.3f}{'' if r.valid else ' *'} | {r.gops:.1f} | {r.roof_fraction:.0%} |" for r in result.rows]
+    lines += [
+        "## Measured roofs",
+        "",
+        "| runtime | precision | compute (G op/s) | bandwidth (GB/s) | ridge (op/byte) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.runtime} | {r.precision} | {r.compute_gops:.1f} | {r.bandwidth_gbs:.1f} | {r.ridge:.1f} |"
+        for r in result.roofs
+    ]
+    lines += [
+        "",
+        "## Separable speedup over regular, per shape",
+        "",
+        "| shape | runtime | precision | regular ms | separable ms | measured | theoretical | efficiency |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s['shape']} | {s['runtime']} | {s['precision']} | {s['regular_ms']:.3f} | {s['separable_ms']:.3f} "
+        f"| {s['measured_speedup']:.2f}x{'' if s['valid'] else ' *'} | {s['theoretical_speedup']:.2f}x "
+        f"| {s['efficiency']:.0%} |"
+        for s in result.speedups
+    ]
+    lines += [
+        "",
+        "## Every layer",
+        "",
+        "| shape | variant | runtime | precision | MACs | op/byte | p50 ms | G op/s | of roof |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.shape} | {r.variant} | {r.runtime} | {r.precision} | {r.macs / 1e6:.1f} M | {r.intensity:.1f} | "
+        f"{r.p50_ms:.3f}{'' if r.valid else ' *'} | {r.gops:.1f} | {r.roof_fraction:.0%} |"
+        for r in result.rows
+    ]
     if any(r.roof_fraction > 1 for r in result.rows):
-        lines += ["", "A fraction above 100% is a layer whose data stays in cache: the bandwidth roof is measured on "
-                  "a tensor larger than the caches (DRAM's)."]
+        lines += [
+            "",
+            "A fraction above 100% is a layer whose data stays in cache: the bandwidth roof is measured on "
+            "a tensor larger than the caches (DRAM's).",
+        ]
     if any(r.runtime == "onnxruntime" for r in result.rows):
-        lines += ["", "ONNX Runtime layers run in NCHW without tf2onnx's layout transposes (as inside a whole model); "
-                  "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
-                  "dequantizing the output, and their bytes count those tensors as float."]
+        lines += [
+            "",
+            "ONNX Runtime layers run in NCHW without tf2onnx's layout transposes (as inside a whole model); "
+            "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
+            "dequantizing the output, and their bytes count those tensors as float.",
+        ]
     note = invalid_note(sum(not r.valid for r in result.rows), len(result.rows))
     if note:
         lines += ["", note]

@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, read_metadata, utc_now, write_json_atomic, write_metadata
 from devices.preprocess import XCEPTION
@@ -99,8 +98,10 @@ def _strategy(name: str):
     tf = tensorflow()
     if name == "multi-worker":
         if not os.environ.get("TF_CONFIG"):
-            raise EdgexError("--strategy multi-worker needs TF_CONFIG (cluster and task) in the environment; "
-                             "see the README section on multi-worker training")
+            raise EdgexError(
+                "--strategy multi-worker needs TF_CONFIG (cluster and task) in the environment; "
+                "see the README section on multi-worker training"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if name == "mirrored":
@@ -115,8 +116,10 @@ def _tf_config() -> dict:
     try:
         tf_config = json.loads(text)
     except ValueError as exc:
-        raise EdgexError(f"TF_CONFIG is not valid JSON ({exc}): {text[:80]!r}; expected "
-                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+        raise EdgexError(
+            f"TF_CONFIG is not valid JSON ({exc}): {text[:80]!r}; expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        ) from None
     if not isinstance(tf_config, dict) or not isinstance(tf_config.get("task", {}), dict):
         raise EdgexError(f"TF_CONFIG must be an object with 'cluster' and 'task' objects, got {text[:80]!r}")
     return tf_config
@@ -204,8 +207,9 @@ def _progress_callback(k, epochs, progress):
             progress("batch", step=batch + 1, logs=logs or {})
 
         def on_epoch_end(self, epoch, logs=None):
-            progress("epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {},
-                     seconds=time.perf_counter() - self.start)
+            progress(
+                "epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {}, seconds=time.perf_counter() - self.start
+            )
 
     return Progress()
 
@@ -220,8 +224,9 @@ def changed_options(out_dir: str | Path, config: TrainConfig) -> dict | None:
     return {k: (previous.get(k), v) for k, v in config.to_dict().items() if previous.get(k) != v}
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
-          progress=None) -> TrainResult:
+def train(
+    config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False, progress=None
+) -> TrainResult:
     """Train a model from ``config`` into ``out_dir`` (``model.keras`` + ``model.keras.json``).
 
     ``resume`` continues an interrupted run from its last finished epoch; ``force`` starts over.
@@ -246,20 +251,32 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
         changed = changed_options(out_dir, config)
         if changed:
             what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise EdgexError(f"--resume with different options than the interrupted run ({what}); "
-                             "use the same options, or --force to start over")
+            raise EdgexError(
+                f"--resume with different options than the interrupted run ({what}); "
+                "use the same options, or --force to start over"
+            )
     if model_path.exists() and not (resume or force):
         raise EdgexError(f"{model_path} already exists; pass --resume to continue or --force to train again")
     if resume and model_path.exists() and _checkpoint_epoch(backup_dir) == 0:
         meta = read_metadata(model_path)
         metrics = meta.get("metrics", {})
-        return TrainResult(str(model_path), meta.get("epochs", 0), 0, metrics.get("val_top1", 0.0),
-                           metrics.get("val_loss", 0.0), metrics.get("history", {}), 0.0, meta.get("params", 0),
-                           already_done=True)
+        return TrainResult(
+            str(model_path),
+            meta.get("epochs", 0),
+            0,
+            metrics.get("val_top1", 0.0),
+            metrics.get("val_loss", 0.0),
+            metrics.get("history", {}),
+            0.0,
+            meta.get("params", 0),
+            already_done=True,
+        )
     interrupted_at = _checkpoint_epoch(backup_dir)
     if interrupted_at and not (resume or force):
-        raise EdgexError(f"{out_dir} holds an interrupted run ({interrupted_at} of {config.epochs} epochs done); "
-                         "pass --resume to continue it or --force to start over")
+        raise EdgexError(
+            f"{out_dir} holds an interrupted run ({interrupted_at} of {config.epochs} epochs done); "
+            "pass --resume to continue it or --force to start over"
+        )
     resumed_from = interrupted_at if resume else 0
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
@@ -283,57 +300,73 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, for
         write_json_atomic(run_file, wanted)
 
         steps = max(1, len(dataset.train) // config.batch_size)
-        train_ds = dataset.train.tf_dataset(config.batch_size, XCEPTION, shuffle=True, augment=config.augment,
-                                            seed=config.seed, repeat=True)
+        train_ds = dataset.train.tf_dataset(
+            config.batch_size, XCEPTION, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
+        )
         val_ds = dataset.val.tf_dataset(max(config.batch_size, 128), XCEPTION)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
         with strategy.scope():
             model = build_xception(model_config)
-            model.compile(optimizer=_optimizer(config, steps), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+            model.compile(
+                optimizer=_optimizer(config, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
         callbacks, nan_guard, backup = _callbacks(progress, backup_dir, config.epochs)
         start = time.perf_counter()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-                            callbacks=callbacks, verbose=0)
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=0,
+        )
         seconds = time.perf_counter() - start
         if nan_guard.where is not None or backup.diverged:
             epoch, batch = nan_guard.where or (None, None)
             where = f" at epoch {epoch}, batch {batch}" if epoch else ""
             kept = f"; the checkpoint of the last good epoch is kept in {backup_dir}" if backup_dir.exists() else ""
             existing = f"; {model_path} was not touched" if model_path.exists() else ""
-            raise TrainingDiverged(f"training diverged: the loss became NaN{where}{kept}{existing}. "
-                                   "Lower --lr or check the data")
+            raise TrainingDiverged(
+                f"training diverged: the loss became NaN{where}{kept}{existing}. Lower --lr or check the data"
+            )
         # Every epoch of the run, those before a resume included (BackupAndRestore's history has only the last part).
         epochs_done = read_epoch_history(backup_dir)
-        hist = ({key: [e.get(key, float("nan")) for e in epochs_done] for key in epochs_done[-1]} if epochs_done
-                else {k_: [float(v) for v in vals] for k_, vals in history.history.items()})
+        hist = (
+            {key: [e.get(key, float("nan")) for e in epochs_done] for key in epochs_done[-1]}
+            if epochs_done
+            else {k_: [float(v) for v in vals] for k_, vals in history.history.items()}
+        )
         if config.precision != "float32":
             model = _as_float32(model, model_config)
         with atomic_path(model_path, overwrite=True) as tmp:
             without_optimizer(model).save(tmp)  # the epoch checkpoints hold the optimizer for resuming
         val_top1 = hist.get("val_accuracy", [float("nan")])[-1]
         val_loss = hist.get("val_loss", [float("nan")])[-1]
-        write_metadata(model_path, {
-            "kind": "keras",
-            "created": utc_now(),
-            "class_names": list(dataset.class_names),
-            "input_shape": [model_config.input_size, model_config.input_size, 3],
-            "preprocessing": XCEPTION.to_dict(),
-            "preset": config.preset,
-            "model_config": model_config.to_dict(),
-            "train_config": wanted,
-            "dataset": dataset.describe(),
-            "seed": config.seed,
-            "epochs": config.epochs,
-            "params": int(model.count_params()),
-            "metrics": {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds},
-            "versions": versions(),
-        })
+        write_metadata(
+            model_path,
+            {
+                "kind": "keras",
+                "created": utc_now(),
+                "class_names": list(dataset.class_names),
+                "input_shape": [model_config.input_size, model_config.input_size, 3],
+                "preprocessing": XCEPTION.to_dict(),
+                "preset": config.preset,
+                "model_config": model_config.to_dict(),
+                "train_config": wanted,
+                "dataset": dataset.describe(),
+                "seed": config.seed,
+                "epochs": config.epochs,
+                "params": int(model.count_params()),
+                "metrics": {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds},
+                "versions": versions(),
+            },
+        )
         shutil.rmtree(backup_dir, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
-        return TrainResult(str(model_path), config.epochs, resumed_from, val_top1, val_loss, hist, seconds,
-                           int(model.count_params()))
+        return TrainResult(
+            str(model_path), config.epochs, resumed_from, val_top1, val_loss, hist, seconds, int(model.count_params())
+        )
     finally:
         k.mixed_precision.set_global_policy("float32")
 
@@ -387,8 +420,18 @@ def _checkpoint_epoch(backup_dir: Path) -> int:
     return 0
 
 
-def fine_tune(model, dataset, *, epochs: int, lr: float = 1e-4, batch_size: int = 32, seed: int = 0,
-              augment: tuple[str, ...] = ("crop",), callbacks=(), progress=None) -> dict:
+def fine_tune(
+    model,
+    dataset,
+    *,
+    epochs: int,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    augment: tuple[str, ...] = ("crop",),
+    callbacks=(),
+    progress=None,
+) -> dict:
     """Fine-tune a Keras model (QAT- or pruning-wrapped) on a dataset's train split; returns the history."""
     from devices.tfkeras import keras
 
@@ -399,13 +442,17 @@ def fine_tune(model, dataset, *, epochs: int, lr: float = 1e-4, batch_size: int 
     steps = steps_per_epoch(dataset, batch_size)
     train_ds = dataset.train.tf_dataset(batch_size, XCEPTION, shuffle=True, augment=augment, seed=seed, repeat=True)
     val_ds = dataset.val.tf_dataset(128, XCEPTION)
-    model.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps * epochs)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps * epochs)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     all_callbacks = list(callbacks)
     if progress is not None:
         all_callbacks.append(_progress_callback(k, epochs, progress))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                        callbacks=all_callbacks, verbose=0)
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0
+    )
     return {name: [float(v) for v in values] for name, values in history.history.items()}
 
 

@@ -80,7 +80,11 @@ def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300,
         )
     return subprocess.run(
         [sys.executable, "-c", prelude + code],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -134,8 +138,9 @@ def ssh_server(tmp_path_factory):
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation folder (.ci/run creates it)
     except PermissionError:
         pytest.skip("/run/sshd is missing and cannot be created without root")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 20
     while time.time() < deadline:
         if proc.poll() is not None:

@@ -16,7 +16,8 @@ def test_help_imports_no_tensorflow():
         "from edgex.cli import main\n"
         "for args in (['--help'], ['model', '--help'], ['train', '--help'], ['info', '--help']):\n"
         "    assert main(args) == 0, args\n"
-        "heavy = [m for m in ('tensorflow', 'tf_keras', 'onnx', 'onnxruntime', 'tf2onnx', 'ai_edge_litert') if m in sys.modules]\n"
+        "names = ('tensorflow', 'tf_keras', 'onnx', 'onnxruntime', 'tf2onnx', 'ai_edge_litert')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     assert result.returncode == 0, result.stderr
@@ -41,14 +42,17 @@ def test_model_summary_table_shows_blocks_totals_and_twin_ratio(cli):
     assert "regular-conv twin" in result.stdout and "fewer MACs" in result.stdout
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["model", "summary", "--preset", "huge"], "unknown preset 'huge'; choose one of: mini, paper, tiny"),
-    (["model", "summary", "--input-size", "8"], "input size must be an integer >= 32, got 8"),
-    (["model", "summary", "--width", "0"], "width must be in (0, 4], got 0.0"),
-    (["model", "summary", "--classes", "1"], "classes must be an integer >= 2, got 1"),
-    (["model", "summary", "--conv", "grouped"], "'grouped' is not one of 'separable', 'regular'"),
-    (["model", "summry"], "No such command 'summry'"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["model", "summary", "--preset", "huge"], "unknown preset 'huge'; choose one of: mini, paper, tiny"),
+        (["model", "summary", "--input-size", "8"], "input size must be an integer >= 32, got 8"),
+        (["model", "summary", "--width", "0"], "width must be in (0, 4], got 0.0"),
+        (["model", "summary", "--classes", "1"], "classes must be an integer >= 2, got 1"),
+        (["model", "summary", "--conv", "grouped"], "'grouped' is not one of 'separable', 'regular'"),
+        (["model", "summry"], "No such command 'summry'"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_without_traceback(cli, args, fragment):
     result = cli(*args)
     assert result.exit_code == 2
@@ -67,8 +71,7 @@ def test_info_json_lists_versions_cpu_and_providers(cli):
     result = cli("info", "--json", "--no-gpus")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    for package in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnx",
-                    "onnxruntime"):
+    for package in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnx", "onnxruntime"):
         assert package in data["packages"], package
     assert data["cpu"]["cores"] >= 1 and data["cpu"]["model"]
     assert "CPUExecutionProvider" in data["onnxruntime_providers"]
@@ -94,8 +97,14 @@ def test_devices_imports_and_runs_a_tflite_model_without_tensorflow(tmp_path):
     from devices.tfkeras import keras, tensorflow
 
     tf, k = tensorflow(), keras()
-    model = k.Sequential([k.Input((8, 8, 3)), k.layers.Conv2D(4, 3), k.layers.GlobalAveragePooling2D(),
-                          k.layers.Dense(3, activation="softmax")])
+    model = k.Sequential(
+        [
+            k.Input((8, 8, 3)),
+            k.layers.Conv2D(4, 3),
+            k.layers.GlobalAveragePooling2D(),
+            k.layers.Dense(3, activation="softmax"),
+        ]
+    )
     path = tmp_path / "small.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     result = run_python(

@@ -27,8 +27,14 @@ def test_bundle_holds_everything_the_device_needs_and_no_tensorflow(bundle, tmp_
     assert manifest["target"] == "rpi4" and manifest["defaults"] == {"threads": 4, "device": "cpu"}
     assert manifest["model"] == "model/model_int8.tflite" and manifest["eval"] == "eval/eval.npz"
     files = set(manifest["files"])
-    assert {"model/model_int8.tflite", "model/model_int8.tflite.json", "devices/__main__.py", "README.md",
-            "requirements.txt", "eval/eval.npz"} <= files
+    assert {
+        "model/model_int8.tflite",
+        "model/model_int8.tflite.json",
+        "devices/__main__.py",
+        "README.md",
+        "requirements.txt",
+        "eval/eval.npz",
+    } <= files
     requirements = (root / "requirements.txt").read_text()
     assert "ai-edge-litert" in requirements and "numpy" in requirements and "Pillow" in requirements
     assert "tflite-runtime" in requirements and "tensorflow" not in requirements.replace("tflite-runtime", "")
@@ -99,8 +105,9 @@ def test_entry_point_predicts_benchmarks_and_evaluates_without_tensorflow(bundle
         "sys.meta_path.insert(0, _Block())\n"
         "sys.path.insert(0, '.')\n"
     )
-    done = subprocess.run([sys.executable, "-B", "-c", prelude + code], cwd=root, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-B", "-c", prelude + code], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     outputs = done.stdout
     assert '"class"' in outputs and '"schema": "edgex.bench/1"' in outputs and '"top1"' in outputs
@@ -153,13 +160,16 @@ def _archive_with(tmp_path, member: tarfile.TarInfo, data: bytes = b"x") -> Path
     return path
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda: tarfile.TarInfo("../escape.txt"), "'..'"),
-    (lambda: tarfile.TarInfo("model/../../escape.txt"), "'..'"),
-    (lambda: tarfile.TarInfo("/etc/cron.d/evil"), "absolute"),
-    (lambda: _link("model/link", "/etc/passwd", tarfile.SYMTYPE), "symbolic link"),
-    (lambda: _link("model/hard", "README.md", tarfile.LNKTYPE), "hard link"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda: tarfile.TarInfo("../escape.txt"), "'..'"),
+        (lambda: tarfile.TarInfo("model/../../escape.txt"), "'..'"),
+        (lambda: tarfile.TarInfo("/etc/cron.d/evil"), "absolute"),
+        (lambda: _link("model/link", "/etc/passwd", tarfile.SYMTYPE), "symbolic link"),
+        (lambda: _link("model/hard", "README.md", tarfile.LNKTYPE), "hard link"),
+    ],
+)
 def test_crafted_archives_are_refused_before_anything_is_written(tmp_path, make, fragment, cli):
     archive = _archive_with(tmp_path, make())
     with pytest.raises(BundleError, match=fragment):
@@ -186,10 +196,30 @@ def test_deploy_refuses_keras_models_and_unknown_targets(tiny_artifacts, cli):
 @pytest.mark.network
 def test_deploy_over_ssh_benchmarks_on_the_device_and_brings_results_back(ssh_server, tiny_artifacts, tmp_path, cli):
     out_json = tmp_path / "device.json"
-    result = cli("deploy", tiny_artifacts["tflite-int8"], "--target", "generic-x86_64", "--out",
-                 tmp_path / "bundle.tar.gz", "--ssh", ssh_server["host"], "--ssh-config", ssh_server["config"],
-                 "--remote-dir", str(tmp_path / "remote"), "--remote-python", sys.executable, "--eval-data", "digits",
-                 "--runs", "10", "--min-seconds", "0.1", "--json", out_json)
+    result = cli(
+        "deploy",
+        tiny_artifacts["tflite-int8"],
+        "--target",
+        "generic-x86_64",
+        "--out",
+        tmp_path / "bundle.tar.gz",
+        "--ssh",
+        ssh_server["host"],
+        "--ssh-config",
+        ssh_server["config"],
+        "--remote-dir",
+        str(tmp_path / "remote"),
+        "--remote-python",
+        sys.executable,
+        "--eval-data",
+        "digits",
+        "--runs",
+        "10",
+        "--min-seconds",
+        "0.1",
+        "--json",
+        out_json,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out_json.read_text())
     (row,) = results_from_json(data)
@@ -204,19 +234,39 @@ def test_deploy_over_ssh_benchmarks_on_the_device_and_brings_results_back(ssh_se
 def test_failing_hosts_get_one_line_each_and_do_not_stop_the_others(ssh_server, tiny_artifacts, tmp_path, cli):
     bad_config = tmp_path / "ssh_config"
     text = Path(ssh_server["config"]).read_text()
-    bad_config.write_text(text + "\nHost wrong-key\n  HostName 127.0.0.1\n"
-                          f"  Port {ssh_server['port']}\n  IdentityFile {tmp_path / 'nokey'}\n  IdentitiesOnly yes\n"
-                          "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
-                          "\nHost closed-port\n  HostName 127.0.0.1\n  Port 1\n")
+    bad_config.write_text(
+        text + "\nHost wrong-key\n  HostName 127.0.0.1\n"
+        f"  Port {ssh_server['port']}\n  IdentityFile {tmp_path / 'nokey'}\n  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        "\nHost closed-port\n  HostName 127.0.0.1\n  Port 1\n"
+    )
     import subprocess
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "nokey")], check=True)
     hosts = tmp_path / "hosts.txt"
     hosts.write_text("edgex-test\nwrong-key  # a key the server does not know\nclosed-port\n")
-    result = cli("deploy", tiny_artifacts["tflite-int8"], "--target", "generic-x86_64", "--out",
-                 tmp_path / "b.tar.gz", "--hosts", hosts, "--ssh-config", bad_config, "--remote-dir",
-                 str(tmp_path / "remote"), "--remote-python", sys.executable, "--runs", "5", "--min-seconds", "0.05",
-                 "--json", tmp_path / "out.json")
+    result = cli(
+        "deploy",
+        tiny_artifacts["tflite-int8"],
+        "--target",
+        "generic-x86_64",
+        "--out",
+        tmp_path / "b.tar.gz",
+        "--hosts",
+        hosts,
+        "--ssh-config",
+        bad_config,
+        "--remote-dir",
+        str(tmp_path / "remote"),
+        "--remote-python",
+        sys.executable,
+        "--runs",
+        "5",
+        "--min-seconds",
+        "0.05",
+        "--json",
+        tmp_path / "out.json",
+    )
     assert result.exit_code == 1
     rows = {h["host"]: h for h in json.loads((tmp_path / "out.json").read_text())["hosts"]}
     assert rows["edgex-test"]["ok"]
@@ -230,8 +280,15 @@ def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_arti
     from edgex.deploy import SshOptions, deploy_remote
 
     bundle = build_bundle(tiny_artifacts["tflite-int8"], "generic-x86_64", tmp_path / "b.tar.gz")
-    (result,) = deploy_remote(bundle, [ssh_server["host"]], remote_dir=str(tmp_path / "remote"), setup=True,
-                              runs=5, min_seconds=0.05, remote_python=sys.executable,
-                              opts=SshOptions(config=ssh_server["config"]))
+    (result,) = deploy_remote(
+        bundle,
+        [ssh_server["host"]],
+        remote_dir=str(tmp_path / "remote"),
+        setup=True,
+        runs=5,
+        min_seconds=0.05,
+        remote_python=sys.executable,
+        opts=SshOptions(config=ssh_server["config"]),
+    )
     assert result.ok, result.error
     assert (tmp_path / "remote" / "venv" / "bin" / "python").exists()

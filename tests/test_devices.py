@@ -62,15 +62,16 @@ def test_latency_statistics_by_hand():
 
 
 def test_benchmark_reports_everything_and_flags_short_runs(tiny_artifacts):
-    result = benchmark(tiny_artifacts["tflite-int8"], threads=1,
-                       config=BenchConfig(warmup=2, runs=20, min_seconds=0.1))
+    result = benchmark(tiny_artifacts["tflite-int8"], threads=1, config=BenchConfig(warmup=2, runs=20, min_seconds=0.1))
     assert result.latency.n >= 20 and result.timed_seconds >= 0.1
     assert result.load_ms > 0 and result.first_ms > 0 and result.peak_rss_mb > 0
     assert result.model_size_bytes > 0 and result.runtime == "litert" and result.threads == 1
     assert result.images_per_s == pytest.approx(1000 / result.latency.mean)
     assert result.environment["cpu"] and result.environment["cores"] >= 1
-    short = benchmark(tiny_artifacts["tflite-int8"],
-                      config=BenchConfig(warmup=0, min_warmup_seconds=0, runs=10**9, min_seconds=5, max_seconds=0.05))
+    short = benchmark(
+        tiny_artifacts["tflite-int8"],
+        config=BenchConfig(warmup=0, min_warmup_seconds=0, runs=10**9, min_seconds=5, max_seconds=0.05),
+    )
     assert not short.valid
     assert any("runs before" in r for r in short.invalid_reasons)
     assert any("less than the 5 s minimum" in r for r in short.invalid_reasons)
@@ -79,8 +80,9 @@ def test_benchmark_reports_everything_and_flags_short_runs(tiny_artifacts):
 def test_bench_json_and_csv_share_one_schema_and_append(tiny_artifacts, tmp_path, cli):
     out_json, out_csv = tmp_path / "bench.json", tmp_path / "bench.csv"
     args = ["--runs", "5", "--min-seconds", "0.05", "--warmup", "1"]
-    result = cli("bench", tiny_artifacts["tflite-int8"], tiny_artifacts["onnx-fp32"], *args, "--json", out_json,
-                 "--csv", out_csv)
+    result = cli(
+        "bench", tiny_artifacts["tflite-int8"], tiny_artifacts["onnx-fp32"], *args, "--json", out_json, "--csv", out_csv
+    )
     assert result.exit_code == 0, result.output
     rows = results_from_json(json.loads(out_json.read_text()))
     assert [r.runtime for r in rows] == ["litert", "onnxruntime"]
@@ -97,8 +99,9 @@ def test_bench_json_and_csv_share_one_schema_and_append(tiny_artifacts, tmp_path
 
 
 def test_bench_with_real_inputs(tiny_artifacts, cli):
-    result = cli("bench", tiny_artifacts["tflite-int8"], "--inputs", "data:digits", "--runs", "5",
-                 "--min-seconds", "0.05")
+    result = cli(
+        "bench", tiny_artifacts["tflite-int8"], "--inputs", "data:digits", "--runs", "5", "--min-seconds", "0.05"
+    )
     assert result.exit_code == 0, result.output
     assert "tflite" in result.stdout
 
@@ -124,8 +127,9 @@ def _corrupt(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["truncated", "random", "html", "empty", "missing"])
 def test_corrupt_model_files_never_crash_the_process(tmp_path, kind):
     path = _corrupt(tmp_path, kind)
-    done = subprocess.run([sys.executable, "-m", "edgex", "bench", str(path)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgex", "bench", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
@@ -139,15 +143,18 @@ def test_truncated_real_model_is_refused(tiny_artifacts, tmp_path):
             devices.load_model(path)
 
 
-@pytest.mark.parametrize("artifact, device, fragment", [
-    ("onnx-fp32", "gpu", "available devices: cpu"),
-    ("keras", "gpu:0", "available devices: cpu"),
-    ("tflite-fp32", "edgetpu", "not compiled for the Edge TPU"),
-    ("tflite-int8", "edgetpu:usb:0", "not compiled for the Edge TPU"),
-    ("tflite-fp32", "delegate:/nonexistent/libdelegate.so", "cannot load delegate"),
-    ("tflite-fp32", "npu", "unknown device 'npu'"),
-    ("onnx-fp32", "edgetpu", "no runtime runs .onnx models on device 'edgetpu'"),
-])
+@pytest.mark.parametrize(
+    "artifact, device, fragment",
+    [
+        ("onnx-fp32", "gpu", "available devices: cpu"),
+        ("keras", "gpu:0", "available devices: cpu"),
+        ("tflite-fp32", "edgetpu", "not compiled for the Edge TPU"),
+        ("tflite-int8", "edgetpu:usb:0", "not compiled for the Edge TPU"),
+        ("tflite-fp32", "delegate:/nonexistent/libdelegate.so", "cannot load delegate"),
+        ("tflite-fp32", "npu", "unknown device 'npu'"),
+        ("onnx-fp32", "edgetpu", "no runtime runs .onnx models on device 'edgetpu'"),
+    ],
+)
 def test_absent_devices_give_one_clear_line(tiny_artifacts, cli, artifact, device, fragment):
     if device.startswith("gpu") and any(d.kind == "gpu" for d in devices.available_devices()):
         pytest.skip("this machine has a GPU")

@@ -67,14 +67,17 @@ def test_regular_twin_matches_the_analytic_formulas(paper_model):
     assert out.shape == (1, 10) and np.isfinite(out).all()
 
 
-@pytest.mark.parametrize("spec, variant, macs, params", [
-    (ConvSpec(19, 19, 728, 728, 3), "regular", 19 * 19 * 9 * 728 * 728, 9 * 728 * 728),
-    (ConvSpec(19, 19, 728, 728, 3), "separable", 19 * 19 * (9 * 728 + 728 * 728), 9 * 728 + 728 * 728),
-    (ConvSpec(147, 147, 64, 128, 3), "depthwise", 147 * 147 * 9 * 64, 9 * 64),
-    (ConvSpec(147, 147, 64, 128, 3), "pointwise", 147 * 147 * 64 * 128, 64 * 128),
-    (ConvSpec(299, 299, 3, 32, 3, 2, "valid"), "regular", 149 * 149 * 9 * 3 * 32, 9 * 3 * 32),
-    (ConvSpec(147, 147, 64, 128, 1, 2), "regular", 74 * 74 * 64 * 128, 64 * 128),
-])
+@pytest.mark.parametrize(
+    "spec, variant, macs, params",
+    [
+        (ConvSpec(19, 19, 728, 728, 3), "regular", 19 * 19 * 9 * 728 * 728, 9 * 728 * 728),
+        (ConvSpec(19, 19, 728, 728, 3), "separable", 19 * 19 * (9 * 728 + 728 * 728), 9 * 728 + 728 * 728),
+        (ConvSpec(147, 147, 64, 128, 3), "depthwise", 147 * 147 * 9 * 64, 9 * 64),
+        (ConvSpec(147, 147, 64, 128, 3), "pointwise", 147 * 147 * 64 * 128, 64 * 128),
+        (ConvSpec(299, 299, 3, 32, 3, 2, "valid"), "regular", 149 * 149 * 9 * 3 * 32, 9 * 3 * 32),
+        (ConvSpec(147, 147, 64, 128, 1, 2), "regular", 74 * 74 * 64 * 128, 64 * 128),
+    ],
+)
 def test_conv_spec_arithmetic_by_hand(spec, variant, macs, params):
     assert spec.macs(variant) == macs
     assert spec.params(variant) == params
@@ -86,28 +89,34 @@ def test_separable_ratio_is_one_over_cout_plus_one_over_k_squared():
     assert spec.theoretical_ratio() == pytest.approx(1 / 728 + 1 / 9)
 
 
-@pytest.mark.parametrize("variant, precision, expected", [
-    # weights + input + output (+ the depthwise output written and read for separable), in bytes
-    ("regular", "fp32", 4 * (9 * 8 * 16) + 4 * (10 * 10 * 8 + 10 * 10 * 16)),
-    ("regular", "int8", 1 * (9 * 8 * 16) + 1 * (10 * 10 * 8 + 10 * 10 * 16)),
-    ("separable", "fp32", 4 * (9 * 8 + 8 * 16) + 4 * (10 * 10 * 8 + 10 * 10 * 16 + 2 * 10 * 10 * 8)),
-    ("depthwise", "fp16", 2 * (9 * 8) + 4 * (10 * 10 * 8 + 10 * 10 * 8)),
-    ("pointwise", "int8", 1 * (8 * 16) + 1 * (10 * 10 * 8 + 10 * 10 * 16)),
-])
+@pytest.mark.parametrize(
+    "variant, precision, expected",
+    [
+        # weights + input + output (+ the depthwise output written and read for separable), in bytes
+        ("regular", "fp32", 4 * (9 * 8 * 16) + 4 * (10 * 10 * 8 + 10 * 10 * 16)),
+        ("regular", "int8", 1 * (9 * 8 * 16) + 1 * (10 * 10 * 8 + 10 * 10 * 16)),
+        ("separable", "fp32", 4 * (9 * 8 + 8 * 16) + 4 * (10 * 10 * 8 + 10 * 10 * 16 + 2 * 10 * 10 * 8)),
+        ("depthwise", "fp16", 2 * (9 * 8) + 4 * (10 * 10 * 8 + 10 * 10 * 8)),
+        ("pointwise", "int8", 1 * (8 * 16) + 1 * (10 * 10 * 8 + 10 * 10 * 16)),
+    ],
+)
 def test_bytes_moved_by_hand(variant, precision, expected):
     assert ConvSpec(10, 10, 8, 16, 3).bytes_moved(variant, precision) == expected
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"input_size": 8}, "input size"),
-    ({"width": 0}, "width"),
-    ({"classes": 1}, "classes"),
-    ({"middle_blocks": -1}, "middle blocks"),
-    ({"conv": "grouped"}, "conv"),
-    ({"intermediate_activation": "tanh"}, "intermediate activation"),
-    ({"conv": "regular", "intermediate_activation": "relu"}, "separable"),
-    ({"dropout": 1.0}, "dropout"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"input_size": 8}, "input size"),
+        ({"width": 0}, "width"),
+        ({"classes": 1}, "classes"),
+        ({"middle_blocks": -1}, "middle blocks"),
+        ({"conv": "grouped"}, "conv"),
+        ({"intermediate_activation": "tanh"}, "intermediate activation"),
+        ({"conv": "regular", "intermediate_activation": "relu"}, "separable"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
 def test_invalid_configs_raise_clear_errors(overrides, message):
     with pytest.raises(EdgexError, match=message):
         XceptionConfig(**overrides)
@@ -134,9 +143,9 @@ def test_intermediate_activation_ablation_keeps_parameters(activation):
     base = model_cost(create_model("tiny"))
     ablated_model = create_model("tiny", intermediate_activation=activation)
     assert model_cost(ablated_model).total_params == base.total_params
-    assert any(l.name.endswith("_intermediate_act") for l in ablated_model.layers)
+    assert any(layer.name.endswith("_intermediate_act") for layer in ablated_model.layers)
 
 
 def test_residual_ablation_drops_the_shortcuts():
     model = create_model("tiny", residual=False)
-    assert not any("shortcut" in l.name or l.name.endswith("_add") for l in model.layers)
+    assert not any("shortcut" in layer.name or layer.name.endswith("_add") for layer in model.layers)

@@ -77,38 +77,64 @@ def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
 
 def test_max_drop_gate_exits_3_after_writing_the_report(model, tmp_path, cli):
     # One calibration image gives ranges that clip every other image: a real, large accuracy drop.
-    result = cli("quantize", model, "--mode", "int8", "--data", "digits", "--calib-samples", "1",
-                 "--max-drop", "0.5", "--out", tmp_path, "--json")
+    result = cli(
+        "quantize",
+        model,
+        "--mode",
+        "int8",
+        "--data",
+        "digits",
+        "--calib-samples",
+        "1",
+        "--max-drop",
+        "0.5",
+        "--out",
+        tmp_path,
+        "--json",
+    )
     data = json.loads(result.stdout)
     assert data["drop_points"] > 0.5
     assert result.exit_code == 3
     assert data["gate_passed"] is False and (tmp_path / "quantize_report.json").exists()
-    passed = cli("quantize", model, "--mode", "dynamic", "--data", "digits", "--max-drop", "100", "--out",
-                 tmp_path / "ok")
+    passed = cli(
+        "quantize", model, "--mode", "dynamic", "--data", "digits", "--max-drop", "100", "--out", tmp_path / "ok"
+    )
     assert passed.exit_code == 0, passed.output
 
 
 def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
-    report = quantize(model, "int8", data="digits", calib_samples=1, max_drop=0.0, auto_keep_float=True,
-                      auto_keep_limit=2, out=tmp_path, force=True)
+    report = quantize(
+        model,
+        "int8",
+        data="digits",
+        calib_samples=1,
+        max_drop=0.0,
+        auto_keep_float=True,
+        auto_keep_limit=2,
+        out=tmp_path,
+        force=True,
+    )
     assert 1 <= len(report.auto_keep_float) <= 2
     assert report.kept_float[0] == report.debug_layers[0]["layer"]
     assert {"full_int8_p50", "selective_p50"} <= set(report.latency_ms)
     assert all(step["size_bytes"] > 0 for step in report.auto_keep_float)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["quantize", "{model}", "--mode", "int8"], "needs data"),
-    (["quantize", "{model}", "--mode", "qat"], "needs data"),
-    (["quantize", "{tflite}", "--mode", "qat", "--data", "digits"], "not a Keras file"),
-    (["quantize", "{model}", "--mode", "float16", "--to", "onnx", "--data", "digits"], "for ONNX use"),
-    (["quantize", "{model}", "--mode", "dynamic", "--to", "edgetpu", "--data", "digits"], "full-integer"),
-    (["prune", "{model}", "--sparsity", "1.5", "--data", "digits"], "sparsity must be in (0, 1), got 1.5"),
-    (["prune", "{model}", "--sparsity", "0", "--data", "digits"], "sparsity must be in (0, 1)"),
-    (["prune", "{tflite}", "--sparsity", "0.5", "--data", "digits"], "not a Keras file"),
-    (["prune", "{model}", "--sparsity", "0.75", "--pattern", "2:4", "--data", "digits"], "--sparsity 0.5"),
-    (["prune", "{model}", "--sparsity", "0.5", "--pattern", "1:8", "--data", "digits"], "unknown pattern"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["quantize", "{model}", "--mode", "int8"], "needs data"),
+        (["quantize", "{model}", "--mode", "qat"], "needs data"),
+        (["quantize", "{tflite}", "--mode", "qat", "--data", "digits"], "not a Keras file"),
+        (["quantize", "{model}", "--mode", "float16", "--to", "onnx", "--data", "digits"], "for ONNX use"),
+        (["quantize", "{model}", "--mode", "dynamic", "--to", "edgetpu", "--data", "digits"], "full-integer"),
+        (["prune", "{model}", "--sparsity", "1.5", "--data", "digits"], "sparsity must be in (0, 1), got 1.5"),
+        (["prune", "{model}", "--sparsity", "0", "--data", "digits"], "sparsity must be in (0, 1)"),
+        (["prune", "{tflite}", "--sparsity", "0.5", "--data", "digits"], "not a Keras file"),
+        (["prune", "{model}", "--sparsity", "0.75", "--pattern", "2:4", "--data", "digits"], "--sparsity 0.5"),
+        (["prune", "{model}", "--sparsity", "0.5", "--pattern", "1:8", "--data", "digits"], "unknown pattern"),
+    ],
+)
 def test_bad_input_is_a_one_line_error(model, tiny_artifacts, cli, args, fragment):
     args = [a.format(model=model, tflite=tiny_artifacts["tflite-fp32"]) for a in args]
     result = cli(*args)
@@ -128,8 +154,8 @@ def test_pruning_reaches_the_requested_sparsity(model, tmp_path):
     assert report.sparsity_pruned_weights == pytest.approx(0.5, abs=0.01)
     assert report.sparsity_by_kind["depthwise_kernel"] == 0.0
     assert report.sparsity_by_kind["pointwise_kernel"] == pytest.approx(0.5, abs=0.01)
-    pruned = [l for l in report.layers if l["pruned"]]
-    assert pruned and all(l["weight"] != "depthwise_kernel" for l in pruned)
+    pruned = [layer for layer in report.layers if layer["pruned"]]
+    assert pruned and all(layer["weight"] != "depthwise_kernel" for layer in pruned)
     sizes = report.sizes
     assert sizes["pruned_tflite"]["raw"] == pytest.approx(sizes["dense_tflite"]["raw"], rel=0.01)
     assert sizes["pruned_tflite"]["gzip"] < sizes["dense_tflite"]["gzip"]
@@ -146,7 +172,7 @@ def test_two_four_pattern_with_sparsity_preserving_qat(model, tmp_path):
     from devices.tensorflow import load_keras_model
 
     pruned = load_keras_model(report.pruned_model)
-    kernels = {(l["layer"], l["weight"]) for l in report.layers if l["pruned"]}
+    kernels = {(layer["layer"], layer["weight"]) for layer in report.layers if layer["pruned"]}
     checked = 0
     for layer in pruned.layers:
         for weight in layer.weights:

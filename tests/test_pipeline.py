@@ -48,14 +48,34 @@ def _stage_lines(output: str) -> dict[str, str]:
 
 def test_run_folder_has_every_artifact_and_report(run):
     out, _ = run
-    for name in ("recipe.yaml", "recipe.json", "data.json", "metrics.json", "bench.json", "bench.csv", "sweep.json",
-                 "report.html", "report.md", "bundle.tar.gz", "deploy.json", "train/model.keras", "twin/model.keras",
-                 "compare/compare.json"):
+    for name in (
+        "recipe.yaml",
+        "recipe.json",
+        "data.json",
+        "metrics.json",
+        "bench.json",
+        "bench.csv",
+        "sweep.json",
+        "report.html",
+        "report.md",
+        "bundle.tar.gz",
+        "deploy.json",
+        "train/model.keras",
+        "twin/model.keras",
+        "compare/compare.json",
+    ):
         assert (out / name).exists(), name
     assert {p.stem for p in (out / "stages").glob("*.json")} == set(STAGES)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"keras fp32", "tflite fp32", "tflite int8 (PTQ)", "tflite int8 (QAT)", "onnx fp32", "edgetpu int8",
-            "tflite fp32 pruned 50%"} <= set(metrics)
+    assert {
+        "keras fp32",
+        "tflite fp32",
+        "tflite int8 (PTQ)",
+        "tflite int8 (QAT)",
+        "onnx fp32",
+        "edgetpu int8",
+        "tflite fp32 pruned 50%",
+    } <= set(metrics)
     for name, m in metrics.items():
         assert 0 <= m["top1"] <= 1 and m["size_bytes"] > 0, name
         assert (out / m["path"]).exists()
@@ -82,10 +102,12 @@ def test_twin_runs_beside_other_stages_and_the_ab_times_the_pipelines_own_files(
     assert (out / "stages" / "twin.json").stat().st_mtime <= (out / "bench.json").stat().st_mtime
     rows = json.loads((out / "compare" / "compare.json").read_text())["rows"]
     timed = {(r["model"].split("/")[-2], r["runtime"]): r["artifact"] for r in rows}
-    assert timed == {("train", "litert"): str(out / "artifacts/model_fp32.tflite"),
-                     ("train", "onnxruntime"): str(out / "artifacts/model_fp32.onnx"),
-                     ("twin", "litert"): str(out / "twin/model_fp32.tflite"),
-                     ("twin", "onnxruntime"): str(out / "twin/model_fp32.onnx")}
+    assert timed == {
+        ("train", "litert"): str(out / "artifacts/model_fp32.tflite"),
+        ("train", "onnxruntime"): str(out / "artifacts/model_fp32.onnx"),
+        ("twin", "litert"): str(out / "twin/model_fp32.tflite"),
+        ("twin", "onnxruntime"): str(out / "twin/model_fp32.onnx"),
+    }
     twin_meta = json.loads((out / "twin" / "model_fp32.onnx.json").read_text())
     assert twin_meta["parity"]["passed"] and twin_meta["opset"] == DEFAULT_RECIPE["convert"]["opset"]
 
@@ -133,12 +155,15 @@ def test_existing_run_folder_needs_resume_or_force(run, cli):
     assert result.exit_code == 2 and "--resume" in result.stderr
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("trian: {epochs: 1}\n", "unknown recipe key 'trian'"),
-    ("train: {epoch: 1}\n", "unknown recipe key 'train.epoch'"),
-    ("train: 5\n", "must be a mapping"),
-    ("[1, 2\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("trian: {epochs: 1}\n", "unknown recipe key 'trian'"),
+        ("train: {epoch: 1}\n", "unknown recipe key 'train.epoch'"),
+        ("train: 5\n", "must be a mapping"),
+        ("[1, 2\n", "not valid YAML"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors(tmp_path, cli, text, fragment):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(text)
@@ -163,33 +188,64 @@ def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     out, _ = run
     metrics = json.loads((out / "metrics.json").read_text())
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page()
         page.goto((out / "report.html").as_uri())
         page.wait_for_load_state("load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+        )
         rows = page.locator("#variants tbody tr").count()
         browser.close()
     assert len(images) >= 5
     assert all(complete and width > 0 for _, complete, width in images), images
-    assert {src for src, _, _ in images} >= {"plots/accuracy_vs_latency.png", "plots/size_vs_accuracy.png",
-                                             "plots/roofline.png", "plots/model_ab.png", "plots/time_breakdown.png"}
+    assert {src for src, _, _ in images} >= {
+        "plots/accuracy_vs_latency.png",
+        "plots/size_vs_accuracy.png",
+        "plots/roofline.png",
+        "plots/model_ab.png",
+        "plots/time_breakdown.png",
+    }
     assert rows == len(metrics)
 
 
 def test_twin_in_line_when_the_recipe_says_so(tmp_path):
     from edgex.pipeline import run_pipeline
 
-    recipe = resolve_recipe(None, {"preset": "tiny", "train.epochs": 1, "twin.background": False,
-                                   "prune.enabled": False, "quantize.int8": False, "quantize.qat": False,
-                                   "convert.tflite": [], "convert.onnx": [], "convert.edgetpu": False,
-                                   "compare.enabled": False, "sweep.enabled": False, "deploy.enabled": False,
-                                   "bench.runs": 2, "bench.min_seconds": 0.01})
+    recipe = resolve_recipe(
+        None,
+        {
+            "preset": "tiny",
+            "train.epochs": 1,
+            "twin.background": False,
+            "prune.enabled": False,
+            "quantize.int8": False,
+            "quantize.qat": False,
+            "convert.tflite": [],
+            "convert.onnx": [],
+            "convert.edgetpu": False,
+            "compare.enabled": False,
+            "sweep.enabled": False,
+            "deploy.enabled": False,
+            "bench.runs": 2,
+            "bench.min_seconds": 0.01,
+        },
+    )
     result = run_pipeline(recipe, tmp_path / "run")
     twin = next(r for r in result.stages if r.name == "twin")
-    assert twin.status == "ran" and not twin.background and twin.outputs == ("twin/model.keras",
-                                                                              "twin/model.keras.json")
+    assert (
+        twin.status == "ran" and not twin.background and twin.outputs == ("twin/model.keras", "twin/model.keras.json")
+    )
     assert not (tmp_path / "run" / "stages" / "background").exists()
     assert [r.name for r in result.stages] == list(STAGES)

@@ -72,7 +72,7 @@ def _device_args(words: list[str]) -> list[str] | None:
     if words[0] != "python" or "-m" not in words:
         return None
     at = words.index("-m")
-    return words[at + 2:] if words[at + 1:at + 2] == ["devices"] else None
+    return words[at + 2 :] if words[at + 1 : at + 2] == ["devices"] else None
 
 
 DEVICE_COMMANDS = [w for w in _all_commands() if _device_args(w) is not None]
@@ -100,8 +100,14 @@ def test_the_readme_recipe_resolves(tmp_path):
 def test_the_tour_runs_verbatim(tmp_path):
     tour = next(b for b in BLOCKS if "edgex info --no-gpus" in b)
     for line in _commands(tour):
-        done = subprocess.run(shlex.split(line.replace("edgex", f"{sys.executable} -m edgex", 1)), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
+        done = subprocess.run(
+            shlex.split(line.replace("edgex", f"{sys.executable} -m edgex", 1)),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "COLUMNS": "120"},
+        )
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (tmp_path / "runs" / "tiny_rpi4.tar.gz").exists()
 
@@ -120,8 +126,14 @@ def test_the_tour_runs_verbatim(tmp_path):
 @pytest.mark.slow
 def test_the_python_api_example_runs(tmp_path):
     (example,) = PYTHON_BLOCKS
-    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     agreement, p50 = (float(x) for x in done.stdout.split())
     assert agreement >= 0.9 and p50 > 0

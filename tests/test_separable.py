@@ -38,8 +38,9 @@ def test_xception_shapes_are_the_distinct_layers_of_the_network():
     assert counts["19x19x728->728 k3"] == 25  # 24 middle-flow layers + the first of the exit flow
     kinds = {kind for kind, _, _ in shapes}
     assert kinds == {"regular", "separable", "shortcut"}
-    assert sum(spec.macs("separable" if kind == "separable" else "regular") * count
-               for kind, spec, count in shapes) == pytest.approx(8.36e9 - 2048 * 1000, rel=1e-3)
+    assert sum(
+        spec.macs("separable" if kind == "separable" else "regular") * count for kind, spec, count in shapes
+    ) == pytest.approx(8.36e9 - 2048 * 1000, rel=1e-3)
 
 
 def test_shapes_file_csv_yaml_and_errors(tmp_path):
@@ -58,9 +59,29 @@ def test_speedup_table_pairs_regular_with_separable():
     from edgex.sweep import SweepRow
 
     spec = ConvSpec(19, 19, 728, 728, 3)
-    rows = [SweepRow(spec.label, v, "litert", "fp32", 19, 19, 728, 728, 3, 1, spec.macs(v), spec.params(v),
-                     spec.bytes_moved(v), spec.arithmetic_intensity(v), ms, 1.0, 0.5, True)
-            for v, ms in (("regular", 9.0), ("separable", 1.5), ("depthwise", 0.5), ("pointwise", 1.0))]
+    rows = [
+        SweepRow(
+            spec.label,
+            v,
+            "litert",
+            "fp32",
+            19,
+            19,
+            728,
+            728,
+            3,
+            1,
+            spec.macs(v),
+            spec.params(v),
+            spec.bytes_moved(v),
+            spec.arithmetic_intensity(v),
+            ms,
+            1.0,
+            0.5,
+            True,
+        )
+        for v, ms in (("regular", 9.0), ("separable", 1.5), ("depthwise", 0.5), ("pointwise", 1.0))
+    ]
     (entry,) = speedup_table(rows)
     assert entry["measured_speedup"] == pytest.approx(6.0)
     assert entry["theoretical_speedup"] == pytest.approx(1 / (1 / 728 + 1 / 9))
@@ -72,12 +93,17 @@ def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     shapes = tmp_path / "shapes.csv"
     shapes.write_text("h,w,c_in,c_out,k,stride\n16,16,32,32,3,1\n16,16,16,32,3,2\n")
     out = tmp_path / "sweep"
-    result = cli("sweep", "--shapes", shapes, "--precision", "fp32,int8", "--runtime", "litert,onnxruntime",
-                 "--out", out)
+    result = cli(
+        "sweep", "--shapes", shapes, "--precision", "fp32,int8", "--runtime", "litert,onnxruntime", "--out", out
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "sweep.json").read_text())
     assert {(r["runtime"], r["precision"]) for r in data["roofs"]} == {
-        ("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+        ("litert", "fp32"),
+        ("litert", "int8"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+    }
     assert all(r["compute_gops"] > 0 and r["bandwidth_gbs"] > 0 for r in data["roofs"])
     assert len(data["rows"]) == 2 * 4 * 4
     for row in data["rows"]:
@@ -96,12 +122,15 @@ def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     assert again.exit_code == 2 and "--force" in again.stderr
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"variants": ("grouped",)}, "unknown variant"),
-    ({"runtimes": ("tvm",)}, "unknown runtime"),
-    ({"precisions": ("int4",)}, "unknown precision"),
-    ({"input_size": 32}, "--input-size must be >= 71"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"variants": ("grouped",)}, "unknown variant"),
+        ({"runtimes": ("tvm",)}, "unknown runtime"),
+        ({"precisions": ("int4",)}, "unknown precision"),
+        ({"input_size": 32}, "--input-size must be >= 71"),
+    ],
+)
 def test_sweep_config_rejects_bad_values(kwargs, fragment):
     with pytest.raises(EdgexError, match=fragment):
         SweepConfig(**kwargs)
@@ -113,8 +142,11 @@ def test_compare_tiny_preset_ab_and_breakdown(tmp_path, cli):
     assert result.exit_code == 0, result.output
     data = json.loads((out / "compare.json").read_text())
     assert {(r["label"], r["runtime"], r["precision"]) for r in data["rows"]} == {
-        (m, r, p) for m in ("tiny_xception", "tiny_regular_twin") for r in ("litert", "onnxruntime")
-        for p in ("fp32", "int8")}
+        (m, r, p)
+        for m in ("tiny_xception", "tiny_regular_twin")
+        for r in ("litert", "onnxruntime")
+        for p in ("fp32", "int8")
+    }
     ab = {(a["runtime"], a["precision"]): a for a in data["ab"]}
     assert set(ab) == {("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     for a in ab.values():
@@ -132,8 +164,17 @@ def test_compare_tiny_preset_ab_and_breakdown(tmp_path, cli):
 def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
     from edgex.compare import CompareConfig, compare
 
-    result = compare(CompareConfig(preset=None, models=(str(tiny_artifacts["keras"]),), runtimes=("litert",),
-                                   precisions=("fp32",), data="digits", breakdown=False), tmp_path)
+    result = compare(
+        CompareConfig(
+            preset=None,
+            models=(str(tiny_artifacts["keras"]),),
+            runtimes=("litert",),
+            precisions=("fp32",),
+            data="digits",
+            breakdown=False,
+        ),
+        tmp_path,
+    )
     (row,) = result.rows
     assert row.top1 is not None and row.top1 > 0.8
 
@@ -149,12 +190,25 @@ def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifact
     original = edgex.compare._export
     monkeypatch.setattr(edgex.compare, "_export", lambda *a: exported.append(a[3]) or original(*a))
     given = {(model, "litert", "int8"): str(tiny_artifacts["tflite-int8"])}
-    result = compare(CompareConfig(preset=None, models=(model,), runtimes=("litert",), precisions=("fp32", "int8"),
-                                   data="digits", breakdown=False), tmp_path / "c", artifacts=given)
+    result = compare(
+        CompareConfig(
+            preset=None,
+            models=(model,),
+            runtimes=("litert",),
+            precisions=("fp32", "int8"),
+            data="digits",
+            breakdown=False,
+        ),
+        tmp_path / "c",
+        artifacts=given,
+    )
     rows = {r.precision: r for r in result.rows}
     assert rows["int8"].artifact == str(tiny_artifacts["tflite-int8"]) and rows["int8"].top1 > 0.8
     assert exported == ["fp32"] and Path(rows["fp32"].artifact).parent == tmp_path / "c" / "models"
     missing = {(model, "litert", "fp32"): str(tmp_path / "gone.tflite")}
-    with pytest.raises(EdgexError, match="converted model not found: .*gone.tflite"):
-        compare(CompareConfig(preset=None, models=(model,), runtimes=("litert",), precisions=("fp32",),
-                              breakdown=False), tmp_path / "d", artifacts=missing)
+    with pytest.raises(EdgexError, match=r"converted model not found: .*gone\.tflite"):
+        compare(
+            CompareConfig(preset=None, models=(model,), runtimes=("litert",), precisions=("fp32",), breakdown=False),
+            tmp_path / "d",
+            artifacts=missing,
+        )

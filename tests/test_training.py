@@ -100,7 +100,7 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
     refused = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
-    resumed = subprocess.run(cmd + ["--resume", "--json"], capture_output=True, text=True, cwd=ROOT)
+    resumed = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["resumed_from_epoch"] >= 2
@@ -176,7 +176,7 @@ def messy_folder(tmp_path):
 
 
 def test_scan_reports_every_problem(messy_folder):
-    usable, report = scan_folder(messy_folder)
+    _usable, report = scan_folder(messy_folder)
     kinds = {(i.kind, Path(i.path).name) for i in report.issues}
     assert ("not_image", "notes.txt") in kinds
     assert ("corrupt", "broken.png") in kinds
@@ -221,10 +221,13 @@ def test_train_with_test_or_validation_folders_keeps_the_real_classes(tmp_path, 
     assert set(usable) == ({"train", "val"} if val_name else {""})
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "not found"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no images found"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "not found"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no images found"),
+    ],
+)
 def test_missing_or_empty_folder_is_a_one_line_error(cli, tmp_path, make, message):
     result = cli("train", "--data", make(tmp_path), "--out", tmp_path / "out", "--preset", "tiny")
     assert result.exit_code == 2
@@ -252,8 +255,14 @@ def test_lambda_layer_is_refused_by_safe_mode(tmp_path, cli):
     from devices.tfkeras import keras
 
     k = keras()
-    model = k.Sequential([k.Input((32, 32, 3)), k.layers.Lambda(lambda x: x * 2), k.layers.Flatten(),
-                          k.layers.Dense(10, activation="softmax")])
+    model = k.Sequential(
+        [
+            k.Input((32, 32, 3)),
+            k.layers.Lambda(lambda x: x * 2),
+            k.layers.Flatten(),
+            k.layers.Dense(10, activation="softmax"),
+        ]
+    )
     for suffix in (".keras", ".h5"):
         path = tmp_path / f"lambda{suffix}"
         model.save(path)
@@ -290,9 +299,24 @@ def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path):
     procs = []
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        cmd = [sys.executable, "-m", "edgex", "train", "--preset", "tiny", "--epochs", "1", "--strategy",
-               "multi-worker", "--out", str(tmp_path / "out"), "--json"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgex",
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--strategy",
+            "multi-worker",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        )
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err

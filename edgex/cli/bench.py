@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,20 +11,23 @@ from edgex.cli import options as o
 
 def bench(
     models: Annotated[list[str], typer.Argument(help="Model files (.tflite, .onnx, .keras) or SavedModel folders.")],
-    device: Annotated[Optional[list[str]], typer.Option(
-        "--device", help="cpu, gpu[:N], edgetpu[:usb|pci[:N]], delegate:PATH, tensorrt, openvino... (repeatable)."
-    )] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--device", help="cpu, gpu[:N], edgetpu[:usb|pci[:N]], delegate:PATH, tensorrt, openvino... (repeatable)."
+        ),
+    ] = None,
     runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads (default: the runtime's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: the runtime's).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size (models with a dynamic batch).")] = 1,
     warmup: Annotated[int, typer.Option(help="Warm-up runs.")] = 5,
     runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
     min_seconds: Annotated[float, typer.Option(help="And at least this many seconds of timed runs.")] = 1.0,
     max_seconds: Annotated[float, typer.Option(help="Stop after this long even if short (flagged not valid).")] = 60.0,
     inputs: Annotated[str, typer.Option(help="random, or data:SPEC for real samples (data:digits).")] = "random",
-    delegate_option: Annotated[Optional[list[str]], typer.Option(help="key=value for an external delegate.")] = None,
-    json_file: Annotated[Optional[str], typer.Option("--json", help="Write results to this JSON file.")] = None,
-    csv_file: Annotated[Optional[str], typer.Option("--csv", help="Write results to this CSV file.")] = None,
+    delegate_option: Annotated[list[str] | None, typer.Option(help="key=value for an external delegate.")] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="Write results to this JSON file.")] = None,
+    csv_file: Annotated[str | None, typer.Option("--csv", help="Write results to this CSV file.")] = None,
     append: Annotated[bool, typer.Option(help="Append rows to existing --json/--csv files.")] = False,
     force: o.Force = False,
 ):
@@ -40,8 +43,15 @@ def bench(
             raise EdgexError(f"--delegate-option {item!r} is not key=value")
         options[key] = value
     config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, batch=batch)
-    results = run_bench(models, device or ["cpu"], runtime=runtime, threads=threads, config=config, inputs=inputs,
-                        delegate_options=options or None)
+    results = run_bench(
+        models,
+        device or ["cpu"],
+        runtime=runtime,
+        threads=threads,
+        config=config,
+        inputs=inputs,
+        delegate_options=options or None,
+    )
     write_results(results, json_file, csv_file, append=append, force=force)
     show_results(results)
 
@@ -54,23 +64,57 @@ def show_results(results, title: str = "benchmark") -> None:
     rows = []
     for r in results:
         lat = r.latency
-        rows.append((
-            r.label or Path(r.model).name, f"{r.runtime}/{r.device}", r.threads or "-", r.batch, lat.n,
-            f"{lat.p50:.3f} [{lat.median_ci95[0]:.3f}, {lat.median_ci95[1]:.3f}]", f"{lat.p90:.3f}",
-            f"{lat.p99:.3f}", f"{lat.mean:.3f} ± {lat.std:.3f}", f"{lat.cv:.1%}", f"{r.images_per_s:,.1f}",
-            f"{r.load_ms:.0f} / {r.first_ms:.2f}", f"{r.peak_rss_mb:.0f}", human_bytes(r.model_size_bytes),
-            "yes" if r.valid else "NO",
-        ))
-    console.print(table(title + " (ms; p50 with its 95% confidence interval)",
-                        ["model", "runtime/device", "thr", "batch", "runs", "p50 [95% CI]", "p90", "p99", "mean ± std", "CV",
-                         "img/s", "load / first", "peak RSS MB", "size", "valid"],
-                        rows, justify_right=range(2, 14)))
+        rows.append(
+            (
+                r.label or Path(r.model).name,
+                f"{r.runtime}/{r.device}",
+                r.threads or "-",
+                r.batch,
+                lat.n,
+                f"{lat.p50:.3f} [{lat.median_ci95[0]:.3f}, {lat.median_ci95[1]:.3f}]",
+                f"{lat.p90:.3f}",
+                f"{lat.p99:.3f}",
+                f"{lat.mean:.3f} ± {lat.std:.3f}",
+                f"{lat.cv:.1%}",
+                f"{r.images_per_s:,.1f}",
+                f"{r.load_ms:.0f} / {r.first_ms:.2f}",
+                f"{r.peak_rss_mb:.0f}",
+                human_bytes(r.model_size_bytes),
+                "yes" if r.valid else "NO",
+            )
+        )
+    console.print(
+        table(
+            title + " (ms; p50 with its 95% confidence interval)",
+            [
+                "model",
+                "runtime/device",
+                "thr",
+                "batch",
+                "runs",
+                "p50 [95% CI]",
+                "p90",
+                "p99",
+                "mean ± std",
+                "CV",
+                "img/s",
+                "load / first",
+                "peak RSS MB",
+                "size",
+                "valid",
+            ],
+            rows,
+            justify_right=range(2, 14),
+        )
+    )
     if results:
         env = results[0].environment
-        console.print(f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores"
-                      + (f", governor {env['governor']}" if env.get("governor") else "")
-                      + (f", {env['temperature_c']:.0f} °C" if env.get("temperature_c") is not None else "")
-                      + f"; {', '.join(sorted({r.runtime_version for r in results if r.runtime_version}))}")
+        console.print(
+            f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores"
+            + (f", governor {env['governor']}" if env.get("governor") else "")
+            + (f", {env['temperature_c']:.0f} °C" if env.get("temperature_c") is not None else "")
+            + f"; {', '.join(sorted({r.runtime_version for r in results if r.runtime_version}))}"
+        )
     for r in results:
         for reason in r.invalid_reasons:
             warn(f"{r.label or r.model} on {r.device}: not valid: {reason}")
@@ -88,8 +132,14 @@ def list_devices(json_out: o.Json = False):
     if json_out:
         print_json({"devices": [asdict(d) for d in found], "environment": env})
         return
-    console.print(table("devices", ["--device", "kind", "runtimes", "description"],
-                        [(d.name, d.kind, ", ".join(d.runtimes), d.description) for d in found], justify_right=[]))
+    console.print(
+        table(
+            "devices",
+            ["--device", "kind", "runtimes", "description"],
+            [(d.name, d.kind, ", ".join(d.runtimes), d.description) for d in found],
+            justify_right=[],
+        )
+    )
     facts = [f"{k}: {v}" for k, v in env.items() if k in ("board", "governor", "temperature_c", "throttled", "os")]
     if facts:
         console.print("; ".join(facts))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from converters.registry import BATCHES, IO_TYPES, ONNX_INT8_ROUTES, TARGETS
 from edgex.cli import options as o
-
 
 To = o.choices("To", TARGETS)
 Precision = o.choices("Precision", dict.fromkeys(p for t in TARGETS.values() for p in t.precisions))
@@ -23,17 +22,21 @@ def convert(
     model: Annotated[str, typer.Argument(help="A Keras model file (.keras, .h5) or a SavedModel folder.")],
     to: Annotated[To, typer.Option("--to", help="Target format.")],
     precision: Annotated[
-        Optional[Precision], typer.Option(help="fp32, fp16 (weights), dynamic (int8 weights), int8 [default: fp32; "
-                                               "int8 for edgetpu].")
+        Precision | None,
+        typer.Option(help="fp32, fp16 (weights), dynamic (int8 weights), int8 [default: fp32; int8 for edgetpu]."),
     ] = None,
-    data: Annotated[Optional[str], typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
+    data: Annotated[str | None, typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = 200,
-    io: Annotated[Optional[Io], typer.Option(help="Input/output type of int8 models (Edge TPU: uint8).")] = None,
+    io: Annotated[Io | None, typer.Option(help="Input/output type of int8 models (Edge TPU: uint8).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     batch: Annotated[Batch, typer.Option(help="Batch dimension: 1 or dynamic.")] = Batch("1"),
-    onnx_int8_route: Annotated[OnnxInt8Route, typer.Option(help="ONNX int8: qdq (ONNX Runtime) or tflite.")] = OnnxInt8Route("qdq"),
-    keep_float: Annotated[Optional[str], typer.Option(help="int8 TFLite: comma-separated layers to keep in float.")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output path (default: next to MODEL).")] = None,
+    onnx_int8_route: Annotated[
+        OnnxInt8Route, typer.Option(help="ONNX int8: qdq (ONNX Runtime) or tflite.")
+    ] = OnnxInt8Route("qdq"),
+    keep_float: Annotated[
+        str | None, typer.Option(help="int8 TFLite: comma-separated layers to keep in float.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output path (default: next to MODEL).")] = None,
     force: o.Force = False,
     json_out: o.Json = False,
 ):
@@ -42,8 +45,17 @@ def convert(
     from edgex.render import print_json
 
     result = export_model(
-        model, to.value, precision.value if precision else None, data=data, calib_samples=calib_samples, io=io.value if io else None,
-        opset=opset, batch=batch.value, out=out, force=force, onnx_int8_route=onnx_int8_route.value,
+        model,
+        to.value,
+        precision.value if precision else None,
+        data=data,
+        calib_samples=calib_samples,
+        io=io.value if io else None,
+        opset=opset,
+        batch=batch.value,
+        out=out,
+        force=force,
+        onnx_int8_route=onnx_int8_route.value,
         keep_float=tuple(k for k in (keep_float or "").split(",") if k),
     )
     if json_out:
@@ -61,7 +73,10 @@ def show_conversion(result) -> None:
     rows = [
         ("file", result.path),
         ("format / precision", f"{result.target} / {result.precision}"),
-        ("size", f"{human_bytes(result.size_bytes)} ({result.size_ratio:.1%} of {human_bytes(result.source_size_bytes)})"),
+        (
+            "size",
+            f"{human_bytes(result.size_bytes)} ({result.size_ratio:.1%} of {human_bytes(result.source_size_bytes)})",
+        ),
         ("conversion time", f"{result.seconds:.1f} s"),
         ("parity", f"{'passed' if p.passed else 'FAILED'}: {p.criterion} on {p.samples} {p.inputs} samples"),
         ("max / mean abs diff", f"{p.max_abs_diff:.3g} / {p.mean_abs_diff:.3g}"),
@@ -75,8 +90,14 @@ def show_conversion(result) -> None:
     if report:
         cpu = [op for op in report["ops"] if not op["on_edgetpu"]]
         if cpu:
-            console.print(table("ops that fall back to the CPU", ["#", "op", "why"],
-                                [(op["index"], op["op"], op["reason"]) for op in cpu[:20]], justify_right=[0]))
+            console.print(
+                table(
+                    "ops that fall back to the CPU",
+                    ["#", "op", "why"],
+                    [(op["index"], op["op"], op["reason"]) for op in cpu[:20]],
+                    justify_right=[0],
+                )
+            )
     for line in result.notes:
         (warn if "FAILED" in line else console.print)(line)
 

@@ -27,7 +27,10 @@ def info(
         ("isa features", ", ".join(cpu["features"]) or "-"),
         ("board", data["board"] or "-"),
         ("onnxruntime providers", ", ".join(data["onnxruntime_providers"]) or "-"),
-        ("tensorflow gpus", "not probed" if data["tensorflow_gpus"] is None else ", ".join(data["tensorflow_gpus"]) or "none"),
+        (
+            "tensorflow gpus",
+            "not probed" if data["tensorflow_gpus"] is None else ", ".join(data["tensorflow_gpus"]) or "none",
+        ),
     ]
     console.print(table("edgex info", ["what", "value"], rows, justify_right=[]))
 

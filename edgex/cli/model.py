@@ -40,11 +40,15 @@ def summary(
         if b["params"] or b["macs"]
     ]
     rows.append(("total", "", f"{data['total_params']:,}", human_count(data["macs"])))
-    title = f"Xception '{preset}' ({config.conv}, {config.input_size}x{config.input_size}, width {config.width:g}, " \
-            f"{config.middle_blocks} middle blocks, {config.classes} classes)"
+    title = (
+        f"Xception '{preset}' ({config.conv}, {config.input_size}x{config.input_size}, width {config.width:g}, "
+        f"{config.middle_blocks} middle blocks, {config.classes} classes)"
+    )
     console.print(table(title, ["block", "output", "params", "MACs"], rows))
-    console.print(f"trainable parameters: {data['trainable_params']:,}   total: {data['total_params']:,}   "
-                  f"MACs: {data['macs']:,} ({human_count(data['macs'])})")
+    console.print(
+        f"trainable parameters: {data['trainable_params']:,}   total: {data['total_params']:,}   "
+        f"MACs: {data['macs']:,} ({human_count(data['macs'])})"
+    )
     shares = ", ".join(f"{k} {v:.1%}" for k, v in data["mac_share_by_kind"].items() if v)
     console.print(f"MAC share: {shares}")
     if "regular_twin" in data:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,10 +21,10 @@ IntermediateActivation = choices("IntermediateActivation", INTERMEDIATE_ACTIVATI
 
 Preset = Annotated[str, typer.Option("--preset", help="Model preset: mini, paper or tiny (see 'edgex model summary').")]
 ConvOpt = Annotated[Conv, typer.Option("--conv", help="separable (Xception) or regular (its twin).")]
-InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Input side in pixels (>= 32).")]
-Classes = Annotated[Optional[int], typer.Option("--classes", help="Number of classes (>= 2).")]
-Width = Annotated[Optional[float], typer.Option("--width", help="Channel multiplier (0, 4].")]
-MiddleBlocks = Annotated[Optional[int], typer.Option("--middle-blocks", help="Middle-flow blocks (paper: 8).")]
+InputSize = Annotated[int | None, typer.Option("--input-size", help="Input side in pixels (>= 32).")]
+Classes = Annotated[int | None, typer.Option("--classes", help="Number of classes (>= 2).")]
+Width = Annotated[float | None, typer.Option("--width", help="Channel multiplier (0, 4].")]
+MiddleBlocks = Annotated[int | None, typer.Option("--middle-blocks", help="Middle-flow blocks (paper: 8).")]
 Intermediate = Annotated[
     IntermediateActivation,
     typer.Option("--intermediate-activation", help="Activation between depthwise and pointwise (paper: none)."),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,11 +10,11 @@ from edgex.cli import options as o
 
 
 def pipeline(
-    config: Annotated[Optional[str], typer.Option("--config", help="Recipe YAML with the options of every stage.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="digits (embedded), an image folder PATH or tfds:NAME.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Model preset (mini, paper, tiny).")] = None,
-    device: Annotated[Optional[list[str]], typer.Option("--device", help="Device(s) to benchmark on.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (train.epochs).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="Recipe YAML with the options of every stage.")] = None,
+    data: Annotated[str | None, typer.Option(help="digits (embedded), an image folder PATH or tfds:NAME.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset (mini, paper, tiny).")] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="Device(s) to benchmark on.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (train.epochs).")] = None,
     out: Annotated[str, typer.Option(help="Run folder.")] = "runs/pipeline",
     resume: Annotated[bool, typer.Option(help="Skip stages whose inputs and options are unchanged.")] = False,
     force: o.Force = False,
@@ -37,12 +37,21 @@ def pipeline(
         where = " (in the background, beside the stages above)" if record.background else ""
         console.print(f"[bold]{record.name:<10}[/bold] {record.status:<8} {record.seconds:6.1f} s{where}")
 
-    console.print(f"edgex pipeline -> {out} (preset {recipe['preset']}, data {recipe['data']}, "
-                  f"devices {', '.join(recipe['devices'])})")
+    console.print(
+        f"edgex pipeline -> {out} (preset {recipe['preset']}, data {recipe['data']}, "
+        f"devices {', '.join(recipe['devices'])})"
+    )
     result = run_pipeline(recipe, out, resume=resume, force=force, progress=progress, on_stage=on_stage)
-    rows = [(r["variant"], human_bytes(r["size_bytes"]), f"{100 * r['top1']:.2f}%",
-             f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
-             f"{r['speedup_vs_keras']:.1f}x" if r["speedup_vs_keras"] else "-") for r in result.summary]
+    rows = [
+        (
+            r["variant"],
+            human_bytes(r["size_bytes"]),
+            f"{100 * r['top1']:.2f}%",
+            f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
+            f"{r['speedup_vs_keras']:.1f}x" if r["speedup_vs_keras"] else "-",
+        )
+        for r in result.summary
+    ]
     console.print(table("summary", ["variant", "size", "top-1", "p50 ms", "speedup vs fp32 Keras"], rows))
     console.print(f"done in {result.seconds:.0f} s: {result.out}/report.html")
 

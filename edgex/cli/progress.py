@@ -17,9 +17,15 @@ class EpochProgress:
 
     def __call__(self, event: str, **info):
         if event == "epoch_begin" and console.is_terminal:
-            self.bar = Progress(TextColumn(f"{self.label} {info['epoch']}/{info['epochs']}"), BarColumn(),
-                                MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
-                                console=console, transient=True)
+            self.bar = Progress(
+                TextColumn(f"{self.label} {info['epoch']}/{info['epochs']}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("", total=info.get("steps"), metrics="")
         elif event == "batch" and self.bar is not None:
@@ -31,7 +37,11 @@ class EpochProgress:
                 self.bar.stop()
                 self.bar = None
             logs = info.get("logs", {})
-            parts = [f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
-            console.print(f"{self.label} {info['epoch']:>3}/{info['epochs']}  " + "  ".join(parts)
-                          + f"  {info.get('seconds', 0):.1f}s")
-
+            parts = [
+                f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
+            ]
+            console.print(
+                f"{self.label} {info['epoch']:>3}/{info['epochs']}  "
+                + "  ".join(parts)
+                + f"  {info.get('seconds', 0):.1f}s"
+            )

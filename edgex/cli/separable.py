@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,13 +15,16 @@ def _split(value: str) -> tuple[str, ...]:
 
 def sweep(
     input_size: Annotated[int, typer.Option(help="Input size of the Xception whose layer shapes are swept.")] = 299,
-    shapes: Annotated[str, typer.Option(help="xception, a Keras model file, or a CSV/YAML file of "
-                                             "h,w,c_in,c_out,k,stride.")] = "xception",
-    variants: Annotated[str, typer.Option(help="Comma-separated: regular,separable,depthwise,pointwise.")] = "regular,separable,depthwise,pointwise",
+    shapes: Annotated[
+        str, typer.Option(help="xception, a Keras model file, or a CSV/YAML file of h,w,c_in,c_out,k,stride.")
+    ] = "xception",
+    variants: Annotated[
+        str, typer.Option(help="Comma-separated: regular,separable,depthwise,pointwise.")
+    ] = "regular,separable,depthwise,pointwise",
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,fp16,int8.")] = "fp32,int8",
     runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime,tensorflow.")] = "litert",
     device: Annotated[str, typer.Option(help="cpu, gpu[:N], delegate:PATH...")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = 1,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/sweep",
     force: o.Force = False,
 ):
@@ -31,39 +34,75 @@ def sweep(
     from edgex.sweep import SweepConfig
     from edgex.sweep import sweep as run_sweep
 
-    config = SweepConfig(input_size=input_size, shapes=shapes, variants=_split(variants), precisions=_split(precision),
-                         runtimes=_split(runtime), device=device, threads=threads)
+    config = SweepConfig(
+        input_size=input_size,
+        shapes=shapes,
+        variants=_split(variants),
+        precisions=_split(precision),
+        runtimes=_split(runtime),
+        device=device,
+        threads=threads,
+    )
 
     def progress(i, n, row):
         if console.is_terminal or i % 10 == 0 or i == n:
-            console.print(f"[{i}/{n}] {row.shape} {row.variant} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms, "
-                          f"{row.gops:.1f} G op/s ({row.roof_fraction:.0%} of roof)")
+            console.print(
+                f"[{i}/{n}] {row.shape} {row.variant} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms, "
+                f"{row.gops:.1f} G op/s ({row.roof_fraction:.0%} of roof)"
+            )
 
     result = run_sweep(config, out, force=force, progress=progress)
-    console.print(table("measured roofs", ["runtime", "precision", "compute G op/s", "bandwidth GB/s", "ridge op/B"],
-                        [(r.runtime, r.precision, f"{r.compute_gops:.1f}", f"{r.bandwidth_gbs:.1f}", f"{r.ridge:.1f}")
-                         for r in result.roofs]))
-    console.print(table("separable speedup over regular (measured vs theoretical MAC ratio)",
-                        ["shape", "runtime", "precision", "regular ms", "separable ms", "measured", "theoretical",
-                         "efficiency"],
-                        [(s["shape"], s["runtime"], s["precision"], f"{s['regular_ms']:.3f}", f"{s['separable_ms']:.3f}",
-                          f"{s['measured_speedup']:.2f}x" + ("" if s["valid"] else " *"), f"{s['theoretical_speedup']:.2f}x",
-                          f"{s['efficiency']:.0%}")
-                         for s in result.speedups], justify_right=range(3, 8)))
+    console.print(
+        table(
+            "measured roofs",
+            ["runtime", "precision", "compute G op/s", "bandwidth GB/s", "ridge op/B"],
+            [
+                (r.runtime, r.precision, f"{r.compute_gops:.1f}", f"{r.bandwidth_gbs:.1f}", f"{r.ridge:.1f}")
+                for r in result.roofs
+            ],
+        )
+    )
+    console.print(
+        table(
+            "separable speedup over regular (measured vs theoretical MAC ratio)",
+            ["shape", "runtime", "precision", "regular ms", "separable ms", "measured", "theoretical", "efficiency"],
+            [
+                (
+                    s["shape"],
+                    s["runtime"],
+                    s["precision"],
+                    f"{s['regular_ms']:.3f}",
+                    f"{s['separable_ms']:.3f}",
+                    f"{s['measured_speedup']:.2f}x" + ("" if s["valid"] else " *"),
+                    f"{s['theoretical_speedup']:.2f}x",
+                    f"{s['efficiency']:.0%}",
+                )
+                for s in result.speedups
+            ],
+            justify_right=range(3, 8),
+        )
+    )
     _warn_invalid(sum(not r.valid for r in result.rows), len(result.rows))
-    console.print(f"{len(result.rows)} layers measured in {result.seconds:.0f} s; results in {result.out_dir} "
-                  f"(sweep.json, bench.json, sweep.csv, summary.md, PNG plots)")
+    console.print(
+        f"{len(result.rows)} layers measured in {result.seconds:.0f} s; results in {result.out_dir} "
+        f"(sweep.json, bench.json, sweep.csv, summary.md, PNG plots)"
+    )
 
 
 def compare(
-    preset: Annotated[Optional[str], typer.Option(help="Build Xception and its regular twin from this preset "
-                                                       "(random weights); 'none' to compare only --model files.")] = "mini",
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Extra model files (repeatable).")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Build Xception and its regular twin from this preset "
+            "(random weights); 'none' to compare only --model files."
+        ),
+    ] = "mini",
+    model: Annotated[list[str] | None, typer.Option("--model", help="Extra model files (repeatable).")] = None,
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,int8.")] = "fp32,int8",
     runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime.")] = "litert,onnxruntime",
     device: Annotated[str, typer.Option(help="cpu, gpu[:N], ...")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Calibration and accuracy data (trained models).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
+    data: Annotated[str | None, typer.Option(help="Calibration and accuracy data (trained models).")] = None,
     breakdown: Annotated[bool, typer.Option(help="Per-op-type time breakdown.")] = True,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/compare",
     force: o.Force = False,
@@ -74,34 +113,78 @@ def compare(
     from edgex.compare import compare as run_compare
     from edgex.render import console
 
-    config = CompareConfig(preset=None if (preset or "none") == "none" else preset, models=tuple(model or ()),
-                           precisions=_split(precision), runtimes=_split(runtime), device=device, threads=threads,
-                           data=data, breakdown=breakdown)
-    result = run_compare(config, out, force=force, progress=lambda row: console.print(
-        f"{row.label} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms"))
+    config = CompareConfig(
+        preset=None if (preset or "none") == "none" else preset,
+        models=tuple(model or ()),
+        precisions=_split(precision),
+        runtimes=_split(runtime),
+        device=device,
+        threads=threads,
+        data=data,
+        breakdown=breakdown,
+    )
+    result = run_compare(
+        config,
+        out,
+        force=force,
+        progress=lambda row: console.print(f"{row.label} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms"),
+    )
     show_compare(result)
 
 
 def show_compare(result) -> None:
     from edgex.render import console, human_bytes, table
 
-    console.print(table("models", ["model", "runtime", "precision", "params", "MACs", "size", "p50 ms", "img/s", "top-1"],
-                        [(r.label, r.runtime, r.precision, f"{r.params / 1e6:.2f} M", f"{r.macs / 1e6:.1f} M",
-                          human_bytes(r.size_bytes), f"{r.p50_ms:.3f}" + ("" if r.valid else " *"), f"{r.images_per_s:.1f}",
-                          f"{100 * r.top1:.2f}%" if r.top1 is not None else "-") for r in result.rows],
-                        justify_right=range(3, 9)))
+    console.print(
+        table(
+            "models",
+            ["model", "runtime", "precision", "params", "MACs", "size", "p50 ms", "img/s", "top-1"],
+            [
+                (
+                    r.label,
+                    r.runtime,
+                    r.precision,
+                    f"{r.params / 1e6:.2f} M",
+                    f"{r.macs / 1e6:.1f} M",
+                    human_bytes(r.size_bytes),
+                    f"{r.p50_ms:.3f}" + ("" if r.valid else " *"),
+                    f"{r.images_per_s:.1f}",
+                    f"{100 * r.top1:.2f}%" if r.top1 is not None else "-",
+                )
+                for r in result.rows
+            ],
+            justify_right=range(3, 9),
+        )
+    )
     if result.ab:
-        console.print(table("Xception vs its regular-convolution twin",
-                            ["runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency"],
-                            [(a["runtime"], a["precision"], f"{a['xception_ms']:.3f}", f"{a['twin_ms']:.3f}",
-                              f"{a['measured_speedup']:.2f}x" + ("" if a.get("valid", True) else " *"),
-                              f"{a['theoretical_speedup']:.2f}x",
-                              f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}") for a in result.ab],
-                            justify_right=range(2, 7)))
+        console.print(
+            table(
+                "Xception vs its regular-convolution twin",
+                ["runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency"],
+                [
+                    (
+                        a["runtime"],
+                        a["precision"],
+                        f"{a['xception_ms']:.3f}",
+                        f"{a['twin_ms']:.3f}",
+                        f"{a['measured_speedup']:.2f}x" + ("" if a.get("valid", True) else " *"),
+                        f"{a['theoretical_speedup']:.2f}x",
+                        f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}",
+                    )
+                    for a in result.ab
+                ],
+                justify_right=range(2, 7),
+            )
+        )
     for label, runtimes in result.breakdown.items():
-        rows = [(f"{runtime} {precision}", *(f"{100 * kinds[k]['time_share']:.0f}% / {100 * kinds[k]['mac_share']:.0f}%"
-                                             for k in kinds))
-                for runtime, precisions in runtimes.items() for precision, kinds in precisions.items()]
+        rows = [
+            (
+                f"{runtime} {precision}",
+                *(f"{100 * kinds[k]['time_share']:.0f}% / {100 * kinds[k]['mac_share']:.0f}%" for k in kinds),
+            )
+            for runtime, precisions in runtimes.items()
+            for precision, kinds in precisions.items()
+        ]
         kinds = next(iter(next(iter(runtimes.values())).values()))
         console.print(table(f"{label}: time share / MAC share", ["", *kinds], rows))
     _warn_invalid(sum(not r.valid for r in result.rows), len(result.rows))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from edgex.cli import options as o
 from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES
-
 
 Optimizer = o.choices("Optimizer", OPTIMIZERS)
 Strategy = o.choices("Strategy", STRATEGIES)
@@ -24,11 +23,13 @@ def train(
     middle_blocks: o.MiddleBlocks = None,
     intermediate_activation: o.Intermediate = o.IntermediateActivation("none"),
     residual: o.Residual = True,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 32,
-    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer("adam"),
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
+    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer(
+        "adam"
+    ),
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and the split.")] = 0,
     val_split: Annotated[float, typer.Option(help="Validation share when the data has no val/ folder.")] = 0.2,
     augment: Annotated[str, typer.Option(help="Comma-separated: crop, flip, or none.")] = "crop",
@@ -49,10 +50,19 @@ def train(
     model = o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual)
     model["dropout"] = dropout
     config = TrainConfig(
-        data=data, preset=preset, model={k: v for k, v in model.items() if v is not None}, epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer.value, lr=lr, seed=seed, val_split=val_split,
-        augment=tuple(a for a in augment.split(",") if a and a != "none"), strategy=strategy.value,
-        precision=precision.value, strict=strict,
+        data=data,
+        preset=preset,
+        model={k: v for k, v in model.items() if v is not None},
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer.value,
+        lr=lr,
+        seed=seed,
+        val_split=val_split,
+        augment=tuple(a for a in augment.split(",") if a and a != "none"),
+        strategy=strategy.value,
+        precision=precision.value,
+        strict=strict,
     )
     _report_scan(config)
     result = run_train(config, out, resume=resume, force=force, progress=None if json_out else EpochProgress())
@@ -65,7 +75,11 @@ def train(
         console.print(f"{result.model_path} is already trained ({result.epochs} epochs); nothing to resume")
     rows = [
         ("model", result.model_path),
-        ("epochs", f"{result.epochs}" + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "")),
+        (
+            "epochs",
+            f"{result.epochs}"
+            + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""),
+        ),
         ("parameters", human_count(result.params)),
         ("val top-1", f"{100 * result.val_top1:.2f}%"),
         ("val loss", f"{result.val_loss:.4f}"),
@@ -93,9 +107,9 @@ def evaluate(
     data: o.Data = "digits",
     runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, gpu[:N], edgetpu[:usb|pci], delegate:PATH.")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
     split: Annotated[str, typer.Option(help="val or train.")] = "val",
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on at most this many samples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate on at most this many samples.")] = None,
     json_out: o.Json = False,
 ):
     """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of any model format."""
@@ -107,12 +121,22 @@ def evaluate(
         print_json(result.to_dict())
         return
     acc = result.accuracy
-    console.print(f"{result.model} on {result.data} ({result.split}, {acc.samples} samples) with {result.runtime} "
-                  f"on {result.device}: top-1 [bold]{100 * acc.top1:.2f}%[/bold], top-5 {100 * acc.top5:.2f}%")
+    console.print(
+        f"{result.model} on {result.data} ({result.split}, {acc.samples} samples) with {result.runtime} "
+        f"on {result.device}: top-1 [bold]{100 * acc.top1:.2f}%[/bold], top-5 {100 * acc.top5:.2f}%"
+    )
     names = acc.class_names
-    rows = [(n, f"{100 * a:.1f}%" if a == a else "-", *acc.confusion[i]) for i, (n, a) in enumerate(zip(names, acc.per_class))]
-    console.print(table("per-class accuracy and confusion matrix (rows: true class, columns: predicted)",
-                        ["class", "accuracy", *names], rows))
+    rows = [
+        (n, f"{100 * a:.1f}%" if a == a else "-", *acc.confusion[i])
+        for i, (n, a) in enumerate(zip(names, acc.per_class))
+    ]
+    console.print(
+        table(
+            "per-class accuracy and confusion matrix (rows: true class, columns: predicted)",
+            ["class", "accuracy", *names],
+            rows,
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

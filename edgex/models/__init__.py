@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from devices.errors import choice_error
 from edgex.models.xception import XceptionConfig, build_xception

@@ -143,16 +143,18 @@ class ModelCost:
 
     def regular_twin_macs(self) -> int:
         """MACs of the same network with every separable convolution replaced by a regular one (analytic)."""
-        return sum(l.spec.macs("regular") if l.kind == "separable" else l.macs for l in self.layers)
+        return sum(layer.spec.macs("regular") if layer.kind == "separable" else layer.macs for layer in self.layers)
 
     def regular_twin_params(self) -> int:
         return self.total_params + sum(
-            l.spec.params("regular") - l.spec.params("separable") for l in self.layers if l.kind == "separable"
+            layer.spec.params("regular") - layer.spec.params("separable")
+            for layer in self.layers
+            if layer.kind == "separable"
         )
 
     def conv_specs(self) -> list[tuple[str, str, ConvSpec]]:
         """(layer name, kind, spec) of every convolution, in model order."""
-        return [(l.name, l.kind, l.spec) for l in self.layers if l.spec is not None]
+        return [(layer.name, layer.kind, layer.spec) for layer in self.layers if layer.spec is not None]
 
     def blocks(self) -> list[dict]:
         """Per-block rows: block, output shape of its last layer, parameters and MACs."""
@@ -170,7 +172,7 @@ class ModelCost:
             "total_params": self.total_params,
             "macs": self.macs,
             "macs_by_kind": self.macs_by_kind(),
-            "layers": [asdict(l) for l in self.layers],
+            "layers": [asdict(layer) for layer in self.layers],
         }
 
 
@@ -239,4 +241,4 @@ def _shape(shape) -> tuple:
     return tuple(None if d is None else int(d) for d in shape)
 
 
-__all__ = ["ConvSpec", "LayerCost", "ModelCost", "PRECISION_BYTES", "VARIANTS", "model_cost"]
+__all__ = ["PRECISION_BYTES", "VARIANTS", "ConvSpec", "LayerCost", "ModelCost", "model_cost"]

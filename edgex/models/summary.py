@@ -33,9 +33,7 @@ class ModelSummary:
             "macs": macs,
             "macs_by_kind": self.cost.macs_by_kind(),
             "mac_share_by_kind": {k: v / macs for k, v in self.cost.macs_by_kind().items()} if macs else {},
-            "blocks": [
-                {**row, "output_shape": list(row["output_shape"])} for row in self.cost.blocks()
-            ],
+            "blocks": [{**row, "output_shape": list(row["output_shape"])} for row in self.cost.blocks()],
         }
         if self.comparable_to_twin:
             data["regular_twin"] = {

@@ -59,7 +59,7 @@ class XceptionConfig:
         """Channels of a layer that has ``filters`` at width 1.0: scaled, rounded to a multiple of 8, at least 8."""
         return max(8, int(filters * self.width + 4) // 8 * 8)
 
-    def replace(self, **changes) -> "XceptionConfig":
+    def replace(self, **changes) -> XceptionConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -152,7 +152,7 @@ def build_xception(config: XceptionConfig, name: str | None = None):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if config.dropout:
             x = layers.Dropout(config.dropout, name="dropout")(x)
-        x = layers.Dense(
-            config.classes, activation="softmax", name="predictions", dtype="float32" if mixed else None
-        )(x)
+        x = layers.Dense(config.classes, activation="softmax", name="predictions", dtype="float32" if mixed else None)(
+            x
+        )
     return keras.Model(inputs, x, name=name or ("xception" if config.conv == "separable" else "xception_regular"))
