@@ -5,6 +5,10 @@
     python -m devices eval [--json]         accuracy on the evaluation set packed into the bundle
     python -m devices verify                check every file against the manifest
     python -m devices info [--json]         what this device is
+    python -m devices check [--json]        which installed runtime loads and runs the model (in a child process)
+
+predict, bench and eval load the model in a child process first: when the runtime crashes there (a signal), the
+next installed runtime is tried, and one line says which version crashed with which signal.
 
 Run it from the bundle folder (or pass --bundle DIR). Defaults (model, threads, device) come from the manifest.
 """
@@ -29,14 +33,28 @@ def _bundle(args) -> tuple[Path, dict]:
         raise EdgexError(str(exc)) from exc
 
 
-def _load(args, root: Path, manifest: dict):
-    import devices
-
+def _settings(args, root: Path, manifest: dict) -> tuple[Path, str, int | None]:
     defaults = manifest.get("defaults", {})
     model = root / (args.model or manifest["model"])
-    device = args.device or defaults.get("device", "cpu")
-    threads = args.threads or defaults.get("threads")
-    return devices.load_model(model, device=device, threads=threads), model
+    return model, args.device or defaults.get("device", "cpu"), args.threads or defaults.get("threads")
+
+
+def _load(args, root: Path, manifest: dict):
+    """(model, its path, milliseconds the load took): loaded with the runtime that a smoke test in a child process
+    found to run it, unless --no-check."""
+    import time
+
+    import devices
+    from devices.smoke import checked_runtime
+
+    model, device, threads = _settings(args, root, manifest)
+    options = {}
+    if not args.no_check:
+        chosen = checked_runtime(model, device=device, threads=threads, bundle=root)
+        options = {"interpreter": chosen.interpreter} if chosen.interpreter else {}
+    start = time.perf_counter()
+    loaded = devices.load_model(model, device=device, threads=threads, **options)
+    return loaded, model, (time.perf_counter() - start) * 1e3
 
 
 def _meta(model_path: Path) -> dict:
@@ -51,7 +69,7 @@ def cmd_predict(args) -> int:
     from devices.preprocess import Preprocessing, load_image
 
     root, manifest = _bundle(args)
-    model, path = _load(args, root, manifest)
+    model, path, _ = _load(args, root, manifest)
     meta = _meta(path)
     shape = meta.get("input_shape") or list(model.inputs[0].shape[1:])
     names = meta.get("class_names") or []
@@ -86,7 +104,7 @@ def cmd_bench(args) -> int:
     import time
 
     start = time.perf_counter()
-    model, path = _load(args, root, manifest)
+    model, path, _ = _load(args, root, manifest)
     load_ms = (time.perf_counter() - start) * 1e3
     config = BenchConfig(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     result = measure(model, config, load_ms=load_ms)
@@ -114,7 +132,7 @@ def cmd_eval(args) -> int:
     if not manifest.get("eval"):
         raise EdgexError("this bundle has no evaluation set (build it with edgex deploy --eval-data ...)")
     data = np.load(root / manifest["eval"])
-    model, path = _load(args, root, manifest)
+    model, path, _ = _load(args, root, manifest)
     meta = _meta(path)
     preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
     scores = np.concatenate(
@@ -129,6 +147,22 @@ def cmd_eval(args) -> int:
             f"{path.name}: top-1 {100 * accuracy.top1:.2f}%, top-5 {100 * accuracy.top5:.2f}% "
             f"on {accuracy.samples} samples"
         )
+    return 0
+
+
+def cmd_check(args) -> int:
+    from devices.smoke import RuntimeCrashed, requirements_fallback, smoke_test
+
+    root, manifest = _bundle(args)
+    model, device, threads = _settings(args, root, manifest)
+    report = smoke_test(model, device=device, threads=threads, fallback=requirements_fallback(root))
+    chosen = report.chosen
+    if args.json:
+        print(json_text(report.to_dict()), end="")
+        return 0 if chosen is not None else RuntimeCrashed.exit_code
+    if chosen is None:
+        raise RuntimeCrashed(report.line())
+    print(report.line() or f"{model.name} loads and runs with {chosen.version}")
     return 0
 
 
@@ -162,6 +196,11 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--model", help="model file inside the bundle (default: the manifest's)")
             p.add_argument("--device", help="cpu, edgetpu[:usb|pci], delegate:PATH (default: the target's)")
             p.add_argument("--threads", type=int, help="runtime threads (default: the target's cores)")
+            p.add_argument(
+                "--no-check",
+                action="store_true",
+                help="skip loading the model in a child process first (a runtime that crashes then ends the runner)",
+            )
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
@@ -176,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.set_defaults(run=cmd_bench)
     common(sub.add_parser("eval", help="accuracy on the bundled evaluation set")).set_defaults(run=cmd_eval)
+    common(sub.add_parser("check", help="find the installed runtime that runs the model")).set_defaults(run=cmd_check)
     common(sub.add_parser("verify", help="check files against the manifest"), model=False).set_defaults(run=cmd_verify)
     common(sub.add_parser("info", help="what this device is"), model=False).set_defaults(run=cmd_info)
     return top

@@ -15,32 +15,55 @@ from devices.logs import quiet_native_logs
 TFLITE_IDENTIFIER = b"TFL3"
 
 
-def interpreter_module():
-    """The LiteRT interpreter module: ai_edge_litert, else tflite_runtime."""
-    try:
-        from ai_edge_litert import interpreter
-
-        return interpreter
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime import interpreter
-
-        return interpreter
-    except ImportError as exc:
-        raise RuntimeMissing(
-            "no LiteRT runtime is installed: pip install ai-edge-litert (or 'edgex[runtime]'); "
-            "tflite-runtime works as a fallback on old Raspberry Pi OS images"
-        ) from exc
+# The Python packages that provide a LiteRT interpreter, in the order they are tried: (module, distribution).
+INTERPRETERS = (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime"))
 
 
-def runtime_version() -> str:
-    for dist in ("ai-edge-litert", "tflite-runtime"):
+def interpreter_module(name: str | None = None):
+    """The LiteRT interpreter module: ``name`` (ai_edge_litert or tflite_runtime) if given, else the first installed."""
+    import importlib
+
+    names = [m for m, _ in INTERPRETERS if name in (None, m)]
+    if not names:
+        raise EdgexError(f"unknown LiteRT interpreter {name!r}; choose one of: {', '.join(m for m, _ in INTERPRETERS)}")
+    for module in names:
+        try:
+            return importlib.import_module(f"{module}.interpreter")
+        except ImportError as exc:
+            error = exc
+    raise RuntimeMissing(
+        f"{name} cannot be imported ({_first_line(error)})"
+        if name
+        else "no LiteRT runtime is installed: pip install ai-edge-litert (or 'edgex[runtime]'); "
+        "tflite-runtime works as a fallback on old Raspberry Pi OS images"
+    ) from error
+
+
+def runtime_version(module=None) -> str:
+    """'ai-edge-litert 2.1.6': the distribution of ``module`` (an interpreter module), else the first installed."""
+    for name, dist in INTERPRETERS:
+        if module is not None and not module.__name__.startswith(name):
+            continue
         try:
             return f"{dist} {importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
             continue
     return ""
+
+
+def check_runtime_supports(content: bytes, module, path: Path) -> None:
+    """Refuse a model that needs a newer runtime than tflite-runtime (whose version is the TFLite runtime's)."""
+    from devices.tflite_schema import min_runtime_version, version_tuple
+
+    if not module.__name__.startswith("tflite_runtime"):
+        return  # ai-edge-litert numbers its releases on its own: its runtime is newer than any tflite-runtime
+    needed = min_runtime_version(content)
+    have = runtime_version(module).rpartition(" ")[2]
+    if needed and have and version_tuple(have) < version_tuple(needed):
+        raise RuntimeMissing(
+            f"tflite-runtime {have} is older than the LiteRT runtime {needed} that {path.name} needs "
+            "(its min_runtime_version): pip install ai-edge-litert"
+        )
 
 
 def check_tflite_file(path: Path) -> bytes:
@@ -57,11 +80,19 @@ class LiteRTModel(LoadedModel):
     runtime = "litert"
 
     def __init__(
-        self, path, *, threads: int | None = None, delegates: Sequence = (), xnnpack: bool = True, device: str = "cpu"
+        self,
+        path,
+        *,
+        threads: int | None = None,
+        delegates: Sequence = (),
+        xnnpack: bool = True,
+        device: str = "cpu",
+        interpreter: str | None = None,
     ):
         super().__init__(path)
-        module = interpreter_module()
+        module = self._module = interpreter_module(interpreter)
         content = check_tflite_file(self.path)
+        check_runtime_supports(content, module, self.path)
         kwargs = {}
         if not xnnpack and hasattr(module, "OpResolverType"):
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -96,7 +127,7 @@ class LiteRTModel(LoadedModel):
 
     @property
     def version(self) -> str:
-        return runtime_version()
+        return runtime_version(self._module)
 
     def resize_batch(self, batch: int) -> None:
         if all(int(d["shape"][0]) == batch for d in self._in):
@@ -186,7 +217,13 @@ def load_delegate(library: str, options: dict | None = None):
 
 
 def load(
-    path, *, device: str = "cpu", threads: int | None = None, delegate_options: dict | None = None, xnnpack: bool = True
+    path,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    delegate_options: dict | None = None,
+    xnnpack: bool = True,
+    interpreter: str | None = None,
 ) -> LiteRTModel:
     """Load a .tflite file on the CPU (XNNPACK by default) or through an external delegate (``delegate:PATH``)."""
     delegates = []
@@ -199,4 +236,6 @@ def load(
         delegates.append(load_delegate(library, delegate_options))
     elif device != "cpu":
         raise EdgexError(f"the LiteRT backend runs on 'cpu' or 'delegate:PATH', not {device!r}")
-    return LiteRTModel(path, threads=threads, delegates=delegates, xnnpack=xnnpack, device=device)
+    return LiteRTModel(
+        path, threads=threads, delegates=delegates, xnnpack=xnnpack, device=device, interpreter=interpreter
+    )

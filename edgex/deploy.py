@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from devices.bundle import BundleError, read_manifest, safe_extract, verify, write_manifest
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, read_metadata, refuse_overwrite, utc_now
+from devices.smoke import FALLBACK_PREFIX, requirements_fallback
 
 if TYPE_CHECKING:
     from devices.bench import BenchResult
@@ -63,23 +64,67 @@ class Bundle:
     notes: tuple[str, ...] = ()
 
 
+# ai-edge-litert versions that run bundles, per board architecture: (requirement, why each bound). The arm64 figures
+# come from tests/test_arm64.py (an emulated Cortex-A72 running Debian 12, the base of Raspberry Pi OS Bookworm).
+LITERT_BOUNDS = {
+    "aarch64": (
+        "ai-edge-litert>=1.4,<2.2",
+        (
+            ">=1.4: 1.4.0 is the oldest version the arm64 tests have run bundles with",
+            "<2.2: 2.2.0 and 2.3.0 crash (SIGSEGV) building the interpreter on an emulated Cortex-A72 (qemu-user 7.2,",
+            "Debian 12 arm64); 1.4.0, 2.0.3 and 2.1.6 run fp32, dynamic-range and int8 bundles there",
+        ),
+    ),
+    "x86_64": (
+        "ai-edge-litert>=1.4,<2.4",
+        (">=1.4: the oldest version tested on arm64; <2.4: 2.3.0 is the newest version the tests have run",),
+    ),
+}
+# tflite-runtime's last release, with the numpy it was built against: it loads models whose min_runtime_version is
+# at most its own version (fp32 and int8 from TensorFlow 2.21, not dynamic-range: FULLY_CONNECTED v12 needs 2.17).
+TFLITE_RUNTIME = ("2.14.0", "tflite-runtime==2.14.0 'numpy<2'")
+LITERT_OLDEST_TESTED = "ai-edge-litert==1.4.0"
+
+
+def litert_fallback(model: Path) -> tuple[str, str]:
+    """(pip arguments of the fallback, why): tflite-runtime when it can load the model, else the oldest ai-edge-litert
+    tested (another build than the one that failed)."""
+    from devices.tflite_schema import min_runtime_version, version_tuple
+
+    needed = min_runtime_version(model.read_bytes())
+    version, requirement = TFLITE_RUNTIME
+    if needed and version_tuple(needed) <= version_tuple(version):
+        return (
+            requirement,
+            f"for images without ai-edge-litert wheels; it runs this model (needs a runtime >= {needed})",
+        )
+    return LITERT_OLDEST_TESTED, (
+        f"tflite-runtime (last release {version}) cannot load this model: it needs a LiteRT runtime >= {needed or '?'}"
+    )
+
+
 def _requirements(model: Path, target: Target) -> str:
-    runtime = ["onnxruntime>=1.17"] if model.suffix == ".onnx" else ["ai-edge-litert>=1.2"]
-    lines = [
-        "# Runtime for this bundle (no TensorFlow needed).",
-        *runtime,
-        "numpy>=1.23",
-        "Pillow>=9",
-        "# Old Raspberry Pi OS images without ai-edge-litert wheels: use tflite-runtime with numpy<2 instead.",
-        "# tflite-runtime",
-        "# numpy<2",
-    ]
+    lines = ["# Runtime for this bundle (no TensorFlow needed)."]
+    if model.suffix == ".onnx":
+        lines.append("onnxruntime>=1.17")
+    else:
+        requirement, why = LITERT_BOUNDS.get(target.machine, LITERT_BOUNDS["aarch64"])
+        lines += [f"# {line}" for line in why] + [requirement]
+    lines += ["numpy>=1.23", "Pillow>=9"]
+    if model.suffix == ".tflite":
+        fallback, why = litert_fallback(model)
+        lines += [
+            "# When every installed runtime crashes or refuses the model, python -m devices names this fallback,",
+            "# and edgex deploy --setup installs it:",
+            f"# {why}.",
+            f"{FALLBACK_PREFIX} {fallback}",
+        ]
     if target.coral:
         lines += ["# The Edge TPU runtime is a system package (libedgetpu1-std); see README.md."]
     return "\n".join(lines) + "\n"
 
 
-def _readme(target: Target, model: str, notes: list[str], has_eval: bool) -> str:
+def _readme(target: Target, model: str, notes: list[str], has_eval: bool, fallback: str = "") -> str:
     threads = f"--threads {target.cores}" if target.cores else ""
     lines = [
         f"# edgex bundle for {target.description}",
@@ -93,6 +138,13 @@ def _readme(target: Target, model: str, notes: list[str], has_eval: bool) -> str
         "pip install -r requirements.txt",
         "```",
     ]
+    if fallback:
+        lines += [
+            "",
+            "The runner loads the model in a child process first. If the runtime crashes there, it tries the next "
+            "runtime installed and says which version crashed; when none works, install the fallback that "
+            f"requirements.txt names: `pip install {fallback}`.",
+        ]
     if target.coral:
         lines += ["", "The Edge TPU runtime (once, from Coral's apt repository):", "", "```bash", *CORAL_APT, "```"]
     lines += [
@@ -178,7 +230,10 @@ def build_bundle(
             eval_file = "eval/eval.npz"
             _write_eval_set(root / eval_file, meta, eval_data, eval_samples)
         (root / "requirements.txt").write_text(_requirements(primary, spec))
-        (root / "README.md").write_text(_readme(spec, f"model/{primary.name}", notes, eval_file is not None))
+        readme = _readme(
+            spec, f"model/{primary.name}", notes, eval_file is not None, fallback=requirements_fallback(root)
+        )
+        (root / "README.md").write_text(readme)
         if spec.coral:
             (root / "install_edgetpu_runtime.sh").write_text("#!/bin/sh\nset -e\n" + "\n".join(CORAL_APT) + "\n")
         manifest = write_manifest(
