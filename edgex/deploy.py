@@ -300,6 +300,7 @@ class HostResult:
     accuracy: dict = field(default_factory=dict)
     identity: dict = field(default_factory=dict)
     seconds: float = 0.0
+    runtime: str = ""  # what runs the model there; after --setup, with what crashed first and the fallback installed
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -423,6 +424,7 @@ def run_on_host(
             opts.timeout,
         )
         run = f"cd {q(folder)} && {q(python)} -B -m devices"
+        runtime = _set_up_runtime(ssh, target, run, f"{base}/venv/bin/pip", host, opts) if setup else ""
         identity = json.loads(_run([*ssh, target, f"{run} info --json"], host, "identifying", opts.timeout))
         bench = None
         if bench_args is not None:
@@ -440,7 +442,13 @@ def run_on_host(
         if evaluate:
             accuracy = json.loads(_run([*ssh, target, f"{run} eval --json"], host, "evaluating", opts.timeout))
         return HostResult(
-            host, True, bench=bench, accuracy=accuracy, identity=identity, seconds=time.perf_counter() - start
+            host,
+            True,
+            bench=bench,
+            accuracy=accuracy,
+            identity=identity,
+            seconds=time.perf_counter() - start,
+            runtime=runtime,
         )
     except _RemoteError as exc:
         return HostResult(host, False, error=str(exc), seconds=time.perf_counter() - start)
@@ -451,6 +459,30 @@ def run_on_host(
     except Exception as exc:  # one host's failure must not stop the others: it goes into its row
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return HostResult(host, False, error=f"{host}: {reason}", seconds=time.perf_counter() - start)
+
+
+def _set_up_runtime(ssh: list[str], target: str, run: str, pip: str, host: str, opts: SshOptions) -> str:
+    """Load the model in a child process on the device (python -m devices check); when every installed runtime
+    crashes or refuses it, install the fallback its requirements.txt names and check again. One line back."""
+
+    def check() -> dict:
+        # check --json exits non-zero when no runtime works; its JSON says why
+        return json.loads(
+            _run([*ssh, target, f"{run} check --json || true"], host, "checking the runtime", opts.timeout)
+        )
+
+    report = check()
+    installed = ""
+    if not report["ok"] and report["fallback"]:
+        failed = report["line"].split("; install the fallback")[0]
+        command = f"{shlex.quote(pip)} install -q {report['fallback']}"
+        _run([*ssh, target, command], host, "installing the fallback", opts.timeout)
+        installed = f"{failed}; installed the fallback {report['fallback']}; "
+        report = check()
+    if not report["ok"]:
+        raise _RemoteError(f"{host}: {installed}{report['line']}")
+    chosen = next(a for a in report["attempts"] if a["ok"])
+    return installed + (report["line"] or f"{chosen['version']} runs it")
 
 
 def read_hosts(hosts: list[str], hosts_file: str | None) -> list[str]:

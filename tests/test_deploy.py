@@ -292,3 +292,5 @@ def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_arti
     )
     assert result.ok, result.error
     assert (tmp_path / "remote" / "venv" / "bin" / "python").exists()
+    # the model was loaded in a child process on the device before anything ran it
+    assert result.runtime.startswith("ai-edge-litert ") and result.runtime.endswith(" runs it")

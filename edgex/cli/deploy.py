@@ -64,7 +64,9 @@ def deploy(
         min_seconds=min_seconds,
         remote_python=remote_python,
         opts=opts,
-        progress=lambda r: console.print(f"{r.host}: {'ok' if r.ok else r.error} ({r.seconds:.0f} s)"),
+        progress=lambda r: console.print(
+            f"{r.host}: {'ok' if r.ok else r.error} ({r.seconds:.0f} s)" + (f"; {r.runtime}" if r.runtime else "")
+        ),
     )
     show_hosts(results)
     if json_file:
