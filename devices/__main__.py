@@ -190,12 +190,13 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m devices", description="Run an edgex bundle on this device.")
     sub = top.add_subparsers(dest="command", required=True)
 
-    def common(p, model=True):
+    def common(p, model=True, check=True):
         p.add_argument("--bundle", default=".", help="bundle folder (default: current folder)")
         if model:
             p.add_argument("--model", help="model file inside the bundle (default: the manifest's)")
             p.add_argument("--device", help="cpu, edgetpu[:usb|pci], delegate:PATH (default: the target's)")
             p.add_argument("--threads", type=int, help="runtime threads (default: the target's cores)")
+        if model and check:
             p.add_argument(
                 "--no-check",
                 action="store_true",
@@ -215,7 +216,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.set_defaults(run=cmd_bench)
     common(sub.add_parser("eval", help="accuracy on the bundled evaluation set")).set_defaults(run=cmd_eval)
-    common(sub.add_parser("check", help="find the installed runtime that runs the model")).set_defaults(run=cmd_check)
+    p = common(sub.add_parser("check", help="which installed runtime loads and runs the model"), check=False)
+    p.set_defaults(run=cmd_check)
     common(sub.add_parser("verify", help="check files against the manifest"), model=False).set_defaults(run=cmd_verify)
     common(sub.add_parser("info", help="what this device is"), model=False).set_defaults(run=cmd_info)
     return top
