@@ -294,3 +294,24 @@ def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_arti
     assert (tmp_path / "remote" / "venv" / "bin" / "python").exists()
     # the model was loaded in a child process on the device before anything ran it
     assert result.runtime.startswith("ai-edge-litert ") and result.runtime.endswith(" runs it")
+
+
+def test_requirements_bound_ai_edge_litert_with_reasons_and_name_a_fallback_the_model_can_use(tiny_artifacts, tmp_path):
+    from devices.smoke import requirements_fallback
+    from devices.tflite_schema import min_runtime_version, version_tuple
+    from edgex.deploy import LITERT_BOUNDS, TFLITE_RUNTIME
+
+    for target, machine in (("rpi4", "aarch64"), ("generic-x86_64", "x86_64")):
+        bundle = build_bundle(tiny_artifacts["tflite-int8"], target, tmp_path / f"{target}.tar.gz")
+        root = safe_extract(Path(bundle.path), tmp_path / target)
+        lines = (root / "requirements.txt").read_text().splitlines()
+        requirement = LITERT_BOUNDS[machine][0]
+        index = lines.index(requirement)
+        # every bound of the requirement has a comment above it saying why
+        for bound in requirement.removeprefix("ai-edge-litert").split(","):
+            assert any(line.startswith(f"# {bound}:") or f"; {bound}:" in line for line in lines[:index]), bound
+        # the int8 model needs an older runtime than tflite-runtime's last release: that is its fallback
+        needed = min_runtime_version(tiny_artifacts["tflite-int8"].read_bytes())
+        assert needed and version_tuple(needed) <= version_tuple(TFLITE_RUNTIME[0])
+        assert requirements_fallback(root) == "tflite-runtime==2.14.0 'numpy<2'"
+        assert "pip install tflite-runtime==2.14.0 'numpy<2'" in (root / "README.md").read_text()
