@@ -64,6 +64,22 @@ def trained_tiny(tmp_path_factory) -> Path:
     return Path(result.model_path)
 
 
+def copy_model(model: Path, folder: Path) -> Path:
+    """``model`` and its metadata copied into ``folder`` as model.keras, for tests that write files next to it."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, folder / "model.keras")
+    shutil.copy(model.with_name(model.name + ".json"), folder / "model.keras.json")
+    return folder / "model.keras"
+
+
+@pytest.fixture(scope="session")
+def tiny_copy(trained_tiny, tmp_path_factory):
+    """``tiny_copy(name)``: the trained tiny model copied into a fresh folder of its own."""
+    return lambda name: copy_model(trained_tiny, tmp_path_factory.mktemp(name))
+
+
 def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300, env: dict | None = None):
     """Run Python code in a fresh interpreter (optionally with TensorFlow made unimportable)."""
     import subprocess
@@ -89,16 +105,11 @@ def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300,
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(trained_tiny, tmp_path_factory) -> dict[str, Path]:
+def tiny_artifacts(tiny_copy) -> dict[str, Path]:
     """The tiny model exported once: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
-    import shutil
-
     from edgex.export import export_model
 
-    folder = tmp_path_factory.mktemp("artifacts")
-    keras_path = folder / "model.keras"
-    shutil.copy(trained_tiny, keras_path)
-    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
+    keras_path = tiny_copy("artifacts")
     found = {"keras": keras_path}
     for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
         found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)

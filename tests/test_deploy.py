@@ -12,7 +12,7 @@ import pytest
 
 from devices.bench import results_from_json
 from devices.bundle import BundleError, safe_extract, verify
-from edgex.deploy import TARGETS, build_bundle, verify_bundle
+from edgex.deploy import DEPLOY_TARGETS, build_bundle, verify_bundle
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,13 @@ def test_bundle_holds_everything_the_device_needs_and_no_tensorflow(bundle, tmp_
     assert verify(root) == []
 
 
-@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("name", sorted(DEPLOY_TARGETS))
 def test_every_target_builds_with_its_defaults(tiny_artifacts, tmp_path, name):
     result = build_bundle(tiny_artifacts["tflite-int8"], name, tmp_path / f"{name}.tar.gz")
     root = safe_extract(Path(result.path), tmp_path / "x")
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["defaults"]["threads"] == TARGETS[name].cores
-    if TARGETS[name].coral:
+    assert manifest["defaults"]["threads"] == DEPLOY_TARGETS[name].cores
+    if DEPLOY_TARGETS[name].coral:
         # Not compiled for the Edge TPU: the bundle says so and runs the int8 model on the CPU.
         assert any("not compiled for the Edge TPU" in n for n in result.notes)
         assert manifest["defaults"]["device"] == "cpu"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +13,8 @@ from edgex.quantize import quantize
 
 
 @pytest.fixture(scope="module")
-def model(trained_tiny, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("optimize")
-    shutil.copy(trained_tiny, folder / "model.keras")
-    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
-    return folder / "model.keras"
+def model(tiny_copy):
+    return tiny_copy("optimize")
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "float16", "int8"])
@@ -38,30 +35,35 @@ def test_int8_to_onnx_and_edgetpu(model):
     for to in ("onnx", "edgetpu"):
         report = quantize(model, "int8", data="digits", to=to, force=True)
         assert report.artifact.endswith(".onnx" if to == "onnx" else "_quant.tflite")
-        assert report.parity["passed"]
+        assert report.parity.passed
 
 
 def test_qat_xception_int8_tflite_agrees_with_the_qat_keras_model(model):
     report = quantize(model, "qat", data="digits", epochs=1, force=True)
-    assert report.qat["keras_model"].endswith(".h5") and len(report.qat["history"]["loss"]) == 1
+    assert report.qat.keras_model.endswith(".h5") and len(report.qat.history["loss"]) == 1
     # The parity check of the export compares the int8 TFLite file with the QAT Keras model it came from.
-    assert report.parity["top1_agreement"] >= 0.97
-    assert report.parity["mean_abs_diff"] <= 0.02
-    assert abs(100 * (report.qat["top1"] - report.quant_top1)) <= 2.0
+    assert report.parity.top1_agreement >= 0.97
+    assert report.parity.mean_abs_diff <= 0.02
+    assert abs(100 * (report.qat.top1 - report.quant_top1)) <= 2.0
     # tfmot's transform split every SeparableConv2D into a quantized depthwise and a quantized pointwise layer.
     from devices.tensorflow import load_keras_model
 
-    qat_model = load_keras_model(report.qat["keras_model"])
+    qat_model = load_keras_model(report.qat.keras_model)
     wrapped = [type(layer.layer).__name__ for layer in qat_model.layers if hasattr(layer, "layer")]
     assert wrapped.count("DepthwiseConv2D") >= 4 and "Conv2D" in wrapped
     assert not any("SeparableConv2D" in type(layer).__name__ for layer in qat_model.layers)
 
 
-def test_debug_lists_the_worst_layers(model):
-    report = quantize(model, "int8", data="digits", debug=True, force=True)
-    errors = [d["rmse_over_scale"] for d in report.debug_layers]
+def test_layer_errors_lists_the_worst_layers(model, cli, tmp_path):
+    report = quantize(model, "int8", data="digits", layer_errors=True, force=True)
+    errors = [d["rmse_over_scale"] for d in report.layer_errors]
     assert len(errors) >= 5 and errors == sorted(errors, reverse=True)
-    assert all(d["layer"] for d in report.debug_layers[:5])
+    assert all(d["layer"] for d in report.layer_errors[:5])
+    # --debug, the old spelling, still works for one release, and is not in the help.
+    old = cli("quantize", model, "--mode", "dynamic", "--data", "digits", "--debug", "--out", tmp_path, "--json")
+    assert old.exit_code == 0, old.output
+    assert "--layer-errors reports per-layer errors" not in old.stdout and json.loads(old.stdout)["layer_errors"]
+    assert "--layer-errors" in cli("quantize", "--help").stdout and "--debug" not in cli("quantize", "--help").stdout
 
 
 def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
@@ -115,7 +117,7 @@ def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
         force=True,
     )
     assert 1 <= len(report.auto_keep_float) <= 2
-    assert report.kept_float[0] == report.debug_layers[0]["layer"]
+    assert report.kept_float[0] == report.layer_errors[0]["layer"]
     assert {"full_int8_p50", "selective_p50"} <= set(report.latency_ms)
     assert all(step["size_bytes"] > 0 for step in report.auto_keep_float)
 
@@ -181,5 +183,5 @@ def test_two_four_pattern_with_sparsity_preserving_qat(model, tmp_path):
                 checked += 1
     assert checked == len(kernels) > 0  # every pruned kernel has 2 zeros in each group of 4
     qat = report.then_qat
-    assert qat["int8_weight_sparsity"] == pytest.approx(qat["float_sparsity"], abs=0.02)
-    assert int8_weight_sparsity(__import__("pathlib").Path(qat["int8_model"])) == qat["int8_weight_sparsity"]
+    assert qat.int8_weight_sparsity == pytest.approx(qat.float_sparsity, abs=0.02)
+    assert int8_weight_sparsity(Path(qat.int8_model)) == qat.int8_weight_sparsity
