@@ -54,11 +54,15 @@ def test_qat_xception_int8_tflite_agrees_with_the_qat_keras_model(model):
     assert not any("SeparableConv2D" in type(layer).__name__ for layer in qat_model.layers)
 
 
-def test_layer_errors_lists_the_worst_layers(model, cli, tmp_path):
-    report = quantize(model, "int8", data="digits", layer_errors=True, force=True)
-    errors = [d["rmse_over_scale"] for d in report.layer_errors]
+def test_layer_errors_lists_the_worst_layers(tour, model, cli, tmp_path):
+    """The README tour runs `edgex quantize --mode int8 --layer-errors`; its report is checked here."""
+    folder, results = tour
+    line = "edgex quantize runs/tiny/model.keras --mode int8 --data digits --max-drop 2 --layer-errors"
+    assert results[line].exit_code == 0
+    report = json.loads((folder / "runs" / "tiny" / "quantize_int8_tflite" / "quantize_report.json").read_text())
+    errors = [d["rmse_over_scale"] for d in report["layer_errors"]]
     assert len(errors) >= 5 and errors == sorted(errors, reverse=True)
-    assert all(d["layer"] for d in report.layer_errors[:5])
+    assert all(d["layer"] for d in report["layer_errors"][:5])
     # --debug, the old spelling, still works for one release, and is not in the help.
     old = cli("quantize", model, "--mode", "dynamic", "--data", "digits", "--debug", "--out", tmp_path, "--json")
     assert old.exit_code == 0, old.output
@@ -151,19 +155,22 @@ def test_pruning_schedule_always_fires_and_reaches_its_target_in_time(total):
     assert end % frequency == 0  # the last pruning step lands exactly on end_step
 
 
-def test_pruning_reaches_the_requested_sparsity(model, tmp_path):
-    report = prune(model, 0.5, data="digits", epochs=2, out=tmp_path)
-    assert report.sparsity_pruned_weights == pytest.approx(0.5, abs=0.01)
-    assert report.sparsity_by_kind["depthwise_kernel"] == 0.0
-    assert report.sparsity_by_kind["pointwise_kernel"] == pytest.approx(0.5, abs=0.01)
-    pruned = [layer for layer in report.layers if layer["pruned"]]
+def test_pruning_reaches_the_requested_sparsity(tour):
+    """The README tour prunes the tiny model to 50% in 2 epochs (`edgex prune`); its report is checked here."""
+    folder, results = tour
+    assert results["edgex prune runs/tiny/model.keras --sparsity 0.5 --epochs 2 --data digits"].exit_code == 0
+    report = json.loads((folder / "runs" / "tiny" / "prune_50" / "prune_report.json").read_text())
+    assert report["sparsity_pruned_weights"] == pytest.approx(0.5, abs=0.01)
+    assert report["sparsity_by_kind"]["depthwise_kernel"] == 0.0
+    assert report["sparsity_by_kind"]["pointwise_kernel"] == pytest.approx(0.5, abs=0.01)
+    pruned = [layer for layer in report["layers"] if layer["pruned"]]
     assert pruned and all(layer["weight"] != "depthwise_kernel" for layer in pruned)
-    sizes = report.sizes
+    sizes = report["sizes"]
     assert sizes["pruned_tflite"]["raw"] == pytest.approx(sizes["dense_tflite"]["raw"], rel=0.01)
     assert sizes["pruned_tflite"]["gzip"] < sizes["dense_tflite"]["gzip"]
-    assert report.latency_ms["dense_p50"] > 0 and report.latency_ms["pruned_p50"] > 0
-    assert any("raw file size unchanged" in n for n in report.notes)
-    assert abs(report.drop_points) < 15
+    assert report["latency_ms"]["dense_p50"] > 0 and report["latency_ms"]["pruned_p50"] > 0
+    assert any("raw file size unchanged" in n for n in report["notes"])
+    assert abs(report["drop_points"]) < 15
 
 
 def test_two_four_pattern_with_sparsity_preserving_qat(model, tmp_path):

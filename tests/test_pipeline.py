@@ -287,3 +287,22 @@ def test_recipe_values_of_the_wrong_type_name_the_key(tmp_path, cli):
     assert result.exit_code == 2
     assert "recipe key 'prune.sparsity' must be a number, got 'high'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_best_variants_are_the_smallest_and_fastest_within_the_gate():
+    from edgex.pipeline import SummaryRow, best_variants
+
+    def row(name, fmt, size, drop, p50):
+        return SummaryRow(name, fmt, "fp32", 0.0, size, 0.9, drop, p50, p50, None, None, "x", "edgex ...")
+
+    rows = [
+        row("keras fp32", "keras", 10, 0.0, 1.0),  # the reference is never a deployable variant
+        row("big", "tflite", 8, 0.0, 0.5),
+        row("small but wrong", "tflite", 1, 3.0, 0.1),  # outside a 1-point gate
+        row("small", "onnx", 2, 0.5, 0.9),
+        row("untimed", "tflite", 3, 0.0, None),
+    ]
+    best = best_variants(rows, max_drop=1.0)
+    assert (best.smallest, best.fastest) == ("small", "big")
+    assert best_variants(rows, max_drop=5.0).smallest == "small but wrong"
+    assert best_variants(rows[:1], max_drop=1.0).smallest is None
