@@ -71,6 +71,7 @@ def test_coral_bundle_ships_the_compiled_model_when_there_is_one(tiny_artifacts,
     assert "model/model_quant.tflite" in manifest["files"] and not result.notes
 
 
+@pytest.mark.slow
 def test_entry_point_predicts_benchmarks_and_evaluates_without_tensorflow(bundle, tmp_path):
     from PIL import Image
 
@@ -275,6 +276,7 @@ def test_failing_hosts_get_one_line_each_and_do_not_stop_the_others(ssh_server, 
     assert all("\n" not in h["error"] for h in rows.values())
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_artifacts, tmp_path):
     from edgex.deploy import SshOptions, deploy_remote

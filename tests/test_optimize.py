@@ -17,6 +17,7 @@ def model(tiny_copy):
     return tiny_copy("optimize")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dynamic", "float16", "int8"])
 def test_post_training_quantization_reports_accuracy_sizes_and_compression(model, mode):
     report = quantize(model, mode, data="digits", force=True)
@@ -31,6 +32,7 @@ def test_post_training_quantization_reports_accuracy_sizes_and_compression(model
     assert saved["quant_top1"] == report.quant_top1
 
 
+@pytest.mark.slow
 def test_int8_to_onnx_and_edgetpu(model):
     for to in ("onnx", "edgetpu"):
         report = quantize(model, "int8", data="digits", to=to, force=True)
@@ -38,6 +40,7 @@ def test_int8_to_onnx_and_edgetpu(model):
         assert report.parity.passed
 
 
+@pytest.mark.slow
 def test_qat_xception_int8_tflite_agrees_with_the_qat_keras_model(model):
     report = quantize(model, "qat", data="digits", epochs=1, force=True)
     assert report.qat.keras_model.endswith(".h5") and len(report.qat.history["loss"]) == 1
@@ -54,6 +57,7 @@ def test_qat_xception_int8_tflite_agrees_with_the_qat_keras_model(model):
     assert not any("SeparableConv2D" in type(layer).__name__ for layer in qat_model.layers)
 
 
+@pytest.mark.slow
 def test_layer_errors_lists_the_worst_layers(tour, model, cli, tmp_path):
     """The README tour runs `edgex quantize --mode int8 --layer-errors`; its report is checked here."""
     folder, results = tour
@@ -70,6 +74,7 @@ def test_layer_errors_lists_the_worst_layers(tour, model, cli, tmp_path):
     assert "--layer-errors" in cli("quantize", "--help").stdout and "--debug" not in cli("quantize", "--help").stdout
 
 
+@pytest.mark.slow
 def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
     report = quantize(model, "int8", data="digits", keep_float=("block1_conv1",), out=tmp_path, force=True)
     from devices.litert import graph_interpreter
@@ -81,6 +86,7 @@ def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
     assert report.kept_float == ("block1_conv1",)
 
 
+@pytest.mark.slow
 def test_max_drop_gate_exits_3_after_writing_the_report(model, tmp_path, cli):
     # One calibration image gives ranges that clip every other image: a real, large accuracy drop.
     result = cli(
@@ -108,6 +114,7 @@ def test_max_drop_gate_exits_3_after_writing_the_report(model, tmp_path, cli):
     assert passed.exit_code == 0, passed.output
 
 
+@pytest.mark.slow
 def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
     report = quantize(
         model,
@@ -155,6 +162,7 @@ def test_pruning_schedule_always_fires_and_reaches_its_target_in_time(total):
     assert end % frequency == 0  # the last pruning step lands exactly on end_step
 
 
+@pytest.mark.slow
 def test_pruning_reaches_the_requested_sparsity(tour):
     """The README tour prunes the tiny model to 50% in 2 epochs (`edgex prune`); its report is checked here."""
     folder, results = tour
@@ -173,6 +181,7 @@ def test_pruning_reaches_the_requested_sparsity(tour):
     assert abs(report["drop_points"]) < 15
 
 
+@pytest.mark.slow
 def test_two_four_pattern_with_sparsity_preserving_qat(model, tmp_path):
     report = prune(model, 0.5, data="digits", epochs=1, pattern="2:4", then_qat=True, qat_epochs=1, out=tmp_path)
     assert report.sparsity_pruned_weights == pytest.approx(0.5, abs=0.01)

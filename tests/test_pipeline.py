@@ -46,6 +46,7 @@ def _stage_lines(output: str) -> dict[str, str]:
     return lines
 
 
+@pytest.mark.slow
 def test_run_folder_has_every_artifact_and_report(run):
     out, _ = run
     for name in (
@@ -92,6 +93,7 @@ def test_run_folder_has_every_artifact_and_report(run):
     assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
 
 
+@pytest.mark.slow
 def test_twin_runs_beside_other_stages_and_the_ab_times_the_pipelines_own_files(run):
     """The twin is trained and converted in a second process, done before anything is timed; the A/B times the
     files the convert stage made for Xception against the twin converted the same way."""
@@ -149,6 +151,7 @@ def test_a_bad_value_is_refused_before_the_run_folder_is_made(tmp_path, cli):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_existing_run_folder_needs_resume_or_force(run, cli):
     out, recipe = run
     result = cli("pipeline", "--config", recipe, "--out", out)
@@ -179,6 +182,7 @@ def test_flags_override_the_recipe(tmp_path):
     assert resolved.preset == "mini" and resolved.train.epochs == 7
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -248,6 +252,7 @@ def small_run(tmp_path_factory):
     return run_pipeline(recipe, out), out
 
 
+@pytest.mark.slow
 def test_twin_in_line_when_the_recipe_says_so(small_run):
     result, out = small_run
     twin = next(r for r in result.stages if r.name == "twin")
@@ -259,6 +264,7 @@ def test_twin_in_line_when_the_recipe_says_so(small_run):
     assert [r.variant for r in result.summary] == ["keras fp32", "tflite fp32"]
 
 
+@pytest.mark.slow
 def test_resume_reruns_only_the_changed_stage_and_what_depends_on_it(small_run, cli, tmp_path):
     import yaml
 
