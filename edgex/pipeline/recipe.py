@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from devices.errors import EdgexError
@@ -135,10 +135,6 @@ class Recipe:
     def from_json(cls, data: dict) -> Recipe:
         """A recipe from a (complete or partial) mapping; each value is checked against its option's type."""
         return _parse(cls, data, "")
-
-    def replace(self, section: str, **changes) -> Recipe:
-        """This recipe with some options of one section changed (``recipe.replace("train", epochs=3)``)."""
-        return replace(self, **{section: replace(getattr(self, section), **changes)})
 
 
 DEFAULT_RECIPE = Recipe()
