@@ -38,7 +38,7 @@ def main() -> None:
     qat = quantize(model, "qat", data="digits", out=work / "qat")
     print(
         f"QAT        top-1 {100 * qat.float_top1:.2f}% -> {100 * qat.quant_top1:.2f}%  drop {qat.drop_points:.2f} "
-        f"points (bar <= 0.5); int8 vs QAT Keras top-1 agreement {qat.parity['top1_agreement']:.1%}"
+        f"points (bar <= 0.5); int8 vs QAT Keras top-1 agreement {qat.parity.top1_agreement:.1%}"
         f"  [{time.perf_counter() - start:.0f} s]"
     )
 

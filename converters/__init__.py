@@ -13,6 +13,7 @@ Importing this package is cheap; TensorFlow, tf2onnx and onnx are imported by th
 from __future__ import annotations
 
 from converters.registry import (
+    FORMATS,
     TARGETS,
     ConversionResult,
     Parity,
@@ -22,4 +23,13 @@ from converters.registry import (
     load_source,
 )
 
-__all__ = ["TARGETS", "ConversionResult", "Parity", "convert", "default_output", "default_precision", "load_source"]
+__all__ = [
+    "FORMATS",
+    "TARGETS",
+    "ConversionResult",
+    "Parity",
+    "convert",
+    "default_output",
+    "default_precision",
+    "load_source",
+]

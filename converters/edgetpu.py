@@ -237,7 +237,7 @@ def run_compiler(path: Path, compiler: str, timeout: int = 600) -> tuple[Path | 
     )
     log_path = out_dir / f"{path.stem}_edgetpu.log"
     parsed = parse_compiler_output(proc.stdout + proc.stderr, log_path.read_text() if log_path.exists() else "")
-    compiled = out_dir / f"{path.stem}_edgetpu.tflite"
+    compiled = compiled_path(path)
     if proc.returncode != 0 or not compiled.exists():
         parsed["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["compiler failed"]
         return None, parsed

@@ -31,12 +31,13 @@ class Target:
     runtime: str  # the runtime that runs the result (for the parity check)
 
 
-TARGETS: dict[str, Target] = {
+FORMATS: dict[str, Target] = {
     "tflite": Target("tflite", "converters.tflite", ("fp32", "fp16", "dynamic", "int8"), ".tflite", "litert"),
     "onnx": Target("onnx", "converters.onnx", ("fp32", "int8"), ".onnx", "onnxruntime"),
     "saved-model": Target("saved-model", "converters.saved_model", ("fp32",), "", "tensorflow"),
     "edgetpu": Target("edgetpu", "converters.edgetpu", ("int8",), ".tflite", "litert"),
 }
+TARGETS = FORMATS  # the old name, kept for one release: edgex.deploy's targets are DEPLOY_TARGETS
 IO_TYPES = ("float", "int8", "uint8")
 BATCHES = ("1", "dynamic")
 ONNX_INT8_ROUTES = ("qdq", "tflite")
@@ -121,15 +122,30 @@ def default_precision(to: str) -> str:
     return "int8" if to == "edgetpu" else "fp32"
 
 
+def artifact_name(stem: str, to: str, precision: str) -> str:
+    """The file name of an export: ``model`` -> ``model_int8.tflite``, ``model_fp32.onnx``, ``model_saved_model``,
+    ``model_quant.tflite`` (the one naming rule of convert, quantize, prune and the pipeline's run folder)."""
+    if to == "saved-model":
+        return f"{stem}_saved_model"
+    if to == "edgetpu":  # Coral's convention: edgetpu_compiler turns x_quant.tflite into x_quant_edgetpu.tflite
+        return f"{stem}_quant.tflite"
+    return f"{stem}_{precision}{FORMATS[to].suffix}"
+
+
+def runtime_for_format(fmt: str) -> str:
+    """The runtime that runs a file of format ``fmt`` (``keras`` included: TensorFlow)."""
+    return "tensorflow" if fmt == "keras" else FORMATS[fmt].runtime
+
+
+def format_for_runtime(runtime: str) -> str:
+    """The format a runtime's models are exported to: litert -> tflite, onnxruntime -> onnx."""
+    return next(name for name, target in FORMATS.items() if target.runtime == runtime)
+
+
 def default_output(model: str | Path, to: str, precision: str) -> Path:
     """``model.keras`` -> ``model_int8.tflite``, ``model_fp32.onnx``, ``model_saved_model/``, ``model_quant.tflite``."""
     model = Path(model)
-    stem = model.stem if model.is_file() else model.name
-    if to == "saved-model":
-        return model.with_name(f"{stem}_saved_model")
-    if to == "edgetpu":  # Coral's convention: edgetpu_compiler turns x_quant.tflite into x_quant_edgetpu.tflite
-        return model.with_name(f"{stem}_quant.tflite")
-    return model.with_name(f"{stem}_{precision}{TARGETS[to].suffix}")
+    return model.with_name(artifact_name(model.stem if model.is_file() else model.name, to, precision))
 
 
 def check_parity(reference: np.ndarray, exported: np.ndarray, precision: str, inputs: str) -> Parity:
@@ -148,9 +164,9 @@ def check_parity(reference: np.ndarray, exported: np.ndarray, precision: str, in
 
 
 def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: str) -> Target:
-    if to not in TARGETS:
-        raise choice_error("format", to, TARGETS)
-    target = TARGETS[to]
+    if to not in FORMATS:
+        raise choice_error("format", to, FORMATS)
+    target = FORMATS[to]
     if precision not in target.precisions:
         raise EdgexError(
             f"precision {precision!r} is not available for {to}; choose one of: {', '.join(target.precisions)}"

@@ -159,63 +159,11 @@ def measure(
 ) -> BenchResult:
     """Time a loaded model. ``inputs``: float (preprocessed) batches of ``config.batch`` samples to cycle
     through (real data, quantized here for integer models), or None for random inputs."""
-    if model.inputs[0].batch is None:
-        model.resize_batch(config.batch)
-    elif model.inputs[0].batch != config.batch:
-        raise EdgexError(
-            f"model input {model.inputs[0].name!r} has a fixed batch of {model.inputs[0].batch}; "
-            f"cannot benchmark batch {config.batch} (convert with --batch dynamic)"
-        )
-    if inputs is not None:
-        feeds = [[model.encode_input(batch)] for batch in inputs]
-    else:
-        feeds = [model.sample_inputs(config.batch)]
-    if not feeds:
-        raise EdgexError("no input batches to benchmark with")
-    for feed in feeds[:1]:
-        model.check_inputs(feed)
-    set_inputs, invoke, clock = model.set_inputs, model.invoke, time.perf_counter
-
-    set_inputs(feeds[0])
-    start = clock()
-    invoke()
-    first_ms = (clock() - start) * 1e3
-
-    done, start = 0, clock()
-    while done < config.warmup or clock() - start < config.min_warmup_seconds:
-        if len(feeds) > 1:
-            set_inputs(feeds[done % len(feeds)])
-        invoke()
-        done += 1
-        if clock() - start > config.max_seconds:
-            break
-
-    samples: list[float] = []
-    cycle = len(feeds) > 1
-    set_inputs(feeds[0])
-    begin = clock()
-    deadline = begin + config.max_seconds
-    while True:
-        if cycle:
-            set_inputs(feeds[len(samples) % len(feeds)])
-        t0 = clock()
-        invoke()
-        t1 = clock()
-        samples.append(t1 - t0)
-        if (len(samples) >= config.runs and t1 - begin >= config.min_seconds) or t1 >= deadline:
-            break
-        if progress is not None and len(samples) % 16 == 0:
-            progress(len(samples))
-    timed = clock() - begin
-
+    feeds = _feeds(model, config, inputs)
+    first_ms = _warm_up(model, feeds, config)
+    samples, timed = _timed_runs(model, feeds, config, progress)
     stats = LatencyStats.from_seconds(samples)
-    reasons = []
-    if stats.n < config.runs:
-        reasons.append(f"only {stats.n} of {config.runs} runs before the {config.max_seconds:g} s limit")
-    if timed < config.min_seconds:
-        reasons.append(f"timed for {timed:.2f} s, less than the {config.min_seconds:g} s minimum")
-    if stats.cv > MAX_CV:
-        reasons.append(f"coefficient of variation {stats.cv:.1%} is above {MAX_CV:.0%}")
+    reasons = _invalid_reasons(stats, timed, config)
     per_s = 1e3 / stats.mean
     return BenchResult(
         model=str(model.path),
@@ -239,6 +187,78 @@ def measure(
         invalid_reasons=tuple(reasons),
         environment=sysinfo.environment(),
     )
+
+
+def _feeds(model, config: BenchConfig, inputs) -> list[list[np.ndarray]]:
+    """The model's input batches, encoded for it (its batch size set to the config's where it can change)."""
+    if model.inputs[0].batch is None:
+        model.resize_batch(config.batch)
+    elif model.inputs[0].batch != config.batch:
+        raise EdgexError(
+            f"model input {model.inputs[0].name!r} has a fixed batch of {model.inputs[0].batch}; "
+            f"cannot benchmark batch {config.batch} (convert with --batch dynamic)"
+        )
+    if inputs is not None:
+        feeds = [[model.encode_input(batch)] for batch in inputs]
+    else:
+        feeds = [model.sample_inputs(config.batch)]
+    if not feeds:
+        raise EdgexError("no input batches to benchmark with")
+    for feed in feeds[:1]:
+        model.check_inputs(feed)
+    return feeds
+
+
+def _warm_up(model, feeds, config: BenchConfig) -> float:
+    """The first inference (returned, in ms), then the warm-up runs."""
+    set_inputs, invoke, clock = model.set_inputs, model.invoke, time.perf_counter
+    set_inputs(feeds[0])
+    start = clock()
+    invoke()
+    first_ms = (clock() - start) * 1e3
+
+    done, start = 0, clock()
+    while done < config.warmup or clock() - start < config.min_warmup_seconds:
+        if len(feeds) > 1:
+            set_inputs(feeds[done % len(feeds)])
+        invoke()
+        done += 1
+        if clock() - start > config.max_seconds:
+            break
+    return first_ms
+
+
+def _timed_runs(model, feeds, config: BenchConfig, progress) -> tuple[list[float], float]:
+    """The seconds of each timed inference, and the seconds the loop took in all."""
+    set_inputs, invoke, clock = model.set_inputs, model.invoke, time.perf_counter
+    samples: list[float] = []
+    cycle = len(feeds) > 1
+    set_inputs(feeds[0])
+    begin = clock()
+    deadline = begin + config.max_seconds
+    while True:
+        if cycle:
+            set_inputs(feeds[len(samples) % len(feeds)])
+        t0 = clock()
+        invoke()
+        t1 = clock()
+        samples.append(t1 - t0)
+        if (len(samples) >= config.runs and t1 - begin >= config.min_seconds) or t1 >= deadline:
+            break
+        if progress is not None and len(samples) % 16 == 0:
+            progress(len(samples))
+    return samples, clock() - begin
+
+
+def _invalid_reasons(stats: LatencyStats, timed: float, config: BenchConfig) -> list[str]:
+    reasons = []
+    if stats.n < config.runs:
+        reasons.append(f"only {stats.n} of {config.runs} runs before the {config.max_seconds:g} s limit")
+    if timed < config.min_seconds:
+        reasons.append(f"timed for {timed:.2f} s, less than the {config.min_seconds:g} s minimum")
+    if stats.cv > MAX_CV:
+        reasons.append(f"coefficient of variation {stats.cv:.1%} is above {MAX_CV:.0%}")
+    return reasons
 
 
 def _format_of(path) -> str:

@@ -1,6 +1,7 @@
 """TensorFlow backend: Keras files (.keras, .h5) and SavedModel folders, on the CPU or a GPU.
 
-This is the only module in ``devices`` that imports TensorFlow, and only inside its functions.
+The runtime backend that runs models on TensorFlow. TensorFlow itself is imported through ``devices.tfkeras`` (the
+one place that selects Keras 2) and only inside functions, so ``devices`` still imports without it.
 """
 
 from __future__ import annotations

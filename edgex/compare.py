@@ -4,9 +4,7 @@ operation type (ONNX Runtime's per-node profile; for TFLite, one-layer sub-model
 
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -18,10 +16,10 @@ from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import read_metadata, refuse_overwrite, write_metadata
 from edgex.benchmarking import invalid_note, write_study
+from edgex.breakdown import KINDS
 
-FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
+RUNTIMES = ("litert", "onnxruntime")  # the runtimes compared; each runs the format converters.registry names
 COMPARE_BENCH = BenchConfig(warmup=3, min_warmup_seconds=0.1, runs=20, min_seconds=0.5, max_seconds=30.0)
-KINDS = ("pointwise", "depthwise", "regular", "shortcut", "rest")
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,8 @@ class CompareConfig:
 
     def __post_init__(self):
         for r in self.runtimes:
-            if r not in FORMATS:
-                raise choice_error("runtime", r, FORMATS)
+            if r not in RUNTIMES:
+                raise choice_error("runtime", r, RUNTIMES)
         for p in self.precisions:
             if p not in ("fp32", "int8"):
                 raise choice_error("precision", p, ("fp32", "int8"))
@@ -67,10 +65,32 @@ class CompareRow:
 
 
 @dataclass(frozen=True)
+class ABPair:
+    """Xception against its regular-convolution twin on one runtime and precision."""
+
+    runtime: str
+    precision: str
+    xception: str  # labels
+    twin: str
+    xception_ms: float  # p50
+    twin_ms: float
+    measured_speedup: float  # twin / Xception latency
+    theoretical_speedup: float  # twin / Xception MACs
+    params_ratio: float
+    size_ratio: float
+    valid: bool  # both timings passed the bench's stability checks
+
+    @property
+    def efficiency(self) -> float:
+        """The share of the MAC ratio that the measured speedup reaches."""
+        return self.measured_speedup / self.theoretical_speedup
+
+
+@dataclass(frozen=True)
 class CompareResult:
     rows: tuple[CompareRow, ...]
     breakdown: dict  # label -> runtime -> precision -> kind -> {"ms", "time_share", "mac_share"}
-    ab: tuple[dict, ...]  # per runtime/precision: Xception vs twin speedup against the MAC ratio
+    ab: tuple[ABPair, ...]  # per runtime/precision: Xception vs twin speedup against the MAC ratio
     bench: tuple[BenchResult, ...]
     out_dir: str
     seconds: float
@@ -80,7 +100,7 @@ class CompareResult:
         return {
             "rows": [asdict(r) for r in self.rows],
             "breakdown": self.breakdown,
-            "ab": list(self.ab),
+            "ab": [asdict(a) for a in self.ab],
             "seconds": self.seconds,
             "files": self.files,
         }
@@ -128,13 +148,6 @@ def compare(
     ``artifacts``: files converted already, ``{(model path, runtime, precision): file}``, used instead of
     converting again (the pipeline's convert and quantize stages made them); give both models of a pair made the
     same way, or neither, for a fair A/B."""
-    from converters import load_source
-    from edgex.artifacts import class_names_of, preprocessing_of
-    from edgex.evaluation import dataset_for
-    from edgex.export import export_model
-    from edgex.models.costs import model_cost
-    from edgex.quantize import artifact_accuracy
-
     out_dir = Path(out_dir)
     refuse_overwrite(out_dir / "compare.json", force)
     for model in config.models:
@@ -147,79 +160,112 @@ def compare(
     models_dir.mkdir(parents=True, exist_ok=True)
     paths = _preset_models(config.preset, models_dir, None) if config.preset else []
     paths += [Path(m) for m in config.models]
-
-    rows, results, breakdown = [], [], {}
-    given_files = {
-        (Path(model).resolve(), runtime, precision): file
-        for (model, runtime, precision), file in (artifacts or {}).items()
-    }
+    given = {(Path(m).resolve(), runtime, precision): f for (m, runtime, precision), f in (artifacts or {}).items()}
     labels = _labels(paths)
+    rows, results, breakdown = [], [], {}
     for path in paths:
+        model = _Model.load(path, labels[path], config)
+        for runtime in config.runtimes:
+            for precision in config.precisions:
+                artifact = _artifact(
+                    model, runtime, precision, given.get((path.resolve(), runtime, precision)), models_dir, config
+                )
+                row, result = _measure(model, runtime, precision, artifact, config)
+                rows.append(row)
+                results.append(result)
+                if config.breakdown and model.cost is not None and runtime in config.breakdown_runtimes:
+                    from edgex.breakdown import time_breakdown
+
+                    shares = time_breakdown(
+                        model.cost, runtime, precision, artifact, row.p50_ms, config, models_dir / "layers"
+                    )
+                    breakdown.setdefault(model.label, {}).setdefault(runtime, {})[precision] = shares
+                if progress is not None:
+                    progress(row)
+    result = CompareResult(
+        tuple(rows), breakdown, tuple(_ab(rows)), tuple(results), str(out_dir), time.perf_counter() - start
+    )
+    return _write(result, out_dir, plots)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model of the comparison, loaded, with its costs and the data that measures its accuracy."""
+
+    path: Path
+    label: str
+    source: object
+    cost: object  # edgex.models.costs.ModelCost, or None for a model that is not Keras
+    dataset: object  # None without --data
+    trained: bool  # its classes are the dataset's: its accuracy means something
+
+    @classmethod
+    def load(cls, path: Path, label: str, config: CompareConfig) -> _Model:
+        from converters import load_source
+        from edgex.artifacts import class_names_of
+        from edgex.evaluation import dataset_for
+        from edgex.models.costs import model_cost
+
         source = load_source(path)
         meta = source.metadata
-        label = labels[path]
         cost = model_cost(source.keras_model) if source.keras_model is not None else None
-        size = int(source.input_shape[0])
-        dataset = dataset_for(meta, config.data, size) if config.data else None
+        dataset = dataset_for(meta, config.data, int(source.input_shape[0])) if config.data else None
         trained = (
             dataset is not None
             and meta.get("weights") != "random"
             and tuple(class_names_of(meta, 0) if meta.get("class_names") else ()) == tuple(dataset.class_names)
         )
-        for runtime in config.runtimes:
-            for precision in config.precisions:
-                to = FORMATS[runtime]
-                given = given_files.get((path.resolve(), runtime, precision))
-                if given is not None and not Path(given).is_file():
-                    raise EdgexError(f"converted model not found: {given}")
-                artifact = Path(given) if given is not None else models_dir / f"{label}_{precision}.{to}"
-                if not artifact.exists():
-                    _export(export_model, source, to, precision, artifact, dataset, config)
-                result = benchmark(
-                    artifact, runtime=runtime, device=config.device, threads=config.threads, config=config.bench
-                )
-                top1 = (
-                    artifact_accuracy(artifact, dataset, preprocessing_of(meta), dataset.class_names)
-                    if trained
-                    else None
-                )
-                rows.append(
-                    CompareRow(
-                        str(path),
-                        label,
-                        runtime,
-                        precision,
-                        str(artifact),
-                        cost.total_params if cost else 0,
-                        cost.macs if cost else 0,
-                        result.model_size_bytes,
-                        result.latency.p50,
-                        result.latency.p90,
-                        result.images_per_s,
-                        top1,
-                        result.valid,
-                    )
-                )
-                results.append(
-                    result.with_extra(
-                        label=f"{label} {runtime} {precision}",
-                        precision=precision,
-                        model_label=label,
-                        macs=cost.macs if cost else 0,
-                        **({"top1": top1} if top1 is not None else {}),
-                    )
-                )
-                if config.breakdown and cost is not None and runtime in config.breakdown_runtimes:
-                    shares = _breakdown(
-                        source, cost, runtime, precision, artifact, result.latency.p50, config, models_dir / "layers"
-                    )
-                    breakdown.setdefault(label, {}).setdefault(runtime, {})[precision] = shares
-                if progress is not None:
-                    progress(rows[-1])
-    result = CompareResult(
-        tuple(rows), breakdown, tuple(_ab(rows)), tuple(results), str(out_dir), time.perf_counter() - start
+        return cls(path, label, source, cost, dataset, trained)
+
+
+def _artifact(model: _Model, runtime: str, precision: str, given: str | None, models_dir: Path, config) -> Path:
+    """The file to time: the one given, or an export made (once) into ``models_dir``."""
+    from converters.registry import format_for_runtime
+
+    to = format_for_runtime(runtime)
+    if given is not None and not Path(given).is_file():
+        raise EdgexError(f"converted model not found: {given}")
+    artifact = Path(given) if given is not None else models_dir / f"{model.label}_{precision}.{to}"
+    if not artifact.exists():
+        _export(model.source, to, precision, artifact, model.dataset, config)
+    return artifact
+
+
+def _measure(model: _Model, runtime: str, precision: str, artifact: Path, config) -> tuple[CompareRow, BenchResult]:
+    from edgex.artifacts import preprocessing_of
+    from edgex.optimization import artifact_accuracy
+
+    result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
+    top1 = None
+    if model.trained:
+        top1 = artifact_accuracy(
+            artifact, model.dataset, preprocessing_of(model.source.metadata), model.dataset.class_names
+        )
+    cost = model.cost
+    row = CompareRow(
+        str(model.path),
+        model.label,
+        runtime,
+        precision,
+        str(artifact),
+        cost.total_params if cost else 0,
+        cost.macs if cost else 0,
+        result.model_size_bytes,
+        result.latency.p50,
+        result.latency.p90,
+        result.images_per_s,
+        top1,
+        result.valid,
     )
-    return _write(result, out_dir, plots)
+    extra = {"top1": top1} if top1 is not None else {}
+    labelled = result.with_extra(
+        label=f"{model.label} {runtime} {precision}",
+        precision=precision,
+        model_label=model.label,
+        macs=row.macs,
+        **extra,
+    )
+    return row, labelled
 
 
 def _labels(paths: list[Path]) -> dict[Path, str]:
@@ -241,7 +287,9 @@ def _labels(paths: list[Path]) -> dict[Path, str]:
     return names
 
 
-def _export(export_model, source, to, precision, artifact, dataset, config) -> None:
+def _export(source, to, precision, artifact, dataset, config) -> None:
+    from edgex.export import export_model
+
     if precision == "int8" and dataset is None:
         # Latency does not depend on the calibration data: random samples stand in without --data.
         from converters import convert
@@ -264,7 +312,7 @@ def _export(export_model, source, to, precision, artifact, dataset, config) -> N
     )
 
 
-def _ab(rows) -> list[dict]:
+def _ab(rows) -> list[ABPair]:
     """Xception vs its regular twin (rows whose labels end in _xception / _regular_twin, or the models'
     metadata conv), per runtime and precision: measured speedup next to the MAC ratio."""
     pairs = []
@@ -278,133 +326,21 @@ def _ab(rows) -> list[dict]:
         if "separable" in found and "regular" in found:
             sep, reg = found["separable"], found["regular"]
             pairs.append(
-                {
-                    "runtime": runtime,
-                    "precision": precision,
-                    "xception": sep.label,
-                    "twin": reg.label,
-                    "xception_ms": sep.p50_ms,
-                    "twin_ms": reg.p50_ms,
-                    "measured_speedup": reg.p50_ms / sep.p50_ms,
-                    "theoretical_speedup": reg.macs / sep.macs if sep.macs else float("nan"),
-                    "params_ratio": reg.params / sep.params if sep.params else float("nan"),
-                    "size_ratio": reg.size_bytes / sep.size_bytes,
-                    "valid": sep.valid and reg.valid,
-                }
+                ABPair(
+                    runtime=runtime,
+                    precision=precision,
+                    xception=sep.label,
+                    twin=reg.label,
+                    xception_ms=sep.p50_ms,
+                    twin_ms=reg.p50_ms,
+                    measured_speedup=reg.p50_ms / sep.p50_ms,
+                    theoretical_speedup=reg.macs / sep.macs if sep.macs else float("nan"),
+                    params_ratio=reg.params / sep.params if sep.params else float("nan"),
+                    size_ratio=reg.size_bytes / sep.size_bytes,
+                    valid=sep.valid and reg.valid,
+                )
             )
     return pairs
-
-
-# -- where the time goes --------------------------------------------------------------------------------------------
-def _breakdown(source, cost, runtime, precision, artifact, total_ms, config, layers_dir) -> dict:
-    macs = cost.macs_by_kind()
-    mac_total = sum(macs.values()) or 1
-    if runtime == "onnxruntime":
-        times = _onnx_profile(artifact, config)  # every node is profiled, the rest included
-    else:
-        times = _tflite_layer_times(cost, precision, config, layers_dir)
-        # What the convolutions' sub-models do not account for (sub-models can also sum to more than the model).
-        times["rest"] = max(0.0, total_ms - sum(times.values()))
-    total = sum(times.values()) or 1
-    mac_shares = {
-        "pointwise": macs["pointwise"],
-        "depthwise": macs["depthwise"],
-        "regular": macs["regular"],
-        "shortcut": macs["shortcut"],
-        "rest": macs["dense"],
-    }
-    return {
-        kind: {
-            "ms": times.get(kind, 0.0),
-            "time_share": times.get(kind, 0.0) / total,
-            "mac_share": mac_shares.get(kind, 0) / mac_total,
-        }
-        for kind in KINDS
-    }
-
-
-def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
-    """Sum of one-layer sub-model latencies per kind (each distinct shape timed once)."""
-    from edgex.sweep import SWEEP_BENCH, export_layer, layer_model
-
-    cache: dict = {}
-    times = defaultdict(float)
-    for layer in cost.layers:
-        if layer.spec is None:
-            continue
-        parts = {"separable": ("depthwise", "pointwise")}.get(layer.kind, ())
-        jobs = [(part, part) for part in parts] or [
-            (layer.kind, "depthwise" if layer.kind == "depthwise" else "regular")
-        ]
-        for kind, variant in jobs:
-            key = (layer.spec, variant)
-            if key not in cache:
-                spec = layer.spec
-                name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
-                path = export_layer(layer_model(spec, variant), folder, name, "litert", precision)
-                cache[key] = benchmark(
-                    path, runtime="litert", device=config.device, threads=config.threads, config=SWEEP_BENCH
-                ).latency.p50
-            times[kind] += cache[key]
-    return dict(times)
-
-
-def _onnx_profile(artifact: Path, config, runs: int = 20) -> dict:
-    """Per-node kernel time from ONNX Runtime's profiler, summed by convolution kind. Node names in the profile
-    are those of the optimized graph (fused, NCHWc), so that graph is saved and read for the attributes."""
-    import onnx
-
-    from devices.onnxruntime import OnnxRuntimeModel
-
-    with tempfile.TemporaryDirectory() as tmp:
-        optimized = Path(tmp) / "optimized.onnx"
-        model = OnnxRuntimeModel(
-            artifact,
-            device=config.device,
-            threads=config.threads,
-            profile_prefix=str(Path(tmp) / "profile"),
-            optimized_model_path=str(optimized),
-        )
-        model.set_inputs(model.sample_inputs(1))
-        for _ in range(3 + runs):
-            model.invoke()
-        trace = json.loads(Path(model.end_profiling()).read_text())
-        model.close()
-        # Only the timed runs: the profile also holds the warm-up, the first run included (allocation, packing).
-        starts = sorted(e["ts"] for e in trace if e.get("name") == "model_run")
-        cutoff, timed = (starts[3], len(starts) - 3) if len(starts) > 3 else (float("-inf"), 3 + runs)
-        graph = onnx.load(str(optimized), load_external_data=False).graph
-    initializers = {t.name: list(t.dims) for t in graph.initializer}
-    nodes = {n.name: n for n in graph.node}
-    times = defaultdict(float)
-    for event in trace:
-        timed_node = event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
-        if not timed_node or event.get("ts", 0) < cutoff:
-            continue
-        name = event["name"][: -len("_kernel_time")]
-        kind = _onnx_kind(event.get("args", {}).get("op_name", ""), nodes.get(name), initializers)
-        times[kind] += event.get("dur", 0) / 1e3 / timed
-    return dict(times)
-
-
-def _onnx_kind(op: str, node, initializers) -> str:
-    if op not in ("Conv", "QLinearConv", "ConvInteger", "FusedConv") or node is None:
-        return "rest"  # not a convolution, or one whose attributes the optimized graph does not show
-    attributes = {a.name: a for a in node.attribute}
-    group = attributes["group"].i if "group" in attributes else 1
-    kernel = list(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else None
-    strides = list(attributes["strides"].ints) if "strides" in attributes else [1, 1]
-    if kernel is None:  # not stated: read it from the weight's shape
-        weight = node.input[3] if op == "QLinearConv" else node.input[1]
-        dims = initializers.get(weight)
-        kernel = dims[2:] if dims else None
-    if group > 1:
-        return "depthwise"
-    if kernel is None:
-        return "rest"
-    if kernel == [1, 1]:
-        return "shortcut" if max(strides) > 1 else "pointwise"
-    return "regular"
 
 
 def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
@@ -472,9 +408,8 @@ def summary_markdown(result: CompareResult) -> str:
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {a['runtime']} | {a['precision']} | {a['xception_ms']:.3f} | {a['twin_ms']:.3f} | "
-            f"{a['measured_speedup']:.2f}x{'' if a.get('valid', True) else ' *'} | "
-            f"{a['theoretical_speedup']:.2f}x | {a['measured_speedup'] / a['theoretical_speedup']:.0%} |"
+            f"| {a.runtime} | {a.precision} | {a.xception_ms:.3f} | {a.twin_ms:.3f} | "
+            f"{a.measured_speedup:.2f}x{'' if a.valid else ' *'} | {a.theoretical_speedup:.2f}x | {a.efficiency:.0%} |"
             for a in result.ab
         ]
     if result.breakdown:

@@ -43,7 +43,7 @@ class Target:
     coral: bool = False
 
 
-TARGETS = {
+DEPLOY_TARGETS = {
     "rpi4": Target("rpi4", "Raspberry Pi 4 (Cortex-A72, 64-bit OS)", "aarch64", 4, "cpu"),
     "rpi5": Target("rpi5", "Raspberry Pi 5 (Cortex-A76, 64-bit OS)", "aarch64", 4, "cpu"),
     "coral-usb": Target("coral-usb", "Coral USB Accelerator on a Linux host", "aarch64", 4, "edgetpu:usb", True),
@@ -179,7 +179,9 @@ def _choose_model(model: Path, target: Target) -> tuple[list[Path], Path, list[s
     if target.coral:
         if model.suffix != ".tflite":
             raise EdgexError("a Coral target needs a full-integer .tflite model (edgex convert --to edgetpu)")
-        compiled = model if model.stem.endswith("_edgetpu") else model.with_name(f"{model.stem}_edgetpu.tflite")
+        from converters.registry import compiled_path
+
+        compiled = model if model.stem.endswith("_edgetpu") else compiled_path(model)
         if compiled.is_file():
             cpu_version = model.with_name(model.name.replace("_edgetpu.tflite", ".tflite"))
             ship = [compiled] + ([cpu_version] if cpu_version.is_file() and cpu_version != compiled else [])
@@ -207,9 +209,9 @@ def build_bundle(
     force: bool = False,
 ) -> Bundle:
     """Write ``bundle.tar.gz``: model, metadata, the devices package, entry point docs, requirements, manifest."""
-    if target not in TARGETS:
-        raise choice_error("target", target, TARGETS)
-    spec = TARGETS[target]
+    if target not in DEPLOY_TARGETS:
+        raise choice_error("target", target, DEPLOY_TARGETS)
+    spec = DEPLOY_TARGETS[target]
     model = Path(model)
     ship, primary, notes = _choose_model(model, spec)
     device = spec.device if not spec.coral or primary.stem.endswith("_edgetpu") else "cpu"

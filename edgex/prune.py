@@ -4,13 +4,14 @@ accuracy before and after, file sizes raw and gzip-compressed, and latency as me
 from __future__ import annotations
 
 import gzip
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
+from edgex.optimization import setup
+from edgex.training import steps_per_epoch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,10 +56,10 @@ class PruneReport:
     gzip_ratio: float  # pruned / dense, gzip-compressed fp32 TFLite
     latency_ms: dict  # measured p50 of the dense and pruned fp32 TFLite models ({} when not measured)
     history: dict = field(default_factory=dict)
-    then_qat: dict = field(default_factory=dict)
+    then_qat: PrunePreservingQat | None = None
     notes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return asdict(self)
 
 
@@ -87,9 +88,7 @@ def kernel_sparsity(model, pruned_kinds: set[tuple[str, str]] | None = None) -> 
 def _gzip_size(path: Path) -> int:
     if path.is_dir():
         raise EdgexError(f"{path} is a folder")
-    return len(
-        gzip.compress(path.read_bytes(), compresslevel=6)
-    )  # what `gzip FILE` does; 9 is 10x slower on sparse files
+    return len(gzip.compress(path.read_bytes(), compresslevel=6))  # what `gzip FILE` does; 9 is 10x slower here
 
 
 def _validate(model: Path, sparsity: float, schedule: str, pattern: str | None, data: str | None, epochs: int):
@@ -129,114 +128,25 @@ def prune(
 ) -> PruneReport:
     """Prune ``model`` to ``sparsity`` while fine-tuning, strip the wrappers, and measure the result
     (``measure_latency=False`` leaves latency to the caller, who may be running other work on the machine)."""
-    from devices.tfkeras import tfmot as import_tfmot
-
-    tfmot = import_tfmot()
-
-    from converters import convert
-    from converters.source import load_source, source_from_keras
-    from devices.tfkeras import keras
-    from edgex.artifacts import class_names_of, preprocessing_of
-    from edgex.evaluation import dataset_for
-    from edgex.quantize import keras_accuracy
-    from edgex.training import fine_tune, steps_per_epoch, without_optimizer
-
     model = Path(model)
     _validate(model, sparsity, schedule, pattern, data, epochs)
     out_dir = Path(out) if out else model.parent / f"prune_{round(sparsity * 100)}"
     refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    k = keras()
-
-    source = load_source(model)
-    meta = source.metadata
-    data = data or (meta.get("dataset") or {}).get("spec")  # by default, the data the model was trained on
-    if not data:
-        raise EdgexError("pruning fine-tunes on data: pass --data digits, an image folder or tfds:NAME")
-    dataset = dataset_for(meta, data, int(source.input_shape[0]))
-    preprocessing = preprocessing_of(meta)
-    names = class_names_of(meta, len(dataset.class_names))
-    float_top1 = keras_accuracy(source.keras_model, dataset, preprocessing, names)
-
-    steps = steps_per_epoch(dataset) * epochs
+    s = setup(model, data, "pruning fine-tunes on data")  # by default, the data the model was trained on
+    float_top1 = s.source_top1()
+    steps = steps_per_epoch(s.dataset) * epochs
     end_step, frequency = pruning_schedule_steps(steps)
-    if schedule == "polynomial":
-        schedule_obj = tfmot.sparsity.keras.PolynomialDecay(
-            0.0, sparsity, begin_step=0, end_step=end_step, frequency=frequency
-        )
-    else:
-        schedule_obj = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
-    kwargs = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
-    first, last = _first_and_last(source.keras_model)
-
-    def wrap(layer):
-        fresh = layer.__class__.from_config(layer.get_config())
-        # The first convolution and the classifier are small and the most sensitive: they stay dense.
-        if layer.__class__.__name__ not in _PRUNABLE or layer.name in (first, last):
-            return fresh
-        return tfmot.sparsity.keras.prune_low_magnitude(fresh, pruning_schedule=schedule_obj, **kwargs)
-
-    wrapped = k.models.clone_model(source.keras_model, clone_function=wrap)
-    wrapped.set_weights(_wrapped_weights(wrapped, source.keras_model))
-    pruned_names = {
-        (layer.layer.name, w.name.split("/")[-1].split(":")[0])
-        for layer in wrapped.layers
-        if hasattr(layer, "layer")
-        for w, _, _ in getattr(layer, "pruning_vars", [])
-    }
-    history = fine_tune(
-        wrapped, dataset, epochs=epochs, lr=lr, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], progress=progress
-    )
-    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    wrapped, pruned_names = _wrap_for_pruning(s.source.keras_model, sparsity, schedule, pattern, end_step, frequency)
+    stripped, history = _fine_tune_and_strip(wrapped, s, epochs, lr, progress)
     pruned_path = out_dir / f"{model.stem}_pruned{round(sparsity * 100)}.keras"
-    with atomic_path(pruned_path, overwrite=True) as tmp:
-        without_optimizer(stripped).save(tmp)
-    write_metadata(
-        pruned_path,
-        {**meta, "pruning": {"target_sparsity": sparsity, "schedule": schedule, "pattern": pattern, "epochs": epochs}},
-    )
-    pruned_top1 = keras_accuracy(stripped, dataset, preprocessing, names)
-
-    rows = kernel_sparsity(stripped)
-    pruned_rows = [r for r in rows if (r.layer, r.weight) in pruned_names]
-    by_kind = {}
-    for kind in _KERNELS:
-        chosen = [r for r in rows if r.weight == kind]
-        if chosen:
-            by_kind[kind] = sum(r.zeros for r in chosen) / sum(r.size for r in chosen)
-
-    # Files: what ships is the fp32 TFLite model; sparsity shrinks only its compressed size.
-    dense_tflite = convert(source, "tflite", "fp32", out=out_dir / f"{model.stem}_dense_fp32.tflite", force=True)
-    pruned_source = source_from_keras(stripped, pruned_path)
-    pruned_tflite = convert(
-        pruned_source, "tflite", "fp32", out=out_dir / f"{pruned_path.stem}_fp32.tflite", force=True
-    )
-    sizes = {}
-    for name, path in (
-        ("dense_keras", model),
-        ("pruned_keras", pruned_path),
-        ("dense_tflite", Path(dense_tflite.path)),
-        ("pruned_tflite", Path(pruned_tflite.path)),
-    ):
-        sizes[name] = {"raw": file_size(path), "gzip": _gzip_size(path)}
-    latency = _latency(Path(dense_tflite.path), Path(pruned_tflite.path)) if measure_latency else {}
-    notes = [
-        "sparsity leaves the raw file size unchanged (zeros are stored like any weight); it pays off when the "
-        "file is compressed for download or storage",
-        f"tfmot pruned {len(pruned_rows)} of {len(rows)} kernels: the pointwise halves of separable "
-        "convolutions but never their depthwise kernels; the first convolution and the classifier stay dense",
-    ]
-    if latency and latency["speedup"] < 1.05:
-        notes.append(
-            f"no speed-up measured: {latency['dense_p50']:.3f} ms dense vs {latency['pruned_p50']:.3f} ms "
-            "pruned; LiteRT runs dense kernels with their zeros"
-        )
-
-    qat_report = (
-        _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, qat_epochs, progress)
-        if then_qat
-        else {}
-    )
+    pruning = {"target_sparsity": sparsity, "schedule": schedule, "pattern": pattern, "epochs": epochs}
+    _save_pruned(stripped, pruned_path, {**s.metadata, "pruning": pruning})
+    found = _sparsity_found(kernel_sparsity(stripped), pruned_names)
+    sizes, dense_tflite, pruned_tflite = _file_sizes(s.source, stripped, model, pruned_path, out_dir)
+    latency = _latency(dense_tflite, pruned_tflite) if measure_latency else {}
+    qat_report = _prune_preserving_qat(stripped, pruned_path, s, out_dir, qat_epochs, progress) if then_qat else None
+    pruned_top1 = s.keras_top1(stripped)
     report = PruneReport(
         model=str(model),
         pruned_model=str(pruned_path),
@@ -247,12 +157,7 @@ def prune(
         steps=steps,
         end_step=end_step,
         frequency=frequency,
-        sparsity_pruned_weights=sum(r.zeros for r in pruned_rows) / max(1, sum(r.size for r in pruned_rows)),
-        sparsity_all_kernels=sum(r.zeros for r in rows) / max(1, sum(r.size for r in rows)),
-        sparsity_by_kind=by_kind,
-        layers=tuple(
-            {**asdict(r), "sparsity": r.sparsity, "pruned": (r.layer, r.weight) in pruned_names} for r in rows
-        ),
+        **found,
         float_top1=float_top1,
         pruned_top1=pruned_top1,
         drop_points=100 * (float_top1 - pruned_top1),
@@ -261,10 +166,105 @@ def prune(
         latency_ms=latency,
         history=history,
         then_qat=qat_report,
-        notes=tuple(notes),
+        notes=_notes(sum(layer["pruned"] for layer in found["layers"]), len(found["layers"]), latency),
     )
-    write_json_atomic(out_dir / REPORT_FILE, report.to_dict())
+    write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
+
+
+def _zeros_share(rows: list[WeightSparsity]) -> float:
+    return sum(r.zeros for r in rows) / max(1, sum(r.size for r in rows))
+
+
+def _sparsity_found(rows: list[WeightSparsity], pruned_names: set[tuple[str, str]]) -> dict:
+    """The report's sparsity fields: over the pruned weights, over all kernels, by kernel kind, and per kernel."""
+    pruned = [r for r in rows if (r.layer, r.weight) in pruned_names]
+    return {
+        "sparsity_pruned_weights": _zeros_share(pruned),
+        "sparsity_all_kernels": _zeros_share(rows),
+        # kernel / pointwise_kernel / depthwise_kernel -> the share of zeros among those weights
+        "sparsity_by_kind": {k: _zeros_share(c) for k in _KERNELS if (c := [r for r in rows if r.weight == k])},
+        "layers": tuple({**asdict(r), "sparsity": r.sparsity, "pruned": r in pruned} for r in rows),
+    }
+
+
+def _wrap_for_pruning(keras_model, sparsity, schedule, pattern, end_step, frequency):
+    """The model with tfmot's pruning wrappers and its trained weights; and the (layer, weight) pairs pruned."""
+    from devices.tfkeras import keras
+    from devices.tfkeras import tfmot as import_tfmot
+
+    sparsity_api = import_tfmot().sparsity.keras
+    if schedule == "polynomial":
+        schedule_obj = sparsity_api.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step, frequency=frequency)
+    else:
+        schedule_obj = sparsity_api.ConstantSparsity(sparsity, begin_step=0, frequency=frequency)
+    kwargs = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
+    first, last = _first_and_last(keras_model)
+
+    def wrap(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        # The first convolution and the classifier are small and the most sensitive: they stay dense.
+        if layer.__class__.__name__ not in _PRUNABLE or layer.name in (first, last):
+            return fresh
+        return sparsity_api.prune_low_magnitude(fresh, pruning_schedule=schedule_obj, **kwargs)
+
+    wrapped = keras().models.clone_model(keras_model, clone_function=wrap)
+    wrapped.set_weights(_wrapped_weights(wrapped, keras_model))
+    pruned_names = {
+        (layer.layer.name, w.name.split("/")[-1].split(":")[0])
+        for layer in wrapped.layers
+        if hasattr(layer, "layer")
+        for w, _, _ in getattr(layer, "pruning_vars", [])
+    }
+    return wrapped, pruned_names
+
+
+def _fine_tune_and_strip(wrapped, s, epochs: int, lr: float, progress):
+    """Fine-tune with the pruning schedule running, then remove the wrappers; returns (model, history)."""
+    from devices.tfkeras import tfmot as import_tfmot
+    from edgex.training import fine_tune
+
+    sparsity_api = import_tfmot().sparsity.keras
+    callbacks = [sparsity_api.UpdatePruningStep()]
+    history = fine_tune(wrapped, s.dataset, epochs=epochs, lr=lr, callbacks=callbacks, progress=progress)
+    return sparsity_api.strip_pruning(wrapped), history
+
+
+def _save_pruned(stripped, path: Path, metadata: dict) -> None:
+    from edgex.training import without_optimizer
+
+    with atomic_path(path, overwrite=True) as tmp:
+        without_optimizer(stripped).save(tmp)
+    write_metadata(path, metadata)
+
+
+def _file_sizes(source, stripped, model: Path, pruned_path: Path, out_dir: Path):
+    """Raw and gzip sizes of the dense and pruned files; what ships is the fp32 TFLite model, and sparsity shrinks
+    only its compressed size. Returns (sizes, dense fp32 TFLite, pruned fp32 TFLite)."""
+    from converters import convert
+    from converters.registry import artifact_name
+    from converters.source import source_from_keras
+
+    dense = Path(convert(source, "tflite", "fp32", out=out_dir / f"{model.stem}_dense_fp32.tflite", force=True).path)
+    out = out_dir / artifact_name(pruned_path.stem, "tflite", "fp32")
+    pruned = Path(convert(source_from_keras(stripped, pruned_path), "tflite", "fp32", out=out, force=True).path)
+    files = {"dense_keras": model, "pruned_keras": pruned_path, "dense_tflite": dense, "pruned_tflite": pruned}
+    return {name: {"raw": file_size(path), "gzip": _gzip_size(path)} for name, path in files.items()}, dense, pruned
+
+
+def _notes(pruned: int, kernels: int, latency: dict) -> tuple[str, ...]:
+    notes = [
+        "sparsity leaves the raw file size unchanged (zeros are stored like any weight); it pays off when the "
+        "file is compressed for download or storage",
+        f"tfmot pruned {pruned} of {kernels} kernels: the pointwise halves of separable "
+        "convolutions but never their depthwise kernels; the first convolution and the classifier stay dense",
+    ]
+    if latency and latency["speedup"] < 1.05:
+        notes.append(
+            f"no speed-up measured: {latency['dense_p50']:.3f} ms dense vs {latency['pruned_p50']:.3f} ms "
+            "pruned; LiteRT runs dense kernels with their zeros"
+        )
+    return tuple(notes)
 
 
 _PRUNABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dense")
@@ -286,57 +286,63 @@ def _wrapped_weights(wrapped, original) -> list[np.ndarray]:
 
 
 def _latency(dense: Path, pruned: Path) -> dict:
-    from devices.bench import BenchConfig, benchmark
+    from edgex.optimization import latency_pair
 
-    config = BenchConfig(warmup=5, runs=50, min_seconds=0.5)
-    dense_p50 = benchmark(dense, config=config).latency.p50
-    pruned_p50 = benchmark(pruned, config=config).latency.p50
+    dense_p50, pruned_p50 = latency_pair(dense, pruned, warmup=5, runs=50, min_seconds=0.5)
     return {"dense_p50": dense_p50, "pruned_p50": pruned_p50, "speedup": dense_p50 / pruned_p50}
 
 
-def _prune_preserving_qat(stripped, pruned_path, dataset, preprocessing, names, out_dir, epochs, progress) -> dict:
+@dataclass(frozen=True)
+class PrunePreservingQat:
+    """``--then-qat``: tfmot's prune-preserving QAT of the pruned model, and its int8 export."""
+
+    qat_model: str  # HDF5
+    int8_model: str
+    history: dict
+    qat_top1: float
+    int8_top1: float
+    int8_weight_sparsity: float  # zeros among the int8 weight tensors
+    float_sparsity: float  # zeros among the pruned float model's kernels
+    int8_size: int
+    int8_gzip: int
+
+
+def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs: int, progress) -> PrunePreservingQat:
     """tfmot's prune-preserving QAT, an int8 export, and the sparsity that survives into the int8 file."""
-    from devices.tfkeras import tfmot as import_tfmot
-
-    tfmot = import_tfmot()
-
     from converters import convert
     from converters.source import source_from_keras
-    from edgex.quantize import artifact_accuracy, keras_accuracy
+    from devices.tfkeras import tfmot as import_tfmot
+    from edgex.optimization import save_qat_model
     from edgex.training import fine_tune
 
+    tfmot = import_tfmot()
     annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
     qat = tfmot.quantization.keras.quantize_apply(
         annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     )
-    history = fine_tune(qat, dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
-    qat_path = out_dir / f"{pruned_path.stem}_qat.h5"  # tfmot's QAT wrappers reload from HDF5 only
-    with atomic_path(qat_path, overwrite=True) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Keras warns that HDF5 is a legacy format
-        qat.save(tmp)
-    write_metadata(qat_path, read_metadata(pruned_path))
-    images, _ = dataset.train.take(200, seed=0).arrays()
+    history = fine_tune(qat, s.dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
+    qat_path = out_dir / f"{pruned_path.stem}_qat.h5"
+    save_qat_model(qat, qat_path, read_metadata(pruned_path))
     int8 = convert(
         source_from_keras(qat, qat_path),
         "tflite",
         "int8",
         out=out_dir / f"{pruned_path.stem}_int8.tflite",
         force=True,
-        calibration=preprocessing.apply(images),
-        parity_inputs=preprocessing.apply(dataset.val.take(256).arrays()[0]),
+        calibration=s.calibration(200),
+        parity_inputs=s.preprocessing.apply(s.dataset.val.take(256).arrays()[0]),
     )
-    return {
-        "qat_model": str(qat_path),
-        "int8_model": int8.path,
-        "history": history,
-        "qat_top1": keras_accuracy(qat, dataset, preprocessing, names),
-        "int8_top1": artifact_accuracy(int8.path, dataset, preprocessing, names),
-        "int8_weight_sparsity": int8_weight_sparsity(Path(int8.path)),
-        "float_sparsity": sum(r.zeros for r in kernel_sparsity(stripped))
-        / max(1, sum(r.size for r in kernel_sparsity(stripped))),
-        "int8_size": file_size(int8.path),
-        "int8_gzip": _gzip_size(Path(int8.path)),
-    }
+    return PrunePreservingQat(
+        qat_model=str(qat_path),
+        int8_model=int8.path,
+        history=history,
+        qat_top1=s.keras_top1(qat),
+        int8_top1=s.artifact_top1(int8.path),
+        int8_weight_sparsity=int8_weight_sparsity(Path(int8.path)),
+        float_sparsity=_zeros_share(kernel_sparsity(stripped)),
+        int8_size=file_size(int8.path),
+        int8_gzip=_gzip_size(Path(int8.path)),
+    )
 
 
 def int8_weight_sparsity(path: Path) -> float:

@@ -1,14 +1,19 @@
-"""The run report: report.html (self-contained apart from its PNG plots) and report.md."""
+"""The run report: report.html (self-contained apart from its PNG plots) and report.md, both rendered from the same
+sections."""
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from devices import sysinfo
 from devices.files import write_text_atomic
+from edgex.pipeline.recipe import Recipe
+from edgex.pipeline.runfolder import SummaryRow, best_variants, read_json, reproduce_commands, summary_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -56,56 +61,53 @@ COLUMNS = [
 ]
 
 
-def _plots(out: Path, rows: list[dict], compare: dict | None) -> dict[str, tuple[str, str]]:
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]  # per column: right-aligned
+    highlight: tuple[bool, ...] = ()  # per row: one of the best variants
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of the report. Text may mark **bold** and `code`; both renderers understand it."""
+
+    title: str
+    level: int = 2
+    text: str = ""
+    bullets: tuple[str, ...] = ()
+    table: Table | None = None
+    figures: tuple[tuple[str, str], ...] = ()  # (relative path, caption)
+    note: str = ""
+
+
+def _plots(out: Path, rows: list[SummaryRow], compare: dict | None) -> dict[str, tuple[str, str]]:
     """Make (or collect) the report's PNGs under out/plots: name -> (relative path, caption)."""
     from edgex import plots
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     made: dict[str, tuple[str, str]] = {}
-    timed = [r for r in rows if r["p50_ms"] is not None]
+    timed = [r for r in rows if r.p50_ms is not None]
+    scatter = {"ylabel": "top-1 accuracy (%)", "logx": True, "front": True}
     if timed:
-        points = [{"label": r["variant"], "ms": r["p50_ms"], "top1": 100 * r["top1"]} for r in timed]
-        plots.scatter(
-            points,
-            "ms",
-            "top1",
-            folder / "accuracy_vs_latency.png",
-            xlabel="latency p50 (ms)",
-            ylabel="top-1 accuracy (%)",
-            title="Accuracy against latency (Pareto front dashed)",
-            logx=True,
-            front=True,
-        )
+        points = [{"label": r.variant, "ms": r.p50_ms, "top1": 100 * r.top1} for r in timed]
+        title = "Accuracy against latency (Pareto front dashed)"
+        path = folder / "accuracy_vs_latency.png"
+        plots.scatter(points, "ms", "top1", path, xlabel="latency p50 (ms)", title=title, **scatter)
         made["accuracy_vs_latency"] = ("plots/accuracy_vs_latency.png", "Accuracy against latency on this device.")
     if rows:
-        points = [{"label": r["variant"], "mib": r["size_bytes"] / 2**20, "top1": 100 * r["top1"]} for r in rows]
+        points = [{"label": r.variant, "mib": r.size_bytes / 2**20, "top1": 100 * r.top1} for r in rows]
+        path = folder / "size_vs_accuracy.png"
         plots.scatter(
-            points,
-            "mib",
-            "top1",
-            folder / "size_vs_accuracy.png",
-            xlabel="file size (MiB)",
-            ylabel="top-1 accuracy (%)",
-            title="Accuracy against model size",
-            logx=True,
-            front=True,
+            points, "mib", "top1", path, xlabel="file size (MiB)", title="Accuracy against model size", **scatter
         )
         made["size_vs_accuracy"] = ("plots/size_vs_accuracy.png", "Accuracy against file size.")
     if compare and compare.get("ab"):
-        plots.speedups(
-            [
-                {
-                    "shape": f"{a['runtime']} {a['precision']}",
-                    "runtime": a["runtime"],
-                    "precision": a["precision"],
-                    "measured_speedup": a["measured_speedup"],
-                    "theoretical_speedup": a["theoretical_speedup"],
-                }
-                for a in compare["ab"]
-            ],
-            folder / "model_ab.png",
-        )
+        bars = [{**a, "shape": f"{a['runtime']} {a['precision']}"} for a in compare["ab"]]
+        plots.speedups(bars, folder / "model_ab.png")
         made["model_ab"] = (
             "plots/model_ab.png",
             "Model level: Xception's speedup over its regular-convolution twin, measured against the MAC ratio.",
@@ -122,187 +124,167 @@ def _plots(out: Path, rows: list[dict], compare: dict | None) -> dict[str, tuple
     return made
 
 
-def _load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_report(out: Path, recipe: dict) -> list[Path]:
-    from edgex.pipeline import summary_rows
-
+def write_report(out: Path, recipe: Recipe) -> list[Path]:
     rows = summary_rows(out)
-    compare = _load(out / "compare" / "compare.json")
-    sweep = _load(out / "sweep.json")
-    deploy = _load(out / "deploy.json")
-    data = _load(out / "data.json") or {}
-    max_drop = recipe["report"]["max_drop"]
-    gate = [r for r in rows if r["drop_points"] is not None and r["drop_points"] <= max_drop and r["format"] != "keras"]
-    smallest = min(gate, key=lambda r: r["size_bytes"])["variant"] if gate else None
-    timed = [r for r in gate if r["p50_ms"] is not None]
-    fastest = min(timed, key=lambda r: r["p50_ms"])["variant"] if timed else None
+    compare = read_json(out / "compare" / "compare.json")
     plots = _plots(out, rows, compare)
-    env = sysinfo.environment()
-    versions = sysinfo.versions()
-    stages = {p.stem: json.loads(p.read_text()) for p in sorted((out / "stages").glob("*.json"))}
-    context = dict(
-        rows=rows,
-        compare=compare,
-        sweep=sweep,
-        deploy=deploy,
-        data=data,
-        max_drop=max_drop,
-        smallest=smallest,
-        fastest=fastest,
-        plots=plots,
-        env=env,
-        versions=versions,
-        recipe=recipe,
-        stages=stages,
-        out=out,
-    )
+    sections = _sections(out, recipe, rows, compare, plots)
     html_path, md_path = out / "report.html", out / "report.md"
-    write_text_atomic(html_path, _html(**context))
-    write_text_atomic(md_path, _markdown(**context))
+    write_text_atomic(html_path, to_html(sections, f"edgex report: {out.name}"))
+    write_text_atomic(md_path, to_markdown(sections))
     return [html_path, md_path, *(out / p for p, _ in plots.values())]
 
 
-def _commands(rows, recipe, out) -> list[tuple[str, str]]:
-    from edgex.pipeline import twin_command
-
-    commands = [(r["variant"], r["command"]) for r in rows]
-    if recipe["twin"]["enabled"]:
-        commands.append(("regular-convolution twin", twin_command(out, recipe)))
-    return commands
-
-
-def _html(
-    rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots, env, versions, recipe, stages, out
-) -> str:
-    e = html.escape
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>edgex report: {e(out.name)}</title>"
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>edgex report</h1><p class='muted'>run <code>{e(str(out))}</code> · preset <b>{e(recipe['preset'])}</b>"
-        f" · data <b>{e(str(recipe['data']))}</b> ({data.get('train', '?')} train / {data.get('val', '?')} val images)"
-        f" · devices {e(', '.join(recipe['devices']))}</p>",
-    ]
-    best = []
-    if smallest:
-        best.append(f"smallest within the accuracy gate (drop &le; {max_drop:g} points): <b>{e(smallest)}</b>")
-    if fastest:
-        best.append(f"fastest within the gate: <b>{e(fastest)}</b>")
+def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
+    data = read_json(out / "data.json") or {}
+    deploy = read_json(out / "deploy.json")
+    best = best_variants(rows, recipe.report.max_drop)
+    bullets = []
+    if best.smallest:
+        gate = f"drop <= {recipe.report.max_drop:g} points"
+        bullets.append(f"smallest within the accuracy gate ({gate}): **{best.smallest}**")
+    if best.fastest:
+        bullets.append(f"fastest within the gate: **{best.fastest}**")
     if deploy:
-        best.append(
-            f"bundle for <b>{e(deploy['target'])}</b>: <code>{e(deploy['bundle'])}</code> ({e(deploy['variant'])})"
-        )
-    parts.append("<h2>Best for this device</h2><ul>" + "".join(f"<li>{b}</li>" for b in best) + "</ul>")
-    head = "".join(f"<th>{e(label)}</th>" for _, label, _ in COLUMNS)
-    body = []
-    for r in rows:
-        cls = " class='best'" if r["variant"] in (smallest, fastest) else ""
-        cells = "".join(f"<td{' class=num' if kind else ''}>{e(_fmt(r[key], kind))}</td>" for key, _, kind in COLUMNS)
-        body.append(f"<tr{cls}>{cells}</tr>")
-    parts.append(
-        f"<h2>Variants</h2><table id='variants'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
-        "</tbody></table><p class='muted'>top-1 on the validation split through each artifact's own runtime; "
-        "latency from the bench stage (bench.json). Pruning shrinks compressed size, not latency, unless "
-        "the runtime has sparse kernels: the latency column is what was measured.</p>"
+        bullets.append(f"bundle for **{deploy['target']}**: `{deploy['bundle']}` ({deploy['variant']})")
+    head = (
+        f"run `{out}` · preset **{recipe.preset}** · data **{recipe.data}** ({data.get('train', '?')} train / "
+        f"{data.get('val', '?')} val images) · devices {', '.join(recipe.devices)}"
     )
+    env = {**sysinfo.environment(), **sysinfo.versions()}
+    stages = {p.stem: json.loads(p.read_text()) for p in sorted((out / "stages").glob("*.json"))}
+    commands = reproduce_commands(out, recipe, rows)
+    return [
+        Section("edgex report", level=1, text=head),
+        Section("Best for this device", bullets=tuple(bullets)),
+        _variants_section(rows, best),
+        *_separable_sections(compare, read_json(out / "sweep.json")),
+        Section("Plots", figures=tuple(plots.values())),
+        Section("Environment", table=Table(("item", "value"), tuple((str(k), str(v)) for k, v in env.items()), (0, 0))),
+        Section(
+            "Reproduce",
+            text="Every artifact, one command each:",
+            table=Table(("artifact", "command"), tuple((n, f"`{c}`") for n, c in commands), (0, 0)),
+            note=f"The whole run: `edgex pipeline --config {out / 'recipe.yaml'} --out NEW_FOLDER`",
+        ),
+        Section(
+            "Stages",
+            table=Table(
+                ("stage", "time (last run)", "input hash"),
+                tuple((n, f"{s.get('seconds', 0):.1f} s", f"`{s['hash']}`") for n, s in stages.items()),
+                (0, 1, 0),
+            ),
+        ),
+    ]
+
+
+def _variants_section(rows: list[SummaryRow], best) -> Section:
+    cells = tuple(tuple(_fmt(getattr(r, key), kind) for key, _, kind in COLUMNS) for r in rows)
+    table = Table(
+        tuple(label for _, label, _ in COLUMNS),
+        cells,
+        tuple(bool(kind) for _, _, kind in COLUMNS),
+        tuple(r.variant in (best.smallest, best.fastest) for r in rows),
+        id="variants",
+    )
+    note = (
+        "top-1 on the validation split through each artifact's own runtime; latency from the bench stage "
+        "(bench.json). Pruning shrinks compressed size, not latency, unless the runtime has sparse kernels: the "
+        "latency column is what was measured."
+    )
+    return Section("Variants", table=table, note=note)
+
+
+def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Section]:
+    sections = []
     if compare and compare.get("ab"):
-        parts.append(
-            "<h2>Separable vs regular convolutions</h2><table id='ab'><thead><tr><th>runtime</th>"
-            "<th>precision</th><th>Xception ms</th><th>twin ms</th><th>measured speedup</th>"
-            "<th>MAC ratio</th><th>efficiency</th></tr></thead><tbody>"
-        )
-        for a in compare["ab"]:
-            parts.append(
-                f"<tr><td>{e(a['runtime'])}</td><td>{e(a['precision'])}</td><td class=num>{a['xception_ms']:.3f}"
-                f"</td><td class=num>{a['twin_ms']:.3f}</td><td class=num>{a['measured_speedup']:.2f}x</td>"
-                f"<td class=num>{a['theoretical_speedup']:.2f}x</td><td class=num>"
-                f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}</td></tr>"
+        header = ("runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency")
+        rows = tuple(
+            (
+                a["runtime"],
+                a["precision"],
+                f"{a['xception_ms']:.3f}",
+                f"{a['twin_ms']:.3f}",
+                f"{a['measured_speedup']:.2f}x",
+                f"{a['theoretical_speedup']:.2f}x",
+                f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}",
             )
-        parts.append("</tbody></table>")
+            for a in compare["ab"]
+        )
+        table = Table(header, rows, (0, 0, 1, 1, 1, 1, 1), id="ab")
+        sections.append(Section("Separable vs regular convolutions", table=table))
     if sweep:
-        parts.append(
-            "<h3>Layer sweep: measured roofs</h3><table><thead><tr><th>runtime</th><th>precision</th>"
-            "<th>compute G op/s</th><th>bandwidth GB/s</th></tr></thead><tbody>"
-            + "".join(
-                f"<tr><td>{e(r['runtime'])}</td><td>{e(r['precision'])}</td><td class=num>"
-                f"{r['compute_gops']:.1f}</td><td class=num>{r['bandwidth_gbs']:.1f}</td></tr>"
-                for r in sweep["roofs"]
+        rows = tuple(
+            (r["runtime"], r["precision"], f"{r['compute_gops']:.1f}", f"{r['bandwidth_gbs']:.1f}")
+            for r in sweep["roofs"]
+        )
+        table = Table(("runtime", "precision", "compute G op/s", "bandwidth GB/s"), rows, (0, 0, 1, 1))
+        sections.append(Section("Layer sweep: measured roofs", level=3, table=table))
+    return sections
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn **bold** and `code` into tags."""
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", text)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    body = []
+    for index, row in enumerate(table.rows):
+        best = " class='best'" if table.highlight and table.highlight[index] else ""
+        cells = "".join(
+            f"<td{' class=num' if num else ''}>{_inline_html(cell)}</td>" for cell, num in zip(row, table.numeric)
+        )
+        body.append(f"<tr{best}>{cells}</tr>")
+    ident = f" id='{table.id}'" if table.id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(sections: list[Section], title: str) -> str:
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>"
+    ]
+    for s in sections:
+        parts.append(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>")
+        if s.text:
+            parts.append(f"<p{' class=muted' if s.level == 1 else ''}>{_inline_html(s.text)}</p>")
+        if s.bullets:
+            parts.append("<ul>" + "".join(f"<li>{_inline_html(b)}</li>" for b in s.bullets) + "</ul>")
+        if s.table:
+            parts.append(_table_html(s.table))
+        if s.figures:
+            figures = "".join(
+                f"<figure><img src='{html.escape(p)}' alt='{html.escape(c)}'><figcaption>{html.escape(c)}"
+                "</figcaption></figure>"
+                for p, c in s.figures
             )
-            + "</tbody></table>"
-        )
-    parts.append(
-        "<h2>Plots</h2><div class='plots'>"
-        + "".join(
-            f"<figure><img src='{e(path)}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>"
-            for path, caption in plots.values()
-        )
-        + "</div>"
-    )
-    parts.append(
-        "<h2>Environment</h2><table>"
-        + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in {**env, **versions}.items())
-        + "</table>"
-    )
-    parts.append(
-        "<h2>Reproduce</h2><p>Every artifact, one command each:</p><table><tbody>"
-        + "".join(
-            f"<tr><td>{e(name)}</td><td><code>{e(cmd)}</code></td></tr>" for name, cmd in _commands(rows, recipe, out)
-        )
-        + "</tbody></table><p>The whole run: <code>edgex pipeline --config "
-        f"{e(str(out / 'recipe.yaml'))} --out NEW_FOLDER</code></p>"
-    )
-    stage_rows = "".join(
-        f"<tr><td>{e(name)}</td><td class=num>{s.get('seconds', 0):.1f} s</td><td><code>{e(s['hash'])}</code></td></tr>"
-        for name, s in stages.items()
-    )
-    parts.append(
-        f"<h2>Stages</h2><table><thead><tr><th>stage</th><th>time (last run)</th><th>input hash</th></tr>"
-        f"</thead><tbody>{stage_rows}</tbody></table>"
-    )
+            parts.append(f"<div class='plots'>{figures}</div>")
+        if s.note:
+            parts.append(f"<p class='muted'>{_inline_html(s.note)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _markdown(
-    rows, compare, sweep, deploy, data, max_drop, smallest, fastest, plots, env, versions, recipe, stages, out
-) -> str:
-    lines = [
-        "# edgex report",
-        "",
-        f"Run `{out}` · preset **{recipe['preset']}** · data **{recipe['data']}** · "
-        f"devices {', '.join(recipe['devices'])}",
-        "",
-    ]
-    if smallest:
-        lines.append(f"- smallest within the accuracy gate (drop <= {max_drop:g} points): **{smallest}**")
-    if fastest:
-        lines.append(f"- fastest within the gate: **{fastest}**")
-    if deploy:
-        lines.append(f"- bundle for **{deploy['target']}**: `{deploy['bundle']}` ({deploy['variant']})")
-    lines += [
-        "",
-        "## Variants",
-        "",
-        "| " + " | ".join(label for _, label, _ in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    lines += ["| " + " | ".join(_fmt(r[key], kind) for key, _, kind in COLUMNS) + " |" for r in rows]
-    if compare and compare.get("ab"):
-        lines += [
-            "",
-            "## Separable vs regular convolutions",
-            "",
-            "| runtime | precision | Xception ms | twin ms | measured speedup | MAC ratio |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {a['runtime']} | {a['precision']} | {a['xception_ms']:.3f} | {a['twin_ms']:.3f} | "
-            f"{a['measured_speedup']:.2f}x | {a['theoretical_speedup']:.2f}x |"
-            for a in compare["ab"]
-        ]
-    lines += ["", "## Plots", ""] + [f"![{caption}]({path})" for path, caption in plots.values()]
-    lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in {**env, **versions}.items()]
-    lines += ["", "## Reproduce", ""] + [f"- {name}: `{cmd}`" for name, cmd in _commands(rows, recipe, out)]
-    return "\n".join(lines) + "\n"
+def _table_markdown(table: Table) -> list[str]:
+    align = "|" + "".join("---:|" if num else "---|" for num in table.numeric)
+    lines = ["| " + " | ".join(table.header) + " |", align]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+
+
+def to_markdown(sections: list[Section]) -> str:
+    lines: list[str] = []
+    for s in sections:
+        lines += ["#" * s.level + " " + s.title, ""]
+        if s.text:
+            lines += [s.text, ""]
+        if s.bullets:
+            lines += [f"- {b}" for b in s.bullets] + [""]
+        if s.table:
+            lines += [*_table_markdown(s.table), ""]
+        lines += [f"![{caption}]({path})" for path, caption in s.figures] + ([""] if s.figures else [])
+        if s.note:
+            lines += [s.note, ""]
+    return "\n".join(lines).rstrip() + "\n"

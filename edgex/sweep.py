@@ -218,7 +218,7 @@ def layer_model(spec: ConvSpec, variant: str):
 
 def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -> Path:
     """Convert a one-layer model for a runtime and precision (cached by name)."""
-    from converters import convert
+    from converters.registry import convert, format_for_runtime
     from converters.source import source_from_keras
 
     suffix = {"litert": ".tflite", "onnxruntime": ".onnx", "tensorflow": ".keras"}[runtime]
@@ -233,7 +233,7 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     rng = np.random.default_rng(0)
     samples = rng.standard_normal((4, *shape)).astype(np.float32)
     source = source_from_keras(model, folder / f"{name}.keras")
-    to = "tflite" if runtime == "litert" else "onnx"
+    to = format_for_runtime(runtime)
     # int8 TFLite layers take and give int8, so that only the layer itself is timed, not (de)quantization.
     io = "int8" if (precision == "int8" and to == "tflite") else None
     convert(

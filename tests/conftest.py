@@ -33,6 +33,59 @@ def _fresh_conversions():
     forget_conversions()
 
 
+def run_cli(*args) -> CliResult:
+    """``edgex ARGS...`` in this process, its output captured (for session fixtures, where capsys is not)."""
+    import contextlib
+    import io
+
+    from edgex.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def readme_commands(block: str) -> list[str]:
+    """The command lines of a README code block, without comments."""
+    lines = []
+    for line in block.splitlines():
+        line = line.split("  #")[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+TOUR_TRAIN = ["edgex", "train", "--data", "digits", "--preset", "tiny", "--epochs", "5", "--out", "runs/tiny"]
+
+
+@pytest.fixture(scope="session")
+def tour(trained_tiny, tmp_path_factory) -> tuple[Path, dict[str, CliResult]]:
+    """The README's tour, every line as written, through the real CLI in this process (TensorFlow is imported once,
+    not once per line), in a folder of its own: (folder, line -> result). Tests of the same commands read its
+    outputs instead of running them again. Its `edgex train` line asks for exactly trained_tiny (digits, tiny,
+    5 epochs, the default options), which test_training covers: that model stands in for it."""
+    import re
+    import shlex
+
+    block = next(
+        b for b in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "edgex info" in b
+    )
+    folder = tmp_path_factory.mktemp("tour")
+    results, cwd = {}, os.getcwd()
+    os.chdir(folder)
+    try:
+        for line in readme_commands(block):
+            words = shlex.split(line)
+            if words == TOUR_TRAIN:
+                copy_model(trained_tiny, folder / "runs" / "tiny")
+                continue
+            results[line] = run_cli(*words[1:])
+    finally:
+        os.chdir(cwd)
+    return folder, results
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``edgex ARGS...`` in this process; returns exit code and captured output."""
@@ -64,6 +117,22 @@ def trained_tiny(tmp_path_factory) -> Path:
     return Path(result.model_path)
 
 
+def copy_model(model: Path, folder: Path) -> Path:
+    """``model`` and its metadata copied into ``folder`` as model.keras, for tests that write files next to it."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, folder / "model.keras")
+    shutil.copy(model.with_name(model.name + ".json"), folder / "model.keras.json")
+    return folder / "model.keras"
+
+
+@pytest.fixture(scope="session")
+def tiny_copy(trained_tiny, tmp_path_factory):
+    """``tiny_copy(name)``: the trained tiny model copied into a fresh folder of its own."""
+    return lambda name: copy_model(trained_tiny, tmp_path_factory.mktemp(name))
+
+
 def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300, env: dict | None = None):
     """Run Python code in a fresh interpreter (optionally with TensorFlow made unimportable)."""
     import subprocess
@@ -89,16 +158,11 @@ def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300,
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(trained_tiny, tmp_path_factory) -> dict[str, Path]:
+def tiny_artifacts(tiny_copy) -> dict[str, Path]:
     """The tiny model exported once: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
-    import shutil
-
     from edgex.export import export_model
 
-    folder = tmp_path_factory.mktemp("artifacts")
-    keras_path = folder / "model.keras"
-    shutil.copy(trained_tiny, keras_path)
-    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
+    keras_path = tiny_copy("artifacts")
     found = {"keras": keras_path}
     for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
         found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)

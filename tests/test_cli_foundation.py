@@ -93,6 +93,7 @@ def test_dependencies_point_downwards(package, forbidden):
         assert not imported & set(forbidden), (path, imported & set(forbidden))
 
 
+@pytest.mark.slow
 def test_devices_imports_and_runs_a_tflite_model_without_tensorflow(tmp_path):
     from devices.tfkeras import keras, tensorflow
 

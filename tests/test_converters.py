@@ -22,11 +22,8 @@ CASES = [(to, precision) for to, target in TARGETS.items() for precision in targ
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained_tiny, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("convert")
-    shutil.copy(trained_tiny, folder / "model.keras")
-    shutil.copy(trained_tiny.with_name("model.keras.json"), folder / "model.keras.json")
-    return folder
+def model_dir(tiny_copy):
+    return tiny_copy("convert").parent
 
 
 @pytest.mark.parametrize("to, precision", CASES, ids=[f"{t}-{p}" for t, p in CASES])

@@ -12,7 +12,7 @@ import pytest
 
 from devices.bench import results_from_json
 from devices.bundle import BundleError, safe_extract, verify
-from edgex.deploy import TARGETS, build_bundle, verify_bundle
+from edgex.deploy import DEPLOY_TARGETS, build_bundle, verify_bundle
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,13 @@ def test_bundle_holds_everything_the_device_needs_and_no_tensorflow(bundle, tmp_
     assert verify(root) == []
 
 
-@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("name", sorted(DEPLOY_TARGETS))
 def test_every_target_builds_with_its_defaults(tiny_artifacts, tmp_path, name):
     result = build_bundle(tiny_artifacts["tflite-int8"], name, tmp_path / f"{name}.tar.gz")
     root = safe_extract(Path(result.path), tmp_path / "x")
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["defaults"]["threads"] == TARGETS[name].cores
-    if TARGETS[name].coral:
+    assert manifest["defaults"]["threads"] == DEPLOY_TARGETS[name].cores
+    if DEPLOY_TARGETS[name].coral:
         # Not compiled for the Edge TPU: the bundle says so and runs the int8 model on the CPU.
         assert any("not compiled for the Edge TPU" in n for n in result.notes)
         assert manifest["defaults"]["device"] == "cpu"
@@ -71,6 +71,7 @@ def test_coral_bundle_ships_the_compiled_model_when_there_is_one(tiny_artifacts,
     assert "model/model_quant.tflite" in manifest["files"] and not result.notes
 
 
+@pytest.mark.slow
 def test_entry_point_predicts_benchmarks_and_evaluates_without_tensorflow(bundle, tmp_path):
     from PIL import Image
 
@@ -275,6 +276,7 @@ def test_failing_hosts_get_one_line_each_and_do_not_stop_the_others(ssh_server, 
     assert all("\n" not in h["error"] for h in rows.values())
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_artifacts, tmp_path):
     from edgex.deploy import SshOptions, deploy_remote

@@ -34,6 +34,21 @@ def test_every_runtime_loads_runs_and_agrees_with_the_others(tiny_artifacts, sam
     np.testing.assert_allclose(out, reference, atol=1e-4)
 
 
+@pytest.mark.hardware
+def test_every_accelerator_here_runs_the_model_and_agrees_with_the_cpu(tiny_artifacts, samples):
+    """Each GPU or delegate found (an Edge TPU runs compiled models only: test_converters checks those files) runs
+    the tiny model in each of its runtimes, and gives the CPU's answers."""
+    found = [d for d in devices.available_devices() if d.kind not in ("cpu", "edgetpu")]
+    if not found:
+        pytest.skip("no GPU or delegate on this machine")
+    for device in found:
+        for runtime in device.runtimes:
+            path = tiny_artifacts[FLOAT_ARTIFACT[runtime]]
+            reference = devices.load_model(path, runtime=runtime, device="cpu").predict(samples)
+            with devices.load_model(path, runtime=runtime, device=device.name) as model:
+                np.testing.assert_allclose(model.predict(samples), reference, atol=1e-3, err_msg=device.name)
+
+
 @pytest.mark.parametrize("artifact", ["tflite-int8", "onnx-int8"])
 def test_quantized_models_take_float_in_and_give_float_out(tiny_artifacts, samples, artifact):
     with devices.load_model(tiny_artifacts[artifact]) as model:

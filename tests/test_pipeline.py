@@ -46,6 +46,7 @@ def _stage_lines(output: str) -> dict[str, str]:
     return lines
 
 
+@pytest.mark.slow
 def test_run_folder_has_every_artifact_and_report(run):
     out, _ = run
     for name in (
@@ -83,7 +84,7 @@ def test_run_folder_has_every_artifact_and_report(run):
     assert bench["schema"] == "edgex.bench/1" and len(bench["results"]) == len(metrics)
     resolved = json.loads((out / "recipe.json").read_text())
     assert resolved["preset"] == "tiny" and resolved["train"]["epochs"] == 2
-    assert resolved["seed"] == DEFAULT_RECIPE["seed"]  # defaults fill what the recipe leaves out
+    assert resolved["seed"] == DEFAULT_RECIPE.seed  # defaults fill what the recipe leaves out
     report = (out / "report.md").read_text()
     assert "## Variants" in report and "Reproduce" in report and "edgex quantize" in report
     assert f"--calib-samples 50 --out {out}/quantize/int8" in report and "--conv regular" in report
@@ -92,6 +93,7 @@ def test_run_folder_has_every_artifact_and_report(run):
     assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
 
 
+@pytest.mark.slow
 def test_twin_runs_beside_other_stages_and_the_ab_times_the_pipelines_own_files(run):
     """The twin is trained and converted in a second process, done before anything is timed; the A/B times the
     files the convert stage made for Xception against the twin converted the same way."""
@@ -109,16 +111,16 @@ def test_twin_runs_beside_other_stages_and_the_ab_times_the_pipelines_own_files(
         ("twin", "onnxruntime"): str(out / "twin/model_fp32.onnx"),
     }
     twin_meta = json.loads((out / "twin" / "model_fp32.onnx.json").read_text())
-    assert twin_meta["parity"]["passed"] and twin_meta["opset"] == DEFAULT_RECIPE["convert"]["opset"]
+    assert twin_meta["parity"]["passed"] and twin_meta["opset"] == DEFAULT_RECIPE.convert.opset
 
 
 def test_a_background_stage_that_fails_is_the_runs_one_line_error(tmp_path):
     from devices.errors import EdgexError
-    from edgex.pipeline import _BackgroundStage
+    from edgex.pipeline.runner import BackgroundStage
 
-    (tmp_path / "recipe.json").write_text(json.dumps(resolve_recipe(None, {"preset": "tiny"})))
+    (tmp_path / "recipe.json").write_text(json.dumps(resolve_recipe(None, {"preset": "tiny"}).to_json()))
     (tmp_path / "twin").write_text("not a folder")
-    stage = _BackgroundStage("twin", tmp_path)
+    stage = BackgroundStage("twin", tmp_path)
     with pytest.raises(EdgexError, match=r"^twin stage \(in a background process\): .*twin") as failure:
         stage.result()
     assert "\n" not in str(failure.value)
@@ -126,9 +128,9 @@ def test_a_background_stage_that_fails_is_the_runs_one_line_error(tmp_path):
 
 
 def test_a_background_stage_that_dies_names_its_exit_code(tmp_path):
-    from edgex.pipeline import _BackgroundStage
+    from edgex.pipeline.runner import BackgroundStage
 
-    stage = _BackgroundStage("twin", tmp_path)
+    stage = BackgroundStage("twin", tmp_path)
     stage._process.kill()  # as the kernel's out-of-memory killer would
     with pytest.raises(RuntimeError, match=r"twin stage \(in a background process\) exited with code -9"):
         stage.result()
@@ -149,6 +151,7 @@ def test_a_bad_value_is_refused_before_the_run_folder_is_made(tmp_path, cli):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_existing_run_folder_needs_resume_or_force(run, cli):
     out, recipe = run
     result = cli("pipeline", "--config", recipe, "--out", out)
@@ -176,9 +179,10 @@ def test_flags_override_the_recipe(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("preset: tiny\ntrain: {epochs: 3}\n")
     resolved = resolve_recipe(recipe, {"preset": "mini", "train.epochs": 7, "devices": ["cpu"]})
-    assert resolved["preset"] == "mini" and resolved["train"]["epochs"] == 7
+    assert resolved.preset == "mini" and resolved.train.epochs == 7
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -220,7 +224,9 @@ def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     assert rows == len(metrics)
 
 
-def test_twin_in_line_when_the_recipe_says_so(tmp_path):
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A pipeline run of train, twin (in line), evaluate, bench and report only; returns (result, run folder)."""
     from edgex.pipeline import run_pipeline
 
     recipe = resolve_recipe(
@@ -232,7 +238,7 @@ def test_twin_in_line_when_the_recipe_says_so(tmp_path):
             "prune.enabled": False,
             "quantize.int8": False,
             "quantize.qat": False,
-            "convert.tflite": [],
+            "convert.tflite": ["fp32"],
             "convert.onnx": [],
             "convert.edgetpu": False,
             "compare.enabled": False,
@@ -242,10 +248,67 @@ def test_twin_in_line_when_the_recipe_says_so(tmp_path):
             "bench.min_seconds": 0.01,
         },
     )
-    result = run_pipeline(recipe, tmp_path / "run")
+    out = tmp_path_factory.mktemp("small") / "run"
+    return run_pipeline(recipe, out), out
+
+
+@pytest.mark.slow
+def test_twin_in_line_when_the_recipe_says_so(small_run):
+    result, out = small_run
     twin = next(r for r in result.stages if r.name == "twin")
     assert (
         twin.status == "ran" and not twin.background and twin.outputs == ("twin/model.keras", "twin/model.keras.json")
     )
-    assert not (tmp_path / "run" / "stages" / "background").exists()
+    assert not (out / "stages" / "background").exists()
     assert [r.name for r in result.stages] == list(STAGES)
+    assert [r.variant for r in result.summary] == ["keras fp32", "tflite fp32"]
+
+
+@pytest.mark.slow
+def test_resume_reruns_only_the_changed_stage_and_what_depends_on_it(small_run, cli, tmp_path):
+    import yaml
+
+    _, out = small_run
+    same = cli("pipeline", "--config", out / "recipe.yaml", "--out", out, "--resume")
+    assert same.exit_code == 0, same.output
+    assert set(_stage_lines(same.stdout).values()) == {"skipped"}
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    recipe["bench"]["runs"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(recipe))
+    before = (out / "train" / "model.keras").stat().st_mtime_ns
+    again = cli("pipeline", "--config", changed, "--out", out, "--resume")
+    assert again.exit_code == 0, again.output
+    ran = {name for name, status in _stage_lines(again.stdout).items() if status == "ran"}
+    assert ran == {"bench", "deploy", "report"}  # bench changed; deploy and report read what it wrote
+    assert len(_stage_lines(again.stdout)) == len(STAGES)
+    assert (out / "train" / "model.keras").stat().st_mtime_ns == before
+    assert json.loads((out / "recipe.json").read_text())["bench"]["runs"] == 3
+
+
+def test_recipe_values_of_the_wrong_type_name_the_key(tmp_path, cli):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prune: {sparsity: high}\n")
+    result = cli("pipeline", "--config", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "recipe key 'prune.sparsity' must be a number, got 'high'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_best_variants_are_the_smallest_and_fastest_within_the_gate():
+    from edgex.pipeline import SummaryRow, best_variants
+
+    def row(name, fmt, size, drop, p50):
+        return SummaryRow(name, fmt, "fp32", 0.0, size, 0.9, drop, p50, p50, None, None, "x", "edgex ...")
+
+    rows = [
+        row("keras fp32", "keras", 10, 0.0, 1.0),  # the reference is never a deployable variant
+        row("big", "tflite", 8, 0.0, 0.5),
+        row("small but wrong", "tflite", 1, 3.0, 0.1),  # outside a 1-point gate
+        row("small", "onnx", 2, 0.5, 0.9),
+        row("untimed", "tflite", 3, 0.0, None),
+    ]
+    best = best_variants(rows, max_drop=1.0)
+    assert (best.smallest, best.fastest) == ("small", "big")
+    assert best_variants(rows, max_drop=5.0).smallest == "small but wrong"
+    assert best_variants(rows[:1], max_drop=1.0).smallest is None

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOUR_TRAIN, readme_commands
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
@@ -19,19 +19,10 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)
 
 
-def _commands(block: str) -> list[str]:
-    lines = []
-    for line in block.splitlines():
-        line = line.split("  #")[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    return lines
-
-
-def _all_commands() -> list[list[str]]:
+def _allreadme_commands() -> list[list[str]]:
     found = []
     for block in BLOCKS:
-        for line in _commands(block):
+        for line in readme_commands(block):
             for part in line.split("&&"):
                 words = shlex.split(part)
                 while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
@@ -42,14 +33,14 @@ def _all_commands() -> list[list[str]]:
 
 
 def test_the_two_commands_come_first_and_ci_runs_the_second():
-    first = _commands(BLOCKS[0])
+    first = readme_commands(BLOCKS[0])
     assert first[0] == 'pip install -e ".[all]" && edgex pipeline'
     assert first[1] == 'pip install -e ".[all,dev]" && pytest'
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -q -e ".[all,dev]"\npytest\n' in ci
 
 
-@pytest.mark.parametrize("words", [w for w in _all_commands() if w[0] == "edgex"], ids=lambda w: " ".join(w)[:60])
+@pytest.mark.parametrize("words", [w for w in _allreadme_commands() if w[0] == "edgex"], ids=lambda w: " ".join(w)[:60])
 def test_every_edgex_command_in_the_readme_parses(words):
     import typer
 
@@ -75,7 +66,7 @@ def _device_args(words: list[str]) -> list[str] | None:
     return words[at + 2 :] if words[at + 1 : at + 2] == ["devices"] else None
 
 
-DEVICE_COMMANDS = [w for w in _all_commands() if _device_args(w) is not None]
+DEVICE_COMMANDS = [w for w in _allreadme_commands() if _device_args(w) is not None]
 
 
 @pytest.mark.parametrize("words", DEVICE_COMMANDS, ids=lambda w: " ".join(w))
@@ -93,30 +84,25 @@ def test_the_readme_recipe_resolves(tmp_path):
     path.write_text(recipe_text)
     recipe = resolve_recipe(path)
     check_recipe(recipe)
-    assert recipe["deploy"]["target"] == "coral-usb"
+    assert recipe.deploy.target == "coral-usb"
 
 
 @pytest.mark.slow
-def test_the_tour_runs_verbatim(tmp_path):
-    tour = next(b for b in BLOCKS if "edgex info --no-gpus" in b)
-    for line in _commands(tour):
-        done = subprocess.run(
-            shlex.split(line.replace("edgex", f"{sys.executable} -m edgex", 1)),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "COLUMNS": "120"},
-        )
-        assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "runs" / "tiny_rpi4.tar.gz").exists()
+def test_the_tour_runs_verbatim(tour):
+    folder, results = tour
+    lines = readme_commands(next(b for b in BLOCKS if "edgex info --no-gpus" in b))
+    assert " ".join(TOUR_TRAIN) in lines  # the model the tour starts from
+    assert list(results) == [line for line in lines if line != " ".join(TOUR_TRAIN)]
+    for line, done in results.items():
+        assert done.exit_code == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (folder / "runs" / "tiny_rpi4.tar.gz").exists()
 
     # On the device: the README's device commands, verbatim, in the unpacked bundle.
     from PIL import Image
 
     from devices.bundle import safe_extract
 
-    device = safe_extract(tmp_path / "runs" / "tiny_rpi4.tar.gz", tmp_path / "device")
+    device = safe_extract(folder / "runs" / "tiny_rpi4.tar.gz", folder / "device")
     Image.new("L", (16, 16), 0).save(device.parent / "digit.png")  # next to the bundle: a file inside fails verify
     for words in DEVICE_COMMANDS:
         done = subprocess.run([sys.executable, *words[1:]], cwd=device, capture_output=True, text=True, timeout=300)

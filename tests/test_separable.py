@@ -136,9 +136,10 @@ def test_sweep_config_rejects_bad_values(kwargs, fragment):
         SweepConfig(**kwargs)
 
 
-def test_compare_tiny_preset_ab_and_breakdown(tmp_path, cli):
-    out = tmp_path / "compare"
-    result = cli("compare", "--preset", "tiny", "--out", out)
+def test_compare_tiny_preset_ab_and_breakdown(tour):
+    folder, results = tour  # the README tour runs `edgex compare --preset tiny --out runs/compare`
+    out = folder / "runs" / "compare"
+    result = results["edgex compare --preset tiny --out runs/compare"]
     assert result.exit_code == 0, result.output
     data = json.loads((out / "compare.json").read_text())
     assert {(r["label"], r["runtime"], r["precision"]) for r in data["rows"]} == {
@@ -188,7 +189,7 @@ def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifact
     model = str(tiny_artifacts["keras"])
     exported = []
     original = edgex.compare._export
-    monkeypatch.setattr(edgex.compare, "_export", lambda *a: exported.append(a[3]) or original(*a))
+    monkeypatch.setattr(edgex.compare, "_export", lambda *a: exported.append(a[2]) or original(*a))
     given = {(model, "litert", "int8"): str(tiny_artifacts["tflite-int8"])}
     result = compare(
         CompareConfig(

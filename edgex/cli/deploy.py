@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from edgex.cli import options as o
-from edgex.deploy import TARGETS
+from edgex.deploy import DEPLOY_TARGETS
 
 HOST_FAILED = 1
 
 
-TargetName = o.choices("TargetName", TARGETS)
+TargetName = o.choices("TargetName", DEPLOY_TARGETS)
 
 
 def deploy(

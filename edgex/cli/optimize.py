@@ -8,14 +8,13 @@ import typer
 
 from edgex.cli import options as o
 from edgex.prune import SCHEDULES
-from edgex.quantize import MODES
-from edgex.quantize import TARGETS as QUANT_TARGETS
+from edgex.quantize import MODES, QUANTIZE_FORMATS
 
 GATE_FAILED = 3
 
 
 Mode = o.choices("Mode", MODES)
-QuantTarget = o.choices("QuantTarget", QUANT_TARGETS)
+QuantTarget = o.choices("QuantTarget", QUANTIZE_FORMATS)
 Schedule = o.choices("Schedule", SCHEDULES)
 
 
@@ -29,7 +28,11 @@ def quantize(
     max_drop: Annotated[
         float | None, typer.Option(help="Fail (exit 3) when top-1 drops more points than this.")
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Per-layer quantization error table.")] = False,
+    layer_errors: Annotated[
+        bool, typer.Option("--layer-errors", help="Table of the layers with the largest int8 quantization error.")
+    ] = False,
+    # The old spelling, kept for one release: it read as the global --debug (tracebacks).
+    debug: Annotated[bool, typer.Option("--debug", hidden=True)] = False,
     keep_float: Annotated[
         str | None, typer.Option(help="Comma-separated layers to keep in float (int8 TFLite).")
     ] = None,
@@ -53,7 +56,7 @@ def quantize(
         to=to.value,
         epochs=epochs,
         max_drop=max_drop,
-        debug=debug,
+        layer_errors=layer_errors or debug,
         keep_float=tuple(k for k in (keep_float or "").split(",") if k),
         auto_keep_float=auto_keep_float,
         calib_samples=calib_samples,
@@ -63,7 +66,7 @@ def quantize(
         progress=None if json_out else EpochProgress("qat epoch"),
     )
     if json_out:
-        print_json(report.to_dict())
+        print_json(report.to_json())
     else:
         _show_quantize(report)
     if report.gate_passed is False:
@@ -88,36 +91,19 @@ def _show_quantize(r) -> None:
         ),
     ]
     if r.qat:
-        rows.append(
-            ("QAT Keras top-1", f"{100 * r.qat['top1']:.2f}% after {r.qat['epochs']} epoch(s) ({r.qat['keras_model']})")
-        )
+        rows.append(("QAT Keras top-1", f"{100 * r.qat.top1:.2f}% after {r.qat.epochs} epoch(s) ({r.qat.keras_model})"))
     if r.parity:
         rows.append(
             (
                 "agreement with source",
-                f"top-1 {100 * r.parity['top1_agreement']:.2f}%, mean abs diff {r.parity['mean_abs_diff']:.3g}",
+                f"top-1 {100 * r.parity.top1_agreement:.2f}%, mean abs diff {r.parity.mean_abs_diff:.3g}",
             )
         )
     if r.kept_float:
         rows.append(("kept in float", ", ".join(r.kept_float)))
     console.print(table(f"quantize --mode {r.mode} --to {r.target}", ["", ""], rows, justify_right=[]))
-    if r.debug_layers:
-        console.print(
-            table(
-                "largest per-layer quantization errors (RMSE in quantization steps; ~0.29 is rounding alone)",
-                ["layer", "op", "RMSE/scale", "max abs error", "scale"],
-                [
-                    (
-                        d["layer"] or d["tensor"][:40],
-                        d["op"],
-                        f"{d['rmse_over_scale']:.3f}",
-                        f"{d['max_abs_error']:.3g}",
-                        f"{d['scale']:.3g}",
-                    )
-                    for d in r.debug_layers[:10]
-                ],
-            )
-        )
+    if r.layer_errors:
+        console.print(_layer_error_table(r.layer_errors))
     if r.auto_keep_float:
         console.print(
             table(
@@ -138,6 +124,25 @@ def _show_quantize(r) -> None:
         console.print(note)
     if r.gate_passed is False:
         warn(f"accuracy gate failed: drop {r.drop_points:.2f} points > --max-drop {r.max_drop:g}")
+
+
+def _layer_error_table(errors):
+    from edgex.render import table
+
+    return table(
+        "largest per-layer quantization errors (RMSE in quantization steps; ~0.29 is rounding alone)",
+        ["layer", "op", "RMSE/scale", "max abs error", "scale"],
+        [
+            (
+                d["layer"] or d["tensor"][:40],
+                d["op"],
+                f"{d['rmse_over_scale']:.3f}",
+                f"{d['max_abs_error']:.3g}",
+                f"{d['scale']:.3g}",
+            )
+            for d in errors[:10]
+        ],
+    )
 
 
 def prune(
@@ -177,8 +182,12 @@ def prune(
         progress=None if json_out else EpochProgress("prune epoch"),
     )
     if json_out:
-        print_json(report.to_dict())
-        return
+        print_json(report.to_json())
+    else:
+        _show_prune(report)
+
+
+def _show_prune(report) -> None:
     from edgex.render import console, human_bytes, table
 
     s = report.sizes
@@ -213,9 +222,9 @@ def prune(
         rows.append(
             (
                 "prune-preserving QAT",
-                f"int8 top-1 {100 * q['int8_top1']:.2f}%, int8 weight sparsity "
-                f"{q['int8_weight_sparsity']:.1%} (float {q['float_sparsity']:.1%}), "
-                f"{human_bytes(q['int8_gzip'])} gzip ({q['int8_model']})",
+                f"int8 top-1 {100 * q.int8_top1:.2f}%, int8 weight sparsity "
+                f"{q.int8_weight_sparsity:.1%} (float {q.float_sparsity:.1%}), "
+                f"{human_bytes(q.int8_gzip)} gzip ({q.int8_model})",
             )
         )
     console.print(table("prune", ["", ""], rows, justify_right=[]))

@@ -38,17 +38,16 @@ def pipeline(
         console.print(f"[bold]{record.name:<10}[/bold] {record.status:<8} {record.seconds:6.1f} s{where}")
 
     console.print(
-        f"edgex pipeline -> {out} (preset {recipe['preset']}, data {recipe['data']}, "
-        f"devices {', '.join(recipe['devices'])})"
+        f"edgex pipeline -> {out} (preset {recipe.preset}, data {recipe.data}, devices {', '.join(recipe.devices)})"
     )
     result = run_pipeline(recipe, out, resume=resume, force=force, progress=progress, on_stage=on_stage)
     rows = [
         (
-            r["variant"],
-            human_bytes(r["size_bytes"]),
-            f"{100 * r['top1']:.2f}%",
-            f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
-            f"{r['speedup_vs_keras']:.1f}x" if r["speedup_vs_keras"] else "-",
+            r.variant,
+            human_bytes(r.size_bytes),
+            f"{100 * r.top1:.2f}%",
+            f"{r.p50_ms:.3f}" if r.p50_ms is not None else "-",
+            f"{r.speedup_vs_keras:.1f}x" if r.speedup_vs_keras else "-",
         )
         for r in result.summary
     ]

@@ -163,13 +163,13 @@ def show_compare(result) -> None:
                 ["runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency"],
                 [
                     (
-                        a["runtime"],
-                        a["precision"],
-                        f"{a['xception_ms']:.3f}",
-                        f"{a['twin_ms']:.3f}",
-                        f"{a['measured_speedup']:.2f}x" + ("" if a.get("valid", True) else " *"),
-                        f"{a['theoretical_speedup']:.2f}x",
-                        f"{a['measured_speedup'] / a['theoretical_speedup']:.0%}",
+                        a.runtime,
+                        a.precision,
+                        f"{a.xception_ms:.3f}",
+                        f"{a.twin_ms:.3f}",
+                        f"{a.measured_speedup:.2f}x" + ("" if a.valid else " *"),
+                        f"{a.theoretical_speedup:.2f}x",
+                        f"{a.efficiency:.0%}",
                     )
                     for a in result.ab
                 ],

@@ -1,0 +1,97 @@
+"""What `edgex quantize` and `edgex prune` share: loading the model with its data, accuracy through a runtime, the
+QAT model saved as HDF5, and a latency comparison of two files."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devices.errors import EdgexError
+from devices.files import atomic_path, write_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def keras_accuracy(keras_model, dataset, preprocessing, class_names) -> float:
+    """Top-1 of an in-memory Keras model through the TensorFlow backend of ``devices``."""
+    from devices.evaluate import evaluate
+    from devices.tensorflow import from_keras
+
+    return evaluate(from_keras(keras_model), dataset.val.batches(128), preprocessing, class_names).top1
+
+
+def artifact_accuracy(path: str | Path, dataset, preprocessing, class_names) -> float:
+    """Top-1 of a model file through its own runtime."""
+    import devices
+    from devices.evaluate import evaluate
+
+    with devices.load_model(path) as model:
+        return evaluate(model, dataset.val.batches(64), preprocessing, class_names).top1
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A model to optimize, loaded with the data it is fine-tuned, calibrated and measured on."""
+
+    source: object  # converters.SourceModel
+    data: str  # the data spec (digits, a folder, tfds:NAME)
+    dataset: object  # edgex.data.Dataset
+    preprocessing: object  # devices.preprocess.Preprocessing
+    class_names: tuple[str, ...]
+
+    @property
+    def metadata(self) -> dict:
+        return self.source.metadata
+
+    def keras_top1(self, keras_model) -> float:
+        return keras_accuracy(keras_model, self.dataset, self.preprocessing, self.class_names)
+
+    def artifact_top1(self, path: str | Path) -> float:
+        return artifact_accuracy(path, self.dataset, self.preprocessing, self.class_names)
+
+    def source_top1(self) -> float:
+        """The accuracy of the model being optimized (a Keras model in memory, or a file through its runtime)."""
+        if self.source.kind == "keras":
+            return self.keras_top1(self.source.keras_model)
+        return self.artifact_top1(self.source.path)
+
+    def calibration(self, samples: int) -> np.ndarray:
+        """``samples`` preprocessed training images, the same ones every time."""
+        images, _ = self.dataset.train.take(samples, seed=0).arrays()
+        return self.preprocessing.apply(images)
+
+
+def setup(model: Path, data: str | None, needs: str) -> Setup:
+    """Load ``model`` and its data: ``data``, or by default the data it was trained on. ``needs`` ends the error
+    raised when there is neither ("pruning fine-tunes on data")."""
+    from converters.source import load_source
+    from edgex.artifacts import class_names_of, preprocessing_of
+    from edgex.evaluation import dataset_for
+
+    source = load_source(model)
+    meta = source.metadata
+    spec = data or (meta.get("dataset") or {}).get("spec")
+    if not spec:
+        raise EdgexError(f"{needs}: pass --data digits, an image folder or tfds:NAME")
+    dataset = dataset_for(meta, spec, int(source.input_shape[0]))
+    names = class_names_of(meta, len(dataset.class_names))
+    return Setup(source, spec, dataset, preprocessing_of(meta), tuple(names))
+
+
+def save_qat_model(qat_model, path: Path, metadata: dict) -> None:
+    """Save a tfmot QAT model as HDF5 (its quantize wrappers do not reload from the .keras format) with metadata."""
+    with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras warns that HDF5 is a legacy format
+        qat_model.save(tmp)
+    write_metadata(path, metadata)
+
+
+def latency_pair(first: Path, second: Path, *, warmup: int, runs: int, min_seconds: float) -> tuple[float, float]:
+    """The p50 latency (ms) of two model files, measured one after the other with the same settings."""
+    from devices.bench import BenchConfig, benchmark
+
+    config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds)
+    return benchmark(first, config=config).latency.p50, benchmark(second, config=config).latency.p50

@@ -1,0 +1,282 @@
+"""The pipeline's recipe: typed options for every stage, read from YAML and command-line overrides.
+
+The YAML file names the options it changes; everything else keeps the defaults below::
+
+    preset: tiny
+    train: {epochs: 5}
+    convert: {onnx: [fp32]}
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+from devices.errors import EdgexError
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's default
+    augment: tuple[str, ...] = ("crop",)
+
+
+@dataclass(frozen=True)
+class TwinOptions:
+    """The regular-convolution twin, there for the latency A/B, which its weights do not change: one epoch gives it a
+    sane accuracy."""
+
+    enabled: bool = True
+    epochs: int = 1
+    # Trained (and converted for the A/B) in a second process while prune, quantize, convert and evaluate run; it is
+    # done before anything is timed.
+    background: bool = True
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    enabled: bool = True
+    sparsity: float = 0.75
+    epochs: int = 4
+    schedule: str = "polynomial"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    int8: bool = True  # post-training int8
+    qat: bool = True  # quantization-aware training, then int8
+    qat_epochs: int = 1
+    calib_samples: int = 200
+    max_drop: float = 1.0  # points of top-1
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    tflite: tuple[str, ...] = ("fp32", "fp16", "dynamic")
+    onnx: tuple[str, ...] = ("fp32", "int8")
+    edgetpu: bool = True
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    threads: int | None = None  # None: the runtime's default
+    warmup: int = 3
+    runs: int = 20
+    min_seconds: float = 0.3
+    max_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """The model-level A/B: Xception against its twin."""
+
+    enabled: bool = True
+    runtimes: tuple[str, ...] = ("litert", "onnxruntime")
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    breakdown: tuple[str, ...] = ("onnxruntime",)  # runtimes whose per-op time breakdown is measured
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The layer-level sweep."""
+
+    enabled: bool = True
+    # "model" (the layers of the trained model), "xception" (the paper network at input_size) or a file.
+    shapes: str = "model"
+    input_size: int = 299
+    variants: tuple[str, ...] = ("regular", "separable")
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    runtimes: tuple[str, ...] = ("litert",)
+    threads: int | None = 1
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    enabled: bool = True
+    target: str = "rpi4"
+    eval_data: bool = True  # ship the validation split in the bundle
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    max_drop: float = 1.0  # the accuracy gate of the best variants, in points of top-1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every option of every stage. ``to_json()`` is what recipe.json holds and what the stage hashes cover."""
+
+    data: str = "digits"  # digits (embedded), an image folder or tfds:NAME
+    preset: str = "mini"
+    devices: tuple[str, ...] = ("cpu",)
+    seed: int = 0
+    train: TrainOptions = field(default_factory=TrainOptions)
+    twin: TwinOptions = field(default_factory=TwinOptions)
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    convert: ConvertOptions = field(default_factory=ConvertOptions)
+    bench: BenchOptions = field(default_factory=BenchOptions)
+    compare: CompareOptions = field(default_factory=CompareOptions)
+    sweep: SweepOptions = field(default_factory=SweepOptions)
+    deploy: DeployOptions = field(default_factory=DeployOptions)
+    report: ReportOptions = field(default_factory=ReportOptions)
+
+    def to_json(self) -> dict:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict) -> Recipe:
+        """A recipe from a (complete or partial) mapping; each value is checked against its option's type."""
+        return _parse(cls, data, "")
+
+
+DEFAULT_RECIPE = Recipe()
+
+
+def _plain(value):
+    """Tuples as lists, all the way down: the form YAML and JSON write."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _parse(cls, data: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    values = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise EdgexError(f"unknown recipe key {where + key!r}; valid keys here: {', '.join(sorted(valid))}")
+        hint = hints[key]
+        if is_dataclass(hint):
+            if not isinstance(value, dict):
+                names = ", ".join(f.name for f in fields(hint))
+                raise EdgexError(f"recipe key {where + key!r} must be a mapping of: {names}, got {value!r}")
+            values[key] = _parse(hint, value, f"{where}{key}.")
+        else:
+            values[key] = _coerce(where + key, value, hint)
+    return cls(**values)
+
+
+def _coerce(key: str, value, hint):
+    """``value`` as the type ``hint`` names (bool, int, float, str, a tuple of str, or one of them or None)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if value is None or value is False:
+            return ()
+        items = [value] if isinstance(value, str | os.PathLike) else value
+        if not isinstance(items, list | tuple):
+            raise EdgexError(f"recipe key {key!r} must be a list, got {value!r}")
+        return tuple(_coerce(key, item, args[0]) for item in items)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, str | os.PathLike):
+        return str(value)
+    kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[hint]
+    raise EdgexError(f"recipe key {key!r} must be {kind}, got {value!r}")
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise EdgexError(f"unknown recipe key {where + key!r}; valid keys here: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise EdgexError(f"recipe key {where + key!r} must be a mapping of: {', '.join(sorted(base[key]))}")
+            merged[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(config: str | Path) -> dict:
+    import yaml
+
+    path = Path(config)
+    if not path.is_file():
+        raise EdgexError(f"recipe file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EdgexError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(loaded, dict):
+        raise EdgexError(f"recipe {path} must be a mapping of stage options")
+    return loaded
+
+
+def resolve_recipe(config: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """Defaults, then the YAML recipe file, then command-line overrides (``{"train.epochs": 5, "data": ...}``)."""
+    merged = DEFAULT_RECIPE.to_json()
+    if config:
+        merged = _merge(merged, _read_yaml(config))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        nested: dict = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        merged = _merge(merged, nested)
+    return Recipe.from_json(merged)
+
+
+def as_recipe(recipe: Recipe | dict) -> Recipe:
+    """A Recipe from a Recipe or from the mapping recipe.json holds."""
+    return recipe if isinstance(recipe, Recipe) else Recipe.from_json(recipe)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse values that a later stage would refuse, before anything is written or trained."""
+    from converters import FORMATS
+    from devices.errors import choice_error
+    from devices.registry import parse_device
+    from edgex.deploy import DEPLOY_TARGETS
+    from edgex.models import preset_config
+
+    preset_config(recipe.preset)
+    if recipe.deploy.enabled and recipe.deploy.target not in DEPLOY_TARGETS:
+        raise choice_error("deploy.target", recipe.deploy.target, DEPLOY_TARGETS)
+    for fmt in ("tflite", "onnx"):
+        for precision in getattr(recipe.convert, fmt):
+            if precision not in FORMATS[fmt].precisions:
+                raise choice_error(f"convert.{fmt} precision", precision, FORMATS[fmt].precisions)
+    if not recipe.devices:
+        raise EdgexError("recipe key 'devices' is empty: name at least one device, for example cpu")
+    for device in recipe.devices:
+        parse_device(device)
+
+
+def write_recipe_yaml(path: Path, recipe: Recipe) -> None:
+    import yaml
+
+    from devices.files import write_text_atomic
+
+    write_text_atomic(
+        path,
+        "# The resolved recipe of this run (defaults, recipe file, command-line flags).\n"
+        + yaml.safe_dump(recipe.to_json(), sort_keys=False),
+    )
