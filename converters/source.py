@@ -68,12 +68,27 @@ def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> 
 
 
 def load_source(path: str | Path) -> SourceModel:
-    """Load a model to convert; one-line errors for missing, corrupt or non-model files."""
-    from devices.tensorflow import is_saved_model, load_keras_model
-
+    """Load a model to convert; one-line errors for missing, corrupt or non-model files. A file loaded earlier in
+    this process with the same content is not loaded again (several exports of one model load it once)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    import json
+
+    key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path), sort_keys=True, default=str))
+    if key in _SOURCES:
+        _SOURCES.move_to_end(key)
+        return _SOURCES[key]
+    source = _load_source(path, key[1])
+    _SOURCES[key] = source
+    while len(_SOURCES) > SOURCES_KEPT:
+        _SOURCES.popitem(last=False)
+    return source
+
+
+def _load_source(path: Path, sha256: str) -> SourceModel:
+    from devices.tensorflow import is_saved_model, load_keras_model
+
     meta = read_metadata(path)
     if is_saved_model(path):
         from devices.tfkeras import tensorflow
@@ -88,7 +103,7 @@ def load_source(path: str | Path) -> SourceModel:
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
         shape = tuple(int(d) for d in next(iter(specs.values())).shape[1:])
-        return SourceModel(path, "saved_model", None, shape, meta, sha256_file(path))
+        return SourceModel(path, "saved_model", None, shape, meta, sha256)
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
     model = load_keras_model(path)
@@ -102,7 +117,7 @@ def load_source(path: str | Path) -> SourceModel:
             f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
             "rebuild the model with a fixed input size"
         )
-    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256_file(path))
+    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256)
 
 
 # Conversions made in this process, by the content of the source file and every option that shapes the result.
@@ -136,5 +151,56 @@ def converted_once(source: SourceModel, key: tuple, convert: Callable[[], bytes]
 
 
 def forget_conversions() -> None:
-    """Drop the conversions kept by ``converted_once`` (their memory, or to time a conversion again)."""
+    """Drop the conversions, loaded sources and reference outputs kept in this process (their memory, or to time
+    them again)."""
     _CONVERTED.clear()
+    _SOURCES.clear()
+    _REFERENCES.clear()
+
+
+_SOURCES: OrderedDict[tuple, SourceModel] = OrderedDict()  # by path and content
+SOURCES_KEPT = 2
+# What the source gives on a sample set (its outputs, its accuracy), by the source file's content and a digest of
+# the samples: the float side of every parity check and accuracy comparison, computed once for all formats.
+_REFERENCES: OrderedDict[tuple, object] = OrderedDict()
+REFERENCES_KEPT = 64
+
+
+def samples_digest(x: np.ndarray) -> str:
+    """SHA-256 of preprocessed samples (their values, so another preprocessing is another digest)."""
+    import hashlib
+
+    import numpy as np
+
+    x = np.ascontiguousarray(x)
+    return hashlib.sha256(f"{x.dtype}{x.shape}".encode() + x.tobytes()).hexdigest()
+
+
+def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -> object:
+    """``compute()``, or what it gave for the same source content and ``key`` earlier in this process."""
+    if not reuses_conversions(source):
+        return compute()
+    full_key = (source.sha256, *key)
+    if full_key not in _REFERENCES:
+        _REFERENCES[full_key] = compute()
+        while len(_REFERENCES) > REFERENCES_KEPT:
+            _REFERENCES.popitem(last=False)
+    _REFERENCES.move_to_end(full_key)
+    return _REFERENCES[full_key]
+
+
+def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:
+    """``upto(n)``: the source's outputs on the first ``n`` of ``x``, computed as far as asked and kept for the
+    same source content and samples (every format's parity check starts from the same float outputs)."""
+    import numpy as np
+
+    key = ("outputs", samples_digest(x))
+    done: list[np.ndarray] = remembered(source, key, list)  # growing chunks of outputs, in order
+
+    def upto(n: int) -> np.ndarray:
+        have = sum(len(chunk) for chunk in done)
+        if have < n:
+            done.append(np.asarray(source.predict(x[have:n])))
+        return np.concatenate(done)[:n]
+
+    return upto

@@ -75,8 +75,9 @@ def keras_accuracy(keras_model, dataset, preprocessing, class_names) -> float:
 def artifact_accuracy(path: str | Path, dataset, preprocessing, class_names) -> float:
     import devices
     from devices.evaluate import evaluate
+    from devices.sysinfo import usable_cores
 
-    with devices.load_model(path) as model:
+    with devices.load_model(path, threads=usable_cores()) as model:
         return evaluate(model, dataset.val.batches(64), preprocessing, class_names).top1
 
 
@@ -101,7 +102,7 @@ def quantize(
     """Quantize ``model`` and measure what it costs in accuracy; see QuantizeReport."""
     from converters import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
-    from edgex.evaluation import dataset_for
+    from edgex.evaluation import dataset_for, source_accuracy
     from edgex.export import export_model
 
     model = Path(model)
@@ -130,11 +131,7 @@ def quantize(
     dataset = dataset_for(meta, spec, int(source.input_shape[0]))
     preprocessing = preprocessing_of(meta)
     names = class_names_of(meta, len(dataset.class_names))
-    float_top1 = (
-        artifact_accuracy(model, dataset, preprocessing, names)
-        if source.kind != "keras"
-        else keras_accuracy(source.keras_model, dataset, preprocessing, names)
-    )
+    float_top1 = source_accuracy(source, dataset, preprocessing, names).top1
     stem = model.stem
     float_format = "tflite" if to == "edgetpu" else to
     float_path = out_dir / f"{stem}_fp32.{'tflite' if float_format == 'tflite' else 'onnx'}"

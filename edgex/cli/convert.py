@@ -27,6 +27,10 @@ def convert(
     ] = None,
     data: Annotated[str | None, typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = 200,
+    parity_samples: Annotated[
+        int | None,
+        typer.Option(help="Check parity on exactly N samples [default: up to 256, until decided at 95%]."),
+    ] = None,
     io: Annotated[Io | None, typer.Option(help="Input/output type of int8 models (Edge TPU: uint8).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     batch: Annotated[Batch, typer.Option(help="Batch dimension: 1 or dynamic.")] = Batch("1"),
@@ -50,6 +54,7 @@ def convert(
         precision.value if precision else None,
         data=data,
         calib_samples=calib_samples,
+        parity_samples=parity_samples,
         io=io.value if io else None,
         opset=opset,
         batch=batch.value,
@@ -78,9 +83,14 @@ def show_conversion(result) -> None:
             f"{human_bytes(result.size_bytes)} ({result.size_ratio:.1%} of {human_bytes(result.source_size_bytes)})",
         ),
         ("conversion time", f"{result.seconds:.1f} s"),
-        ("parity", f"{'passed' if p.passed else 'FAILED'}: {p.criterion} on {p.samples} {p.inputs} samples"),
+        ("parity", p.describe()),
         ("max / mean abs diff", f"{p.max_abs_diff:.3g} / {p.mean_abs_diff:.3g}"),
-        ("top-1 agreement", f"{100 * p.top1_agreement:.2f}%"),
+        ("output SNR / cosine", f"{p.snr_db:.1f} dB / {p.cosine:.5f}"),
+        (
+            "top-1 agreement",
+            f"{100 * p.top1_agreement:.2f}%"
+            + ("" if p.top1_meaningful else " (not meaningful: float top-1 margins below the output's resolution)"),
+        ),
         ("metadata", result.metadata_path),
     ]
     if result.details.get("edgetpu_model"):
