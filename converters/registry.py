@@ -214,21 +214,25 @@ def convert(
     meta["timing"] = timing
     if precision == "int8":
         meta["calibration"] = {"samples": len(calibration), **meta.get("calibration", {})}
+    return _record(source, out, meta, parity, info, seconds)
+
+
+def _record(source: SourceModel, out: Path, meta: dict, parity: Parity, info: ExportInfo, seconds: float):
+    """Write the artifact's metadata (and its compiled Edge TPU twin's) and describe the result."""
     meta_path = write_metadata(out, meta)
     if info.details.get("edgetpu_model"):  # the compiled model carries the same classes, preprocessing, scales
         write_metadata(Path(info.details["edgetpu_model"]), {**meta, "format": "edgetpu", "compiled_from": out.name})
-    source_size = file_size(source.path) if source.path.exists() else 0  # in-memory sources have no file
     return ConversionResult(
-        str(out),
-        to,
-        precision,
-        file_size(out),
-        source_size,
-        seconds,
-        parity,
-        str(meta_path),
-        tuple(notes),
-        dict(info.details),
+        path=str(out),
+        target=meta["format"],
+        precision=meta["precision"],
+        size_bytes=file_size(out),
+        source_size_bytes=file_size(source.path) if source.path.exists() else 0,  # in-memory sources have no file
+        seconds=seconds,
+        parity=parity,
+        metadata_path=str(meta_path),
+        notes=tuple(meta["notes"]),
+        details=dict(info.details),
     )
 
 

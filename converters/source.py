@@ -156,24 +156,14 @@ def forget_conversions() -> None:
     _CONVERTED.clear()
     _SOURCES.clear()
     _REFERENCES.clear()
+    _OUTPUTS.clear()
 
 
 _SOURCES: OrderedDict[tuple, SourceModel] = OrderedDict()  # by path and content
 SOURCES_KEPT = 2
-# What the source gives on a sample set (its outputs, its accuracy), by the source file's content and a digest of
-# the samples: the float side of every parity check and accuracy comparison, computed once for all formats.
+# What the source gives on a data set (its accuracy), by the source file's content and what identifies the data.
 _REFERENCES: OrderedDict[tuple, object] = OrderedDict()
 REFERENCES_KEPT = 64
-
-
-def samples_digest(x: np.ndarray) -> str:
-    """SHA-256 of preprocessed samples (their values, so another preprocessing is another digest)."""
-    import hashlib
-
-    import numpy as np
-
-    x = np.ascontiguousarray(x)
-    return hashlib.sha256(f"{x.dtype}{x.shape}".encode() + x.tobytes()).hexdigest()
 
 
 def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -> object:
@@ -189,18 +179,44 @@ def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -
     return _REFERENCES[full_key]
 
 
-def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:
-    """``upto(n)``: the source's outputs on the first ``n`` of ``x``, computed as far as asked and kept for the
-    same source content and samples (every format's parity check starts from the same float outputs)."""
+# The source's output for each sample it has seen, by source content and the sample's bytes: the parity samples
+# of every export, and the validation split behind the float accuracy (of which the parity samples are a subset).
+_OUTPUTS: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
+OUTPUTS_KEPT = 200_000
+
+
+def _sample_digest(sample: np.ndarray) -> bytes:
+    import hashlib
+
     import numpy as np
 
-    key = ("outputs", samples_digest(x))
-    done: list[np.ndarray] = remembered(source, key, list)  # growing chunks of outputs, in order
+    sample = np.ascontiguousarray(sample)
+    return hashlib.blake2b(f"{sample.dtype}{sample.shape}".encode() + sample.tobytes(), digest_size=16).digest()
+
+
+def source_outputs(source: SourceModel, x: np.ndarray, digests: list[bytes] | None = None) -> np.ndarray:
+    """The source's outputs on ``x``; samples seen before (same source content, same values) are not run again."""
+    import numpy as np
+
+    if not reuses_conversions(source):
+        return np.asarray(source.predict(x))
+    keys = [(source.sha256, d) for d in (digests or [_sample_digest(sample) for sample in x])]
+    missing = [i for i, key in enumerate(keys) if key not in _OUTPUTS]
+    if missing:
+        for i, row in zip(missing, np.asarray(source.predict(x[missing]))):
+            _OUTPUTS[keys[i]] = row
+        while len(_OUTPUTS) > OUTPUTS_KEPT:
+            _OUTPUTS.popitem(last=False)
+    return np.stack([_OUTPUTS[key] for key in keys])
+
+
+def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:
+    """``upto(n)``: the source's outputs on the first ``n`` of ``x`` (what every format's parity check compares
+    with), computed as far as asked and kept for the same source content and samples."""
+    digests: list[bytes] = []
 
     def upto(n: int) -> np.ndarray:
-        have = sum(len(chunk) for chunk in done)
-        if have < n:
-            done.append(np.asarray(source.predict(x[have:n])))
-        return np.concatenate(done)[:n]
+        digests.extend(_sample_digest(sample) for sample in x[len(digests) : n])
+        return source_outputs(source, x[:n], digests[:n])
 
     return upto

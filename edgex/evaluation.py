@@ -72,15 +72,17 @@ def dataset_for(meta: dict, data: str, image_size: int):
 def source_accuracy(source, dataset, preprocessing, class_names, split: str = "val", limit: int | None = None):
     """Accuracy of a conversion source (Keras or SavedModel, in TensorFlow) on a split: computed once per source
     content, data, split and preprocessing in this process, and shared by quantize, prune and evaluate."""
-    from converters.source import remembered
+    from converters.source import remembered, source_outputs
+    from devices.evaluate import accuracy_from_scores, predict_batches
 
     chosen = (dataset.val if split == "val" else dataset.train).take(limit)
     key = ("accuracy", dataset.fingerprint, split, limit, repr(sorted(preprocessing.to_dict().items())))
-    return remembered(
-        source,
-        (*key, tuple(class_names)),
-        lambda: evaluate(source.reference(), chosen.batches(64), preprocessing, class_names),
-    )
+
+    def measure():
+        scores, labels = predict_batches(lambda x: source_outputs(source, x), chosen.batches(64), preprocessing.apply)
+        return accuracy_from_scores(scores, labels, class_names)
+
+    return remembered(source, (*key, tuple(class_names)), measure)
 
 
 def evaluate_model(
