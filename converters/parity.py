@@ -149,10 +149,11 @@ def _criterion(precision: str, reference: np.ndarray, exported: np.ndarray) -> t
     # A tie at the top of the quantized output (every class in the same step) has no top-1 to agree with.
     low_margin = float(np.mean((top1_margin(reference) <= step) | (top1_margin(exported) <= 0)))
     if low_margin > 0.5:
+        why = "the quantized output ties at the top"
+        if step:
+            why = f"the float model's top-1 margin is below the output's resolution ({step:.3g}), or {why}"
         text = (
-            f"output SNR >= {MIN_SNR_DB:g} dB (top-1 agreement is not meaningful: on {low_margin:.0%} of samples "
-            f"the float model's top-1 margin is below the output's resolution ({step:.3g}) or the quantized "
-            "output ties at the top)"
+            f"output SNR >= {MIN_SNR_DB:g} dB (top-1 agreement is not meaningful: on {low_margin:.0%} of samples {why})"
         )
         return _Criterion(text, lambda r, e: snr_db(r, e) >= MIN_SNR_DB, False), False, step
     agree = lambda r, e: r.argmax(-1) == e.argmax(-1)  # noqa: E731
