@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 FP32_TOLERANCE = 1e-4  # max |difference| of the outputs (probabilities)
 FP16_TOLERANCE = 1e-2
@@ -99,6 +101,8 @@ def share_bounds(successes: int, n: int, confidence: float = CONFIDENCE) -> tupl
 def output_step(outputs: np.ndarray) -> float:
     """The grid the exported outputs lie on (a quantized output, dequantized: multiples of its scale), or 0 when
     they are plain floats."""
+    import numpy as np
+
     values = np.unique(np.asarray(outputs, np.float64).ravel())
     if len(values) < 2 or len(values) > 4096:
         return 0.0
@@ -111,12 +115,16 @@ def output_step(outputs: np.ndarray) -> float:
 
 def top1_margin(outputs: np.ndarray) -> np.ndarray:
     """Per sample, the float model's top score minus its second."""
+    import numpy as np
+
     top2 = np.sort(np.asarray(outputs, np.float64), axis=-1)[:, -2:]
     return top2[:, 1] - top2[:, 0] if top2.shape[1] == 2 else np.full(len(top2), np.inf)
 
 
 def snr_db(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
     """Per sample, 10 log10(sum of squared outputs / sum of squared differences)."""
+    import numpy as np
+
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     noise = ((np.asarray(exported, np.float64).reshape(len(ref), -1) - ref) ** 2).sum(axis=1)
     signal = (ref**2).sum(axis=1)
@@ -125,6 +133,8 @@ def snr_db(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
 
 
 def _cosine(reference: np.ndarray, exported: np.ndarray) -> float:
+    import numpy as np
+
     a = np.asarray(reference, np.float64).reshape(len(reference), -1)
     b = np.asarray(exported, np.float64).reshape(len(a), -1)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -141,6 +151,8 @@ class _Criterion:
 def _criterion(precision: str, reference: np.ndarray, exported: np.ndarray) -> tuple[_Criterion, bool, float]:
     """(criterion, whether top-1 agreement is meaningful, the output's resolution) for ``precision``, judged on
     the samples so far."""
+    import numpy as np
+
     if precision in ("fp32", "fp16"):
         tol = FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE
         per_sample = lambda r, e: np.abs(r - e).reshape(len(r), -1).max(axis=1) <= tol  # noqa: E731
@@ -165,6 +177,8 @@ def check_parity(
 ) -> Parity:
     """The verdict on outputs already computed: max |diff| for float exports, top-1 agreement for quantized ones
     (or the output SNR where top-1 is not meaningful), with the bounds of the share that meets it."""
+    import numpy as np
+
     reference = np.asarray(reference, np.float64)
     exported = np.asarray(exported, np.float64)
     criterion, meaningful, step = _criterion(precision, reference, exported)
