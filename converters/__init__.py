@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from converters.registry import (
     FORMATS,
-    TARGETS,
     ConversionResult,
     Parity,
     convert,
@@ -25,7 +24,6 @@ from converters.registry import (
 
 __all__ = [
     "FORMATS",
-    "TARGETS",
     "ConversionResult",
     "Parity",
     "convert",

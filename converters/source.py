@@ -68,12 +68,27 @@ def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> 
 
 
 def load_source(path: str | Path) -> SourceModel:
-    """Load a model to convert; one-line errors for missing, corrupt or non-model files."""
-    from devices.tensorflow import is_saved_model, load_keras_model
-
+    """Load a model to convert; one-line errors for missing, corrupt or non-model files. A file loaded earlier in
+    this process with the same content is not loaded again (several exports of one model load it once)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    import json
+
+    key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path), sort_keys=True, default=str))
+    if key in _SOURCES:
+        _SOURCES.move_to_end(key)
+        return _SOURCES[key]
+    source = _load_source(path, key[1])
+    _SOURCES[key] = source
+    while len(_SOURCES) > SOURCES_KEPT:
+        _SOURCES.popitem(last=False)
+    return source
+
+
+def _load_source(path: Path, sha256: str) -> SourceModel:
+    from devices.tensorflow import is_saved_model, load_keras_model
+
     meta = read_metadata(path)
     if is_saved_model(path):
         from devices.tfkeras import tensorflow
@@ -88,7 +103,7 @@ def load_source(path: str | Path) -> SourceModel:
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
         shape = tuple(int(d) for d in next(iter(specs.values())).shape[1:])
-        return SourceModel(path, "saved_model", None, shape, meta, sha256_file(path))
+        return SourceModel(path, "saved_model", None, shape, meta, sha256)
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
     model = load_keras_model(path)
@@ -102,7 +117,7 @@ def load_source(path: str | Path) -> SourceModel:
             f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
             "rebuild the model with a fixed input size"
         )
-    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256_file(path))
+    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256)
 
 
 # Conversions made in this process, by the content of the source file and every option that shapes the result.
@@ -136,5 +151,72 @@ def converted_once(source: SourceModel, key: tuple, convert: Callable[[], bytes]
 
 
 def forget_conversions() -> None:
-    """Drop the conversions kept by ``converted_once`` (their memory, or to time a conversion again)."""
+    """Drop the conversions, loaded sources and reference outputs kept in this process (their memory, or to time
+    them again)."""
     _CONVERTED.clear()
+    _SOURCES.clear()
+    _REFERENCES.clear()
+    _OUTPUTS.clear()
+
+
+_SOURCES: OrderedDict[tuple, SourceModel] = OrderedDict()  # by path and content
+SOURCES_KEPT = 2
+# What the source gives on a data set (its accuracy), by the source file's content and what identifies the data.
+_REFERENCES: OrderedDict[tuple, object] = OrderedDict()
+REFERENCES_KEPT = 64
+
+
+def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -> object:
+    """``compute()``, or what it gave for the same source content and ``key`` earlier in this process."""
+    if not reuses_conversions(source):
+        return compute()
+    full_key = (source.sha256, *key)
+    if full_key not in _REFERENCES:
+        _REFERENCES[full_key] = compute()
+        while len(_REFERENCES) > REFERENCES_KEPT:
+            _REFERENCES.popitem(last=False)
+    _REFERENCES.move_to_end(full_key)
+    return _REFERENCES[full_key]
+
+
+# The source's output for each sample it has seen, by source content and the sample's bytes: the parity samples
+# of every export, and the validation split behind the float accuracy (of which the parity samples are a subset).
+_OUTPUTS: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
+OUTPUTS_KEPT = 200_000
+
+
+def _sample_digest(sample: np.ndarray) -> bytes:
+    import hashlib
+
+    import numpy as np
+
+    sample = np.ascontiguousarray(sample)
+    return hashlib.blake2b(f"{sample.dtype}{sample.shape}".encode() + sample.tobytes(), digest_size=16).digest()
+
+
+def source_outputs(source: SourceModel, x: np.ndarray, digests: list[bytes] | None = None) -> np.ndarray:
+    """The source's outputs on ``x``; samples seen before (same source content, same values) are not run again."""
+    import numpy as np
+
+    if not reuses_conversions(source):
+        return np.asarray(source.predict(x))
+    keys = [(source.sha256, d) for d in (digests or [_sample_digest(sample) for sample in x])]
+    missing = [i for i, key in enumerate(keys) if key not in _OUTPUTS]
+    if missing:
+        for i, row in zip(missing, np.asarray(source.predict(x[missing]))):
+            _OUTPUTS[keys[i]] = row
+        while len(_OUTPUTS) > OUTPUTS_KEPT:
+            _OUTPUTS.popitem(last=False)
+    return np.stack([_OUTPUTS[key] for key in keys])
+
+
+def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:
+    """``upto(n)``: the source's outputs on the first ``n`` of ``x`` (what every format's parity check compares
+    with), computed as far as asked and kept for the same source content and samples."""
+    digests: list[bytes] = []
+
+    def upto(n: int) -> np.ndarray:
+        digests.extend(_sample_digest(sample) for sample in x[len(digests) : n])
+        return source_outputs(source, x[:n], digests[:n])
+
+    return upto

@@ -11,6 +11,9 @@ import numpy as np
 
 from devices.errors import InputMismatch
 
+BATCH_MEMORY_BYTES = 1 << 30  # activations of one batch in ``predict``
+ACTIVATIONS_PER_INPUT = 40  # float elements alive per input element, at most (Xception at 299 px: about 30)
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -44,6 +47,20 @@ def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     return np.clip(q, limits.min, limits.max).astype(dtype)
 
 
+def _same_outputs(alone: list[list[np.ndarray]], together: list[np.ndarray], infos: Sequence[TensorInfo]) -> bool:
+    """Whether a batch's outputs are each sample's own outputs: equal within a quantization step, or within float
+    rounding (batched kernels may sum in another order)."""
+    for i, info in enumerate(infos):
+        single = np.concatenate([np.asarray(a[i]) for a in alone]).astype(np.float64)
+        batched = np.asarray(together[i]).astype(np.float64)
+        if single.shape != batched.shape:
+            return False
+        step = 1.0 if info.quantized else 1e-4 * max(1.0, float(np.abs(single).max(initial=0.0)))
+        if not np.all(np.abs(single - batched) <= step):
+            return False
+    return True
+
+
 def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
     return ((np.asarray(q).astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)).astype(
         np.float32
@@ -60,9 +77,11 @@ class LoadedModel(abc.ABC):
 
     runtime: str = ""
     device: str = "cpu"
+    batch_note: str = ""  # why a fixed-batch model runs one sample at a time in ``predict`` (empty when it batches)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._batches: bool | None = None  # whether a batch-1 model also runs batches; None: not probed yet
 
     # -- what a backend implements -------------------------------------------------------------------------
     @property
@@ -90,28 +109,38 @@ class LoadedModel(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most runtimes free their session when it is collected
         pass
 
+    def _enable_batches(self) -> bool:
+        """Let a model saved with a batch of 1 take several samples per run; False where the runtime cannot."""
+        return False
+
+    def _disable_batches(self) -> None:  # noqa: B027 - only runtimes that enable batches undo it
+        """Undo ``_enable_batches``."""
+
     @property
     def version(self) -> str:
         return ""
 
     # -- shared behaviour ----------------------------------------------------------------------------------
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run(self, arrays: Sequence[np.ndarray], *, any_batch: bool = False) -> list[np.ndarray]:
+        """Run once; ``any_batch``: the batch dimension is free (a dynamic one, or one ``batches_allowed`` opened)."""
         arrays = list(arrays)
-        self.check_inputs(arrays)
+        free = any_batch or self.inputs[0].batch is None
+        self.check_inputs(arrays, free_batch=free)
         batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
-        if self.inputs[0].batch is None:
+        if free or self._batches:  # also back to one sample after batches
             self.resize_batch(batch)
         self.set_inputs(arrays)
         self.invoke()
         return self.get_outputs()
 
-    def check_inputs(self, arrays: Sequence[np.ndarray]) -> None:
+    def check_inputs(self, arrays: Sequence[np.ndarray], free_batch: bool = False) -> None:
         if len(arrays) != len(self.inputs):
             raise InputMismatch(f"model expects {len(self.inputs)} input(s), got {len(arrays)}")
         for array, info in zip(arrays, self.inputs):
             if array.dtype != np.dtype(info.dtype):
                 raise InputMismatch(f"input {info.name!r}: expected dtype {info.dtype}, got {array.dtype}")
-            fixed = [(i, d) for i, d in enumerate(info.shape) if d > 0 and not (i == 0 and info.batch is None)]
+            free = free_batch or info.batch is None
+            fixed = [(i, d) for i, d in enumerate(info.shape) if d > 0 and not (i == 0 and free)]
             if array.ndim != len(info.shape) or any(array.shape[i] != d for i, d in fixed):
                 raise InputMismatch(f"input {info.name!r}: expected shape {list(info.shape)}, got {list(array.shape)}")
 
@@ -141,22 +170,63 @@ class LoadedModel(abc.ABC):
             for o, info in zip(outputs, self.outputs)
         ]
 
-    def predict(self, x: np.ndarray, max_batch: int = 64) -> np.ndarray:
+    def predict(self, x: np.ndarray, max_batch: int | None = None) -> np.ndarray:
         """Float input (N, ...) -> float output of the first output tensor (N, ...)."""
         return self.predict_all(x, max_batch=max_batch)[0]
 
-    def predict_all(self, x: np.ndarray, max_batch: int = 64) -> list[np.ndarray]:
+    def predict_all(self, x: np.ndarray, max_batch: int | None = None) -> list[np.ndarray]:
+        """Outputs for any number of samples, in batches of up to ``max_batch`` (default: what fits in memory)
+        where the model takes batches; a model saved with a batch of 1 is run in batches too when it allows it."""
         inp = self.inputs[0]
         x = np.asarray(x, dtype=np.float32)
-        step = inp.batch or max_batch
-        if x.shape[0] % step and inp.batch is not None and inp.batch != 1:
+        max_batch = max_batch or self.fitting_batch()
+        free = inp.batch is None or (
+            inp.batch == 1 and max_batch > 1 and (self._batches or (len(x) > 1 and self.batches_allowed()))
+        )
+        step = max_batch if free else inp.batch
+        if x.shape[0] % step and not free and inp.batch != 1:
             raise InputMismatch(
                 f"input {inp.name!r} has a fixed batch of {inp.batch}; {x.shape[0]} samples do not divide into it"
             )
         chunks: list[list[np.ndarray]] = []
         for start in range(0, x.shape[0], step):
-            chunks.append(self.decode_outputs(self.run([self.encode_input(x[start : start + step])])))
+            outputs = self.run([self.encode_input(x[start : start + step])], any_batch=free)
+            chunks.append(self.decode_outputs(outputs))
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+    def fitting_batch(self, budget_bytes: int = BATCH_MEMORY_BYTES, most: int = 64) -> int:
+        """The largest power-of-two batch (up to ``most``) whose activations fit ``budget_bytes``, estimated
+        from the input size (an image classifier's largest activations are about ten times its input)."""
+        elements = int(np.prod([d if d > 0 else 1 for d in self.inputs[0].shape[1:]]))
+        per_sample = 4 * ACTIVATIONS_PER_INPUT * max(elements, 1)
+        batch = 1
+        while batch * 2 <= most and batch * 2 * per_sample <= budget_bytes:
+            batch *= 2
+        return batch
+
+    def batches_allowed(self) -> bool:
+        """Whether this batch-1 model runs several samples per run with the same outputs as one at a time: probed
+        once on two random samples; ``batch_note`` says why not when it does not."""
+        if self._batches is None:
+            self._batches = self._probe_batches()
+        return self._batches
+
+    def _probe_batches(self) -> bool:
+        probe = self.sample_inputs(2)
+        alone = [self.run([a[i : i + 1] for a in probe]) for i in range(2)]
+        together, why = None, "the runtime cannot resize its input"
+        try:
+            if self._enable_batches():
+                together = self.run(probe, any_batch=True)
+        except Exception as exc:  # runtimes raise their own types when a graph does not take another batch
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        if together is not None and _same_outputs(alone, together, self.outputs):
+            return True
+        if together is not None:
+            why = "its outputs for a batch differ from those for one sample at a time"
+        self._disable_batches()
+        self.batch_note = f"{self.path.name} runs one sample at a time ({why})"
+        return False
 
     def __enter__(self):
         return self

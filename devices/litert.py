@@ -110,6 +110,7 @@ class LiteRTModel(LoadedModel):
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"LiteRT cannot load {self.path}: {_first_line(exc)}") from exc
         self._refresh()
+        self._declared = [_info(d) for d in self._in]  # as the file has them, whatever batch they are resized to
 
     def _refresh(self):
         self._in = self._interp.get_input_details()
@@ -119,7 +120,7 @@ class LiteRTModel(LoadedModel):
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        return [_info(d) for d in self._in]
+        return self._declared
 
     @property
     def outputs(self) -> list[TensorInfo]:
@@ -136,6 +137,16 @@ class LiteRTModel(LoadedModel):
             shape = list(d["shape"])
             shape[0] = batch
             self._interp.resize_tensor_input(d["index"], shape)
+        self._interp.allocate_tensors()
+        self._refresh()
+
+    def _enable_batches(self) -> bool:
+        return True  # ``run`` resizes the input to each batch; a graph that cannot take it raises there
+
+    def _disable_batches(self) -> None:
+        """Back to the file's shapes (a resize that failed to allocate left the interpreter half resized)."""
+        for detail, declared in zip(self._interp.get_input_details(), self._declared):
+            self._interp.resize_tensor_input(detail["index"], [max(d, 1) for d in declared.shape])
         self._interp.allocate_tensors()
         self._refresh()
 

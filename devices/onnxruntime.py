@@ -110,25 +110,69 @@ class OnnxRuntimeModel(LoadedModel):
         if optimized_model_path:  # the graph after ONNX Runtime's fusions: what a profile's node names refer to
             options.optimized_model_filepath = optimized_model_path
         providers = providers_for(device)
+        self._options, self._providers = options, providers
         try:
-            self._session = module.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            session = module.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for every load failure
             line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(f"ONNX Runtime cannot load {self.path}: {line[:300]}") from exc
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        if first not in self._session.get_providers():
+        if first not in session.get_providers():
             raise DeviceNotFound(f"{first} failed to initialise for device {device!r}; ONNX Runtime fell back to CPU")
         self.device = device
         self.threads = threads
-        self._in = self._session.get_inputs()
-        self._out = self._session.get_outputs()
+        self._use(session)
+        self._single = session  # the file's own session, kept while a batched one is tried
+
+    def _use(self, session) -> None:
+        self._session = session
+        self._in = session.get_inputs()
+        self._out = session.get_outputs()
+        self._bind_outputs()
+
+    def _bind_outputs(self, batch: int | None = None) -> None:
+        """A binding whose outputs ONNX Runtime allocates (it keeps their shape from one run to the next)."""
         self._binding = self._session.io_binding()
+        self._bound_batch = batch
         for out in self._out:
             self._binding.bind_output(out.name)
 
+    def resize_batch(self, batch: int) -> None:
+        if batch != self._bound_batch:
+            self._bind_outputs(batch)
+
+    @property
+    def _declared(self):
+        """Inputs as the file declares them (a batched session reports a free batch)."""
+        return self._single.get_inputs()
+
+    def _enable_batches(self) -> bool:
+        """A second session of the same graph with the batch dimension of its inputs and outputs left free (the
+        file fixes it to 1); needs the ``onnx`` package, and weights inside the file."""
+        try:
+            import onnx
+        except ImportError:
+            return False
+        model = onnx.load(str(self.path), load_external_data=False)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            return False
+        for value in (*model.graph.input, *model.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        del model.graph.value_info[:]  # inferred shapes with the fixed batch; ONNX Runtime infers them again
+        _reshapes_keep_batch(model, onnx.numpy_helper)
+        options = ort().SessionOptions()
+        options.intra_op_num_threads = self._options.intra_op_num_threads
+        options.inter_op_num_threads = self._options.inter_op_num_threads
+        options.log_severity_level = 4  # a graph that does not take the batch fails the probe, quietly
+        self._use(ort().InferenceSession(model.SerializeToString(), options, providers=self._providers))
+        return True
+
+    def _disable_batches(self) -> None:
+        self._use(self._single)
+
     @property
     def inputs(self) -> list[TensorInfo]:
-        return [_info(i) for i in self._in]
+        return [_info(i) for i in self._declared]
 
     @property
     def outputs(self) -> list[TensorInfo]:
@@ -158,7 +202,31 @@ class OnnxRuntimeModel(LoadedModel):
 
     def close(self):
         self._binding = None
-        self._session = None
+        self._session = self._single = None
+
+
+def _reshapes_keep_batch(model, numpy_helper) -> None:
+    """Reshape targets written for a batch of 1 (tf2onnx writes [1, C, 1, 1] around separable convolutions) copy
+    the batch instead: ONNX reads 0 in a Reshape target as "this dimension of the input". The batch probe checks
+    the result against one sample at a time."""
+    batched = {i.name for i in model.graph.input}  # tensors that carry the batch: those computed from the input
+    for node in model.graph.node:  # nodes are in topological order
+        if any(name in batched for name in node.input):
+            batched.update(node.output)
+    # A target can change when every use of it is the target of a Reshape of batch-carrying data.
+    uses: dict[str, set[bool]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            fits = node.op_type == "Reshape" and i == 1 and node.input[0] in batched
+            fits = fits and not any(a.name == "allowzero" and a.i for a in node.attribute)
+            uses.setdefault(name, set()).add(fits)
+    for target in model.graph.initializer:
+        if uses.get(target.name) != {True}:
+            continue
+        shape = numpy_helper.to_array(target).copy()
+        if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
+            shape[0] = 0
+            target.CopyFrom(numpy_helper.from_array(shape, target.name))
 
 
 def _info(meta) -> TensorInfo:

@@ -158,8 +158,10 @@ class TensorFlowModel(LoadedModel):
                 self._model = load_keras_model(self.path)
         if self._model is not None:
             model = self._model
+            # One trace for every batch size: a last, smaller batch would otherwise trace the graph again.
+            signature = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in model.inputs]
             self._fn = tf.function(
-                lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), reduce_retracing=True
+                lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=signature
             )
             self._in = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.inputs]
             self._out = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.outputs]

@@ -20,7 +20,12 @@ class EvalResult:
     data: str
     split: str
     accuracy: Accuracy
-    seconds: float
+    seconds: float  # running the samples through the model (not loading it or the data)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def images_per_s(self) -> float:
+        return self.accuracy.samples / self.seconds if self.seconds > 0 else float("nan")
 
     def to_dict(self) -> dict:
         return {
@@ -30,8 +35,24 @@ class EvalResult:
             "data": self.data,
             "split": self.split,
             "seconds": self.seconds,
+            "images_per_s": self.images_per_s,
+            "notes": list(self.notes),
             **self.accuracy.to_dict(),
         }
+
+
+def class_mismatch(model_names, data_names) -> str | None:
+    """Why a model's classes are not the data's (counts and the first difference), or None when they are."""
+    model_names, data_names = tuple(model_names), tuple(data_names)
+    if model_names == data_names:
+        return None
+    counts = f"the model has {len(model_names)} classes and the data {len(data_names)}"
+    for i, (ours, theirs) in enumerate(zip(model_names, data_names)):
+        if ours != theirs:
+            return f"{counts}; they first differ at position {i}: model {ours!r}, data {theirs!r}"
+    shorter, longer = (model_names, data_names) if len(model_names) < len(data_names) else (data_names, model_names)
+    owner = "model" if longer is model_names else "data"
+    return f"{counts}; the first {len(shorter)} match, then the {owner} has {longer[len(shorter)]!r}"
 
 
 def dataset_for(meta: dict, data: str, image_size: int):
@@ -48,6 +69,22 @@ def dataset_for(meta: dict, data: str, image_size: int):
     )
 
 
+def source_accuracy(source, dataset, preprocessing, class_names, split: str = "val", limit: int | None = None):
+    """Accuracy of a conversion source (Keras or SavedModel, in TensorFlow) on a split: computed once per source
+    content, data, split and preprocessing in this process, and shared by quantize, prune and evaluate."""
+    from converters.source import remembered, source_outputs
+    from devices.evaluate import accuracy_from_scores, predict_batches
+
+    chosen = (dataset.val if split == "val" else dataset.train).take(limit)
+    key = ("accuracy", dataset.fingerprint, split, limit, repr(sorted(preprocessing.to_dict().items())))
+
+    def measure():
+        scores, labels = predict_batches(lambda x: source_outputs(source, x), chosen.batches(64), preprocessing.apply)
+        return accuracy_from_scores(scores, labels, class_names)
+
+    return remembered(source, (*key, tuple(class_names)), measure)
+
+
 def evaluate_model(
     path: str | Path,
     data: str = "digits",
@@ -60,13 +97,21 @@ def evaluate_model(
     batch_size: int = 64,
     dataset=None,
 ) -> EvalResult:
-    """Top-1/top-5, per-class accuracy and confusion matrix of a model artifact, run by its runtime."""
+    """Top-1/top-5, per-class accuracy and confusion matrix of a model artifact, run by its runtime: in batches
+    where the model allows them, on every core unless ``threads`` says otherwise."""
     import devices
+    from devices.registry import detect_runtime
+    from devices.sysinfo import usable_cores
 
     if split not in ("val", "train"):
         raise EdgexError(f"unknown split {split!r}; choose one of: val, train")
     meta = read_metadata(path)
-    model = devices.load_model(path, runtime=runtime, device=device, threads=threads)
+    if runtime == "auto":
+        runtime = detect_runtime(path, device)
+    if threads is None and runtime != "tensorflow":  # TensorFlow uses every core by default; the others do not
+        threads = usable_cores()
+    source = _conversion_source(path) if (runtime, device) == ("tensorflow", "cpu") else None
+    model = source.reference() if source else devices.load_model(path, runtime=runtime, device=device, threads=threads)
     try:
         shape = model.inputs[0].shape
         size = int(meta["input_shape"][0]) if meta.get("input_shape") else int(shape[1])
@@ -76,16 +121,30 @@ def evaluate_model(
             raise EdgexError(f"dataset image size {dataset.image_size} does not match the model input {size}")
         classes = model.outputs[0].shape[-1]
         names = class_names_of(meta, classes if classes > 0 else len(dataset.class_names))
-        if tuple(names) != tuple(dataset.class_names):
-            raise EdgexError(
-                f"the model's classes ({', '.join(names[:6])}...) differ from the data's "
-                f"({', '.join(dataset.class_names[:6])}...)"
-            )
-        chosen = (dataset.val if split == "val" else dataset.train).take(limit)
+        mismatch = class_mismatch(names, dataset.class_names)
+        if mismatch:
+            raise EdgexError(f"the model's classes differ from the data's: {mismatch}")
         start = time.perf_counter()
-        accuracy = evaluate(model, chosen.batches(batch_size), preprocessing_of(meta), names)
-        return EvalResult(
-            str(path), model.runtime, model.device, dataset.name, split, accuracy, time.perf_counter() - start
-        )
+        if source:  # a source of conversions: its accuracy may be known already
+            accuracy = source_accuracy(source, dataset, preprocessing_of(meta), names, split, limit)
+        else:
+            chosen = (dataset.val if split == "val" else dataset.train).take(limit)
+            accuracy = evaluate(model, chosen.batches(batch_size), preprocessing_of(meta), names)
+        seconds = time.perf_counter() - start
+        notes = (model.batch_note,) if model.batch_note else ()
+        return EvalResult(str(path), model.runtime, model.device, dataset.name, split, accuracy, seconds, notes)
     finally:
-        model.close()
+        if source is None:  # a source's model stays loaded for the next command in this process
+            model.close()
+
+
+def _conversion_source(path):
+    """The Keras or SavedModel file as a conversion source (loaded once per process), or None when it cannot be
+    one (an input size that is not fixed): such files are evaluated through the TensorFlow backend directly."""
+    from converters.source import load_source
+    from devices.errors import ModelFileError
+
+    try:
+        return load_source(path)
+    except ModelFileError:
+        return None

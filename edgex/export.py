@@ -9,7 +9,6 @@ from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
 
 DEFAULT_CALIBRATION_SAMPLES = 200
-DEFAULT_PARITY_SAMPLES = 256
 
 
 def _image_size(input_shape: tuple[int, ...]) -> int | None:
@@ -26,7 +25,7 @@ def export_model(
     *,
     data: str | None = None,
     calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-    parity_samples: int = DEFAULT_PARITY_SAMPLES,
+    parity_samples: int | None = None,
     io: str | None = None,
     opset: int = 17,
     batch: str = "1",
@@ -38,15 +37,20 @@ def export_model(
     dataset=None,
 ):
     """Convert a Keras file or SavedModel, calibrating int8 on real samples of ``data`` and checking parity on
-    its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only)."""
-    from converters import TARGETS, convert, default_precision, load_source
+    its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only).
+    ``parity_samples``: check exactly this many (default: up to ``DEFAULT_PARITY_SAMPLES``, stopping once the
+    verdict is decided at 95% confidence; see converters.parity)."""
+    from converters import FORMATS, convert, default_precision, load_source
+    from converters.parity import DEFAULT_PARITY_SAMPLES
     from edgex.evaluation import dataset_for
 
-    if to not in TARGETS:  # fail before loading anything
-        raise choice_error("format", to, TARGETS)
+    if to not in FORMATS:  # fail before loading anything
+        raise choice_error("format", to, FORMATS)
     precision = precision or default_precision(to)
     if calib_samples < 1:
         raise EdgexError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if parity_samples is not None and parity_samples < 1:
+        raise EdgexError(f"--parity-samples must be at least 1, got {parity_samples}")
     needs_calibration = precision == "int8" or to == "edgetpu"
     if needs_calibration and not data and dataset is None:
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
@@ -68,7 +72,7 @@ def export_model(
         if needs_calibration:
             images, _ = dataset.train.take(calib_samples, seed=0).arrays()
             calibration = preprocessing.apply(images)
-        images, _ = dataset.val.take(parity_samples, seed=0).arrays()
+        images, _ = dataset.val.take(parity_samples or DEFAULT_PARITY_SAMPLES, seed=0).arrays()
         parity_inputs = preprocessing.apply(images)
     extra = {"parity_data": dataset.name if dataset is not None else "random"}
     notes = []
@@ -88,6 +92,7 @@ def export_model(
         force=force,
         calibration=calibration,
         parity_inputs=parity_inputs,
+        parity_samples=parity_samples,
         io=io,
         batch=batch,
         opset=opset,

@@ -27,8 +27,9 @@ def artifact_accuracy(path: str | Path, dataset, preprocessing, class_names) -> 
     """Top-1 of a model file through its own runtime."""
     import devices
     from devices.evaluate import evaluate
+    from devices.sysinfo import usable_cores
 
-    with devices.load_model(path) as model:
+    with devices.load_model(path, threads=usable_cores()) as model:
         return evaluate(model, dataset.val.batches(64), preprocessing, class_names).top1
 
 
@@ -53,10 +54,11 @@ class Setup:
         return artifact_accuracy(path, self.dataset, self.preprocessing, self.class_names)
 
     def source_top1(self) -> float:
-        """The accuracy of the model being optimized (a Keras model in memory, or a file through its runtime)."""
-        if self.source.kind == "keras":
-            return self.keras_top1(self.source.keras_model)
-        return self.artifact_top1(self.source.path)
+        """The accuracy of the model being optimized, computed once per source content, data and preprocessing in
+        this process (quantize, prune and evaluate share it)."""
+        from edgex.evaluation import source_accuracy
+
+        return source_accuracy(self.source, self.dataset, self.preprocessing, self.class_names).top1
 
     def calibration(self, samples: int) -> np.ndarray:
         """``samples`` preprocessed training images, the same ones every time."""

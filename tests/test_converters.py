@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 import devices
-from converters import TARGETS, convert
+from converters import FORMATS, convert
 from converters.edgetpu import compatibility_report, parse_compiler_output
 from devices.errors import EdgexError, ModelFileError
 from devices.files import read_metadata
 from devices.sysinfo import int8_dot_products_saturate
 from edgex.export import export_model
 
-CASES = [(to, precision) for to, target in TARGETS.items() for precision in target.precisions]
+CASES = [(to, precision) for to, target in FORMATS.items() for precision in target.precisions]
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from converters.registry import BATCHES, IO_TYPES, ONNX_INT8_ROUTES, TARGETS
+from converters.registry import BATCHES, FORMATS, IO_TYPES, ONNX_INT8_ROUTES
 from edgex.cli import options as o
 
-To = o.choices("To", TARGETS)
-Precision = o.choices("Precision", dict.fromkeys(p for t in TARGETS.values() for p in t.precisions))
+To = o.choices("To", FORMATS)
+ExportPrecision = o.choices("ExportPrecision", dict.fromkeys(p for t in FORMATS.values() for p in t.precisions))
 Io = o.choices("Io", IO_TYPES)
 Batch = o.choices("Batch", BATCHES)
 OnnxInt8Route = o.choices("OnnxInt8Route", ONNX_INT8_ROUTES)
@@ -22,11 +22,15 @@ def convert(
     model: Annotated[str, typer.Argument(help="A Keras model file (.keras, .h5) or a SavedModel folder.")],
     to: Annotated[To, typer.Option("--to", help="Target format.")],
     precision: Annotated[
-        Precision | None,
+        ExportPrecision | None,
         typer.Option(help="fp32, fp16 (weights), dynamic (int8 weights), int8 [default: fp32; int8 for edgetpu]."),
     ] = None,
     data: Annotated[str | None, typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = 200,
+    parity_samples: Annotated[
+        int | None,
+        typer.Option(help="Check parity on exactly N samples [default: up to 256, until decided at 95%]."),
+    ] = None,
     io: Annotated[Io | None, typer.Option(help="Input/output type of int8 models (Edge TPU: uint8).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     batch: Annotated[Batch, typer.Option(help="Batch dimension: 1 or dynamic.")] = Batch("1"),
@@ -50,6 +54,7 @@ def convert(
         precision.value if precision else None,
         data=data,
         calib_samples=calib_samples,
+        parity_samples=parity_samples,
         io=io.value if io else None,
         opset=opset,
         batch=batch.value,
@@ -78,9 +83,14 @@ def show_conversion(result) -> None:
             f"{human_bytes(result.size_bytes)} ({result.size_ratio:.1%} of {human_bytes(result.source_size_bytes)})",
         ),
         ("conversion time", f"{result.seconds:.1f} s"),
-        ("parity", f"{'passed' if p.passed else 'FAILED'}: {p.criterion} on {p.samples} {p.inputs} samples"),
+        ("parity", p.describe()),
         ("max / mean abs diff", f"{p.max_abs_diff:.3g} / {p.mean_abs_diff:.3g}"),
-        ("top-1 agreement", f"{100 * p.top1_agreement:.2f}%"),
+        ("output SNR / cosine", f"{p.snr_db:.1f} dB / {p.cosine:.5f}"),
+        (
+            "top-1 agreement",
+            f"{100 * p.top1_agreement:.2f}%"
+            + ("" if p.top1_meaningful else " (not meaningful: float top-1 margins below the output's resolution)"),
+        ),
         ("metadata", result.metadata_path),
     ]
     if result.details.get("edgetpu_model"):

@@ -124,7 +124,10 @@ def evaluate(
     console.print(
         f"{result.model} on {result.data} ({result.split}, {acc.samples} samples) with {result.runtime} "
         f"on {result.device}: top-1 [bold]{100 * acc.top1:.2f}%[/bold], top-5 {100 * acc.top5:.2f}%"
+        f" ({result.images_per_s:,.1f} images/s)"
     )
+    for line in result.notes:
+        console.print(line)
     names = acc.class_names
     rows = [
         (n, f"{100 * a:.1f}%" if a == a else "-", *acc.confusion[i])

@@ -1,0 +1,179 @@
+"""edgex's own cost around the libraries at paper scale: the `paper` Xception (22.9 M parameters, 299 px, random
+weights, 10 classes, the digits as data) through the real commands, each in its own process as a user runs it.
+
+For each command: its wall time, the library's own time inside it (conversion, calibration; from the command's
+JSON and the artifact's metadata) plus the fixed cost of starting Python and loading the model, and the ratio of
+the two (target: convert <= 3x). For eval: throughput in images/s against `edgex bench` (batch 1) on the same file
+with the same threads (target: eval >= 80% of the runtime's throughput).
+
+Usage: python -m benchmarks.paper_scale [--threads 2] [--only convert,quantize,eval]
+Run commands one at a time: the paper model needs a few GB of memory per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._paper import CACHE, paper_keras
+
+CONVERTS = (("tflite", "fp32"), ("tflite", "int8"), ("tflite", "dynamic"), ("onnx", "fp32"), ("onnx", "int8"))
+LOAD = "import time; t = time.perf_counter(); from converters import load_source; load_source({path!r})"
+
+
+def _run(args: list[str]) -> tuple[float, dict | None, str]:
+    """(wall seconds, the JSON the command printed, its output) of one command in a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    out = proc.stdout
+    data = None
+    if "{" in out:
+        try:
+            data = json.loads(out[out.index("{") :])
+        except json.JSONDecodeError:
+            data = None
+    if proc.returncode not in (0, 3):  # 3: a parity or gate verdict, still a measurement
+        print(f"  {' '.join(args[1:4])}: exit {proc.returncode}: {(proc.stderr or out).strip()[-300:]}")
+    return wall, data, out + proc.stderr
+
+
+def edgex(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgex", *args]
+
+
+def _row(name: str, wall: float, library: float | None, fixed: float, extra: str = "") -> None:
+    if library is None:
+        print(f"{name:32} wall {wall:7.1f} s  library -        {extra}")
+        return
+    own = library + fixed
+    print(f"{name:32} wall {wall:7.1f} s  library {library:6.1f} s + load {fixed:5.1f} s  ", end="")
+    print(f"ratio {wall / own:5.2f}x  {extra}")
+
+
+def _conversion_seconds(artifact: Path) -> float | None:
+    from devices.files import read_metadata
+
+    meta = read_metadata(artifact)
+    return meta.get("timing", {}).get("conversion_s")
+
+
+def _parity_text(parity: dict) -> str:
+    text = f"parity {'passed' if parity.get('passed') else 'FAILED'} on {parity.get('samples')} samples"
+    if parity.get("interval"):
+        low, high = parity["interval"]
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def converts(model: Path, work: Path, fixed: float) -> dict[str, Path]:
+    made = {}
+    for to, precision in CONVERTS:
+        out = work / f"paper_{precision}.{'onnx' if to == 'onnx' else 'tflite'}"
+        wall, data, output = _run(
+            edgex(
+                "convert",
+                str(model),
+                "--to",
+                to,
+                "--precision",
+                precision,
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--force",
+                "--json",
+            )
+        )
+        if data is None:
+            print(f"convert {to} {precision}: no JSON; {output.strip()[-300:]}")
+            continue
+        made[f"{to}-{precision}"] = out
+        _row(f"convert --to {to} --precision {precision}", wall, data["seconds"], fixed, _parity_text(data["parity"]))
+    return made
+
+
+def quantize(model: Path, work: Path, fixed: float) -> None:
+    out = work / "quantize_int8"
+    wall, data, output = _run(
+        edgex("quantize", str(model), "--mode", "int8", "--data", "digits", "--out", str(out), "--force", "--json")
+    )
+    if data is None:
+        print(f"quantize int8: no JSON; {output.strip()[-300:]}")
+        return
+    times = [_conversion_seconds(Path(p)) for p in (data["artifact"], data["float_artifact"])]
+    library = None if None in times else sum(times)
+    _row(
+        "quantize --mode int8",
+        wall,
+        library,
+        fixed,
+        f"top-1 {data['float_top1']:.3f} -> {data['quant_top1']:.3f} (target < 120 s)",
+    )
+
+
+def evals(model: Path, made: dict[str, Path], threads: int, fixed: float) -> None:
+    files = {"keras": model, **{k: made[k] for k in ("tflite-int8", "tflite-fp32", "onnx-fp32") if k in made}}
+    for name, path in files.items():
+        wall, data, output = _run(edgex("eval", str(path), "--data", "digits", "--threads", str(threads), "--json"))
+        if data is None:
+            print(f"eval {name}: no JSON; {output.strip()[-300:]}")
+            continue
+        rate = data["samples"] / data["seconds"]
+        bench_file = path.with_suffix(".bench.json")
+        _run(
+            edgex(
+                "bench",
+                str(path),
+                "--threads",
+                str(threads),
+                "--runs",
+                "10",
+                "--min-seconds",
+                "5",
+                "--json",
+                str(bench_file),
+                "--force",
+            )
+        )
+        try:
+            best = json.loads(bench_file.read_text())["results"][0]["images_per_s"]
+        except (OSError, KeyError, IndexError, json.JSONDecodeError):
+            best = float("nan")
+        _row(
+            f"eval {name} --threads {threads}",
+            wall,
+            data["seconds"],
+            fixed,
+            f"{rate:.2f} img/s vs bench {best:.2f} img/s ({rate / best:.0%})",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="convert,quantize,eval")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    model = paper_keras()
+    work = CACHE / "paper_scale"
+    work.mkdir(parents=True, exist_ok=True)
+    fixed, _, _ = _run([sys.executable, "-c", LOAD.format(path=str(model))])
+    print(f"paper model {model} ({model.stat().st_size / 2**20:.0f} MiB); start Python + load it: {fixed:.1f} s")
+    made = converts(model, work, fixed) if "convert" in only else {}
+    if "quantize" in only:
+        quantize(model, work, fixed)
+    if "eval" in only:
+        if not made:
+            made = {f"{t}-{p}": work / f"paper_{p}.{'onnx' if t == 'onnx' else 'tflite'}" for t, p in CONVERTS}
+            made = {k: v for k, v in made.items() if v.exists()}
+        evals(model, made, args.threads, fixed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The parity check of an export against its source, with a sample count sized to its claim.
+
+Each sample either meets the precision's criterion or not: its outputs within the float tolerance (fp32, fp16), or
+the same top-1 class (quantized). The claim is that at least ``MIN_SHARE`` of inputs meet it. Samples are checked
+in batches; after each batch one-sided 95% Clopper-Pearson bounds of the share are compared with ``MIN_SHARE``,
+and the check stops once they decide it (a float export fails at its first sample out of tolerance). Without an
+early decision, every planned sample is used and the point estimate gives the verdict, as a fixed-size check would.
+
+Top-1 agreement is not meaningful when the float model's top-1 margin is below the resolution of the quantized
+output (an untrained model's near-uniform softmax against an int8 output in steps of 1/256): the top class of such
+samples is a tie for the quantized model. When most samples are like that, the verdict rests on the outputs
+themselves (signal-to-noise ratio) and says why; a broken conversion still fails that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FP32_TOLERANCE = 1e-4  # max |difference| of the outputs (probabilities)
+FP16_TOLERANCE = 1e-2
+MIN_TOP1_AGREEMENT = 0.98  # dynamic-range and int8 exports
+MIN_SHARE = 0.98  # share of inputs that must meet the criterion (float exports: all observed, and this share)
+MIN_SNR_DB = 20.0  # output-level criterion when top-1 agreement is not meaningful
+CONFIDENCE = 0.95  # of each one-sided bound
+PARITY_BATCH = 32  # samples between two looks at the bounds
+DEFAULT_PARITY_SAMPLES = 256  # the most samples a check uses unless asked for more
+
+
+@dataclass(frozen=True)
+class Parity:
+    samples: int
+    inputs: str  # "data" or "random"
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    criterion: str  # what was required
+    passed: bool
+    interval: tuple[float, float] = (0.0, 1.0)  # one-sided 95% bounds of the share of samples meeting it
+    decided: bool = True  # the bounds settle the verdict; False: the point estimate on every planned sample did
+    available: int = 0  # samples planned (the check may stop before)
+    snr_db: float = float("nan")  # output-level: 10 log10(power of the outputs / power of the difference)
+    cosine: float = float("nan")  # mean cosine similarity of each sample's outputs
+    top1_meaningful: bool = True  # False: float top-1 margins below the quantized output's resolution
+    resolution: float = 0.0  # the exported output's step (0 for float outputs)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """One line: verdict, criterion, samples used and the interval."""
+        low, high = self.interval
+        verdict = "passed" if self.passed else "FAILED"
+        how = f"95% bounds {low:.1%}-{high:.1%}" if self.decided else "not decided at 95%, point estimate"
+        return f"{verdict}: {self.criterion} on {self.samples} {self.inputs} samples ({how})"
+
+
+def _log_binomial_tail(n: int, k: int, p: float) -> float:
+    """log P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 0.0
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return 0.0
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
+
+
+def _solve(f: Callable[[float], bool]) -> float:
+    """The smallest p in [0, 1] with f(p) true, for f false then true (bisection)."""
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (low, mid) if f(mid) else (mid, high)
+    return high
+
+
+def share_bounds(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """One-sided Clopper-Pearson bounds (each at ``confidence``) of a binomial share."""
+    if n == 0:
+        return 0.0, 1.0
+    alpha = math.log(1 - confidence)
+    low = 0.0 if successes == 0 else _solve(lambda p: _log_binomial_tail(n, successes, p) >= alpha)
+    # upper: the largest p with P(X <= k | p) >= alpha, i.e. P(X >= k + 1 | p) <= 1 - alpha
+    high = (
+        1.0
+        if successes == n
+        else _solve(lambda p: _log_binomial_tail(n, successes + 1, p) > math.log1p(-(1 - confidence)))
+    )
+    return low, high
+
+
+def output_step(outputs: np.ndarray) -> float:
+    """The grid the exported outputs lie on (a quantized output, dequantized: multiples of its scale), or 0 when
+    they are plain floats."""
+    import numpy as np
+
+    values = np.unique(np.asarray(outputs, np.float64).ravel())
+    if len(values) < 2 or len(values) > 4096:
+        return 0.0
+    gaps = np.diff(values)
+    step = float(gaps.min())
+    if step <= 0 or not np.allclose(gaps / step, np.round(gaps / step), atol=1e-3):
+        return 0.0
+    return step
+
+
+def top1_margin(outputs: np.ndarray) -> np.ndarray:
+    """Per sample, the float model's top score minus its second."""
+    import numpy as np
+
+    top2 = np.sort(np.asarray(outputs, np.float64), axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0] if top2.shape[1] == 2 else np.full(len(top2), np.inf)
+
+
+def snr_db(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
+    """Per sample, 10 log10(sum of squared outputs / sum of squared differences)."""
+    import numpy as np
+
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    noise = ((np.asarray(exported, np.float64).reshape(len(ref), -1) - ref) ** 2).sum(axis=1)
+    signal = (ref**2).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(np.where(noise > 0, signal / np.maximum(noise, 1e-300), np.inf))
+
+
+def _cosine(reference: np.ndarray, exported: np.ndarray) -> float:
+    import numpy as np
+
+    a = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    b = np.asarray(exported, np.float64).reshape(len(a), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)))
+
+
+@dataclass(frozen=True)
+class _Criterion:
+    text: str
+    meets: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (reference, exported) -> per-sample bool
+    strict: bool  # every sample must meet it (float tolerances): one miss fails
+
+
+def _criterion(precision: str, reference: np.ndarray, exported: np.ndarray) -> tuple[_Criterion, bool, float]:
+    """(criterion, whether top-1 agreement is meaningful, the output's resolution) for ``precision``, judged on
+    the samples so far."""
+    import numpy as np
+
+    if precision in ("fp32", "fp16"):
+        tol = FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE
+        per_sample = lambda r, e: np.abs(r - e).reshape(len(r), -1).max(axis=1) <= tol  # noqa: E731
+        return _Criterion(f"max abs diff <= {tol:g}", per_sample, True), True, 0.0
+    step = output_step(exported)
+    # A tie at the top of the quantized output (every class in the same step) has no top-1 to agree with.
+    low_margin = float(np.mean((top1_margin(reference) <= step) | (top1_margin(exported) <= 0)))
+    if low_margin > 0.5:
+        why = "the quantized output ties at the top"
+        if step:
+            why = f"the float model's top-1 margin is below the output's resolution ({step:.3g}), or {why}"
+        text = (
+            f"output SNR >= {MIN_SNR_DB:g} dB (top-1 agreement is not meaningful: on {low_margin:.0%} of samples {why})"
+        )
+        return _Criterion(text, lambda r, e: snr_db(r, e) >= MIN_SNR_DB, False), False, step
+    agree = lambda r, e: r.argmax(-1) == e.argmax(-1)  # noqa: E731
+    return _Criterion(f"top-1 agreement >= {MIN_TOP1_AGREEMENT:.0%}", agree, False), True, step
+
+
+def check_parity(
+    reference: np.ndarray, exported: np.ndarray, precision: str, inputs: str, available: int = 0
+) -> Parity:
+    """The verdict on outputs already computed: max |diff| for float exports, top-1 agreement for quantized ones
+    (or the output SNR where top-1 is not meaningful), with the bounds of the share that meets it."""
+    import numpy as np
+
+    reference = np.asarray(reference, np.float64)
+    exported = np.asarray(exported, np.float64)
+    criterion, meaningful, step = _criterion(precision, reference, exported)
+    met = criterion.meets(reference, exported)
+    n, k = len(met), int(met.sum())
+    low, high = share_bounds(k, n)
+    share = k / n if n else 0.0
+    if criterion.strict:
+        passed, decided = k == n, k < n or low >= MIN_SHARE
+    else:
+        passed, decided = share >= MIN_SHARE, low >= MIN_SHARE or high < MIN_SHARE
+    diff = np.abs(reference - exported)
+    snr = snr_db(reference, exported)
+    return Parity(
+        samples=n,
+        inputs=inputs,
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=float((reference.argmax(-1) == exported.argmax(-1)).mean()),
+        criterion=criterion.text,
+        passed=bool(passed),
+        interval=(low, high),
+        decided=bool(decided),
+        available=max(available, n),
+        snr_db=float(10 * np.log10((reference**2).sum() / max((diff**2).sum(), 1e-300))) if n else float("nan"),
+        cosine=_cosine(reference, exported),
+        top1_meaningful=meaningful,
+        resolution=step,
+        notes=() if meaningful else (f"median per-sample SNR {float(np.median(snr)):.1f} dB",),
+    )
+
+
+def sequential_parity(
+    reference: Callable[[int], np.ndarray],
+    exported: Callable[[int], np.ndarray],
+    precision: str,
+    inputs: str,
+    available: int,
+    *,
+    full: bool = False,
+    batch: int = PARITY_BATCH,
+) -> Parity:
+    """Check in growing batches; stop when the bounds decide (unless ``full``). ``reference(n)`` and
+    ``exported(n)`` give the outputs of the first ``n`` samples (each may keep what it computed before)."""
+    n = min(batch, available)
+    while True:
+        parity = check_parity(reference(n), exported(n), precision, inputs, available)
+        if n >= available or (parity.decided and not full):
+            return parity
+        n = min(n + batch, available)
