@@ -22,6 +22,16 @@ from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.benchmarking import invalid_note, write_study
 from edgex.models.costs import VARIANTS, ConvSpec
+from edgex.spectrum import (
+    is_segments,
+    op_placement,
+    plot_spectrum,
+    segments_costs,
+    segments_layer,
+    segments_variant,
+    spectrum_markdown,
+    spectrum_shapes,
+)
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
 SWEEP_BENCH = BenchConfig(warmup=2, min_warmup_seconds=0.05, runs=10, min_seconds=0.15, max_seconds=3.0)
@@ -39,8 +49,12 @@ class SweepConfig:
     device: str = "cpu"
     threads: int | None = 1
     bench: BenchConfig = SWEEP_BENCH
+    segments: tuple[str, ...] = ()  # the spectrum: G per separable shape ("1", "C/4", "C"), besides the variants
 
     def __post_init__(self):
+        object.__setattr__(self, "segments", tuple(dict.fromkeys(segments_variant(v) for v in self.segments)))
+        if not self.variants and not self.segments:
+            raise EdgexError("the sweep needs --variants or --segments (none given)")
         for v in self.variants:
             if v not in VARIANTS:
                 raise choice_error("variant", v, VARIANTS)
@@ -99,6 +113,8 @@ class SweepRow:
     roof_fraction: float  # achieved / attainable at this intensity
     valid: bool
     count: int = 1  # how many layers of the network have this shape
+    groups: int = 0  # segments G of a "segments:..." variant
+    placement: str = ""  # where the runtime ran the layer's convolutions (delegated / fallback), for segments
 
 
 @dataclass(frozen=True)
@@ -203,6 +219,8 @@ def layer_model(spec: ConvSpec, variant: str):
 
     k = keras()
     layers = k.layers
+    if is_segments(variant):
+        return segments_layer(spec, variant, k)
     if variant == "pointwise":  # sees the already-strided output of the depthwise half
         inputs = k.Input((spec.out_h, spec.out_w, spec.c_in))
         return k.Model(inputs, layers.Conv2D(spec.c_out, 1)(inputs))
@@ -370,66 +388,62 @@ def sweep(
     roofs = measure_roofs(config.runtimes, config.precisions, models_dir, config.device, config.threads, config.bench)
     roof_of = {(r.runtime, r.precision): r for r in roofs}
     rows, results = [], []
-    jobs = [
-        (spec, count, variant, runtime, precision)
-        for _, spec, count in shapes
-        for variant in variants_for(spec, config.variants)
-        for runtime in config.runtimes
-        for precision in config.precisions
-        if precision in RUNTIME_PRECISIONS[runtime]
-    ]
+    jobs = sweep_jobs(config, shapes)
     for i, (spec, count, variant, runtime, precision) in enumerate(jobs, 1):
-        name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
-        path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
-        result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
-        p50 = result.latency.p50
-        macs = spec.macs(variant)
-        io_bytes = layer_io_bytes(runtime, precision)
-        bytes_moved = spec.bytes_moved(variant, precision, io_bytes)
-        intensity = spec.arithmetic_intensity(variant, precision, io_bytes)
-        gops = 2 * macs / (p50 / 1e3) / 1e9
-        roof = roof_of[(runtime, precision)]
-        row = SweepRow(
-            spec.label,
-            variant,
-            runtime,
-            precision,
-            spec.h,
-            spec.w,
-            spec.c_in,
-            spec.c_out,
-            spec.k,
-            spec.stride,
-            macs,
-            spec.params(variant),
-            bytes_moved,
-            intensity,
-            p50,
-            gops,
-            gops / roof.attainable(intensity),
-            result.valid,
-            count,
+        row, result = measure_layer(
+            config, models_dir, spec, variant, runtime, precision, roof_of[(runtime, precision)]
         )
-        rows.append(row)
-        results.append(
-            result.with_extra(
-                label=f"{spec.label} {variant} {precision}",
-                shape=spec.label,
-                variant=variant,
-                precision=precision,
-                macs=macs,
-                gops=gops,
-                intensity=intensity,
-                roof_fraction=row.roof_fraction,
-            )
-        )
+        rows.append(replace(row, count=count))
+        results.append(result)
         if progress is not None:
-            progress(i, len(jobs), row)
+            progress(i, len(jobs), rows[-1])
     speedups = speedup_table(rows)
     result = SweepResult(
         tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir), time.perf_counter() - start
     )
     return write_sweep(result, out_dir, plots=plots)
+
+
+def sweep_jobs(config: SweepConfig, shapes) -> list[tuple]:
+    """(spec, count, variant, runtime, precision) of every measurement: the variants on every shape, then the
+    segments on the shapes the spectrum applies to."""
+    pairs = [(spec, count, variant) for _, spec, count in shapes for variant in variants_for(spec, config.variants)]
+    if config.segments:
+        spectrum = spectrum_shapes(shapes, tuple(v.split(":", 1)[1] for v in config.segments))
+        pairs += [(spec, count, variant) for _, spec, count in spectrum for variant in config.segments]
+    return [
+        (spec, count, variant, runtime, precision)
+        for spec, count, variant in pairs
+        for runtime in config.runtimes
+        for precision in config.precisions
+        if precision in RUNTIME_PRECISIONS[runtime]
+    ]
+
+
+def measure_layer(config: SweepConfig, models_dir: Path, spec: ConvSpec, variant, runtime, precision, roof: Roof):
+    """Export, time and place one layer: its row and its bench result."""
+    tag = variant.replace(":", "_").replace("/", "_")
+    name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{tag}"
+    path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
+    result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
+    p50 = result.latency.p50
+    io_bytes = layer_io_bytes(runtime, precision)
+    if is_segments(variant):
+        groups, macs, params, bytes_moved = segments_costs(spec, variant, precision, io_bytes)
+        placement = op_placement(path, runtime, precision).text
+    else:
+        macs, params = spec.macs(variant), spec.params(variant)
+        bytes_moved, groups, placement = spec.bytes_moved(variant, precision, io_bytes), 0, ""
+    intensity = 2 * macs / bytes_moved
+    gops = 2 * macs / (p50 / 1e3) / 1e9
+    row = SweepRow(
+        spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k, spec.stride,
+        macs, params, bytes_moved, intensity, p50, gops, gops / roof.attainable(intensity), result.valid,
+        groups=groups, placement=placement,
+    )  # fmt: skip
+    extra = {"shape": spec.label, "variant": variant, "precision": precision, "macs": macs, "gops": gops}
+    extra.update(intensity=intensity, roof_fraction=row.roof_fraction, groups=groups, placement=placement)
+    return row, result.with_extra(label=f"{spec.label} {variant} {precision}", **extra)
 
 
 def speedup_table(rows) -> list[dict]:
@@ -474,6 +488,9 @@ def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> Sw
         files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
         files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
         files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
+        if any(is_segments(r.variant) for r in result.rows):
+            files["spectrum_latency"] = plot_spectrum(result.rows, out_dir / "spectrum_latency.png")
+            files["spectrum_macs"] = plot_spectrum(result.rows, out_dir / "spectrum_macs.png", value="macs")
     result = replace(result, files={k: str(v) for k, v in files.items()})
     write_study(files, result.bench, summary_markdown(result), "sweep", result.to_dict())
     return result
@@ -529,6 +546,9 @@ def summary_markdown(result: SweepResult) -> str:
             "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
             "dequantizing the output, and their bytes count those tensors as float.",
         ]
+    spectrum = spectrum_markdown(result.rows)
+    if spectrum:
+        lines += ["", *spectrum]
     note = invalid_note(sum(not r.valid for r in result.rows), len(result.rows))
     if note:
         lines += ["", note]
