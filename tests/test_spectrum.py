@@ -131,3 +131,36 @@ def test_a_grouped_model_converts_to_tflite_and_onnx_with_parity(tmp_path):
         outputs = load_model(out).predict(x[:4])
         tolerance = 1e-4 if precision == "fp32" else 0.1  # int8: probabilities within 0.1 of the float model's
         np.testing.assert_allclose(outputs, expected, atol=tolerance)
+
+
+@pytest.mark.slow
+def test_sweep_segments_times_the_spectrum_and_places_the_ops(tmp_path, cli):
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text("h,w,c_in,c_out,k,stride\n8,8,16,24,3,1\n")
+    out = tmp_path / "sweep"
+    result = cli("sweep", "--shapes", shapes, "--segments", "2,C", "--runtime", "litert,onnxruntime",
+                 "--precision", "int8", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["variant"], r["groups"], r["runtime"]) for r in rows] == [
+        ("segments:2", 2, "litert"),
+        ("segments:2", 2, "onnxruntime"),
+        ("segments:C", 16, "litert"),
+        ("segments:C", 16, "onnxruntime"),
+    ]
+    spec = ConvSpec(8, 8, 16, 24, 3)
+    for row in rows:
+        assert row["macs"] == spec.segment_macs(row["groups"]) and row["params"] == spec.segment_params(row["groups"])
+        assert row["gops"] == pytest.approx(2 * row["macs"] / row["p50_ms"] / 1e6)
+    placed = {(r["variant"], r["runtime"]): r["placement"] for r in rows}
+    # what this LiteRT and ONNX Runtime do with an int8 grouped conv, reported rather than assumed
+    assert placed[("segments:2", "litert")].startswith("XNNPACK: CONV_2D x2")
+    assert placed[("segments:C", "litert")].startswith("XNNPACK: DEPTHWISE_CONV_2D, CONV_2D")
+    assert "QLinearConv" in placed[("segments:2", "onnxruntime")]
+    assert "The spectrum" in (out / "summary.md").read_text()
+    for name in ("spectrum_latency.png", "spectrum_macs.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    bad = cli("sweep", "--shapes", shapes, "--segments", "3", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "segments 3 does not divide the 16 input channels" in bad.stderr

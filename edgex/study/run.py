@@ -104,6 +104,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
     from edgex.data import load_dataset
+    from edgex.training import without_optimizer
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -124,7 +125,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     path = folder / "model.keras"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:
-        model.save(tmp, include_optimizer=False)
+        without_optimizer(model).save(tmp)
     meta = {"kind": "keras", "created": utc_now(), "class_names": list(dataset.class_names), "seed": seed,
             "input_shape": [INCEPTION_INPUT, INCEPTION_INPUT, 3], "preprocessing": XCEPTION.to_dict(),
             "dataset": dataset.describe(), "epochs": config.epochs, "params": int(model.count_params())}  # fmt: skip
