@@ -247,3 +247,42 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
 
 
 SUPPORTED = ("InputLayer", *_LAYER_WRITERS)
+
+
+def drop_layout_transposes(path) -> None:
+    """Make a one-layer ONNX model (checked for parity already) take and give NCHW, as the layers inside a whole
+    converted model do: tf2onnx wraps a Keras (NHWC) model in two Transposes, which would be timed with the layer."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
+    first = [
+        n
+        for n in graph.node
+        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name and perms[n.name] == [0, 3, 1, 2]
+    ]
+    last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
+    if len(first) != 1 or len(last) != 1:
+        return  # not the two layout transposes of a one-layer model: leave the file as it is
+    (first,), (last,) = first, last
+    for node in graph.node:
+        node.input[:] = [first.input[0] if name == first.output[0] else name for name in node.input]
+        node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
+    for output in graph.output:
+        if output.name == last.output[0]:  # the transpose wrote the graph output: its input now does
+            producer = next(n for n in graph.node if last.input[0] in n.output)
+            producer.output[:] = [output.name if name == last.input[0] else name for name in producer.output]
+    graph.node.remove(first)
+    graph.node.remove(last)
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        nhwc = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+        for new, old in zip(nhwc, dims):
+            new.CopyFrom(old)
+        order = (0, 3, 1, 2)
+        for i, j in enumerate(order):  # NHWC -> NCHW
+            dims[i].CopyFrom(nhwc[j])
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

@@ -8,7 +8,6 @@ convolution and memory bandwidth from a large elementwise operation, for the sam
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -17,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.onnx_graph import drop_layout_transposes
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.benchmarking import invalid_note, write_study
+from edgex.layer_shapes import load_shapes, model_shapes, resolve_shapes, variants_for, xception_shapes
 from edgex.models.costs import VARIANTS, ConvSpec
 from edgex.spectrum import (
     is_segments,
@@ -137,81 +138,6 @@ class SweepResult:
         }
 
 
-# -- shapes -------------------------------------------------------------------------------------------------------
-def xception_shapes(input_size: int = 299) -> list[tuple[str, ConvSpec, int]]:
-    """(kind, spec, count) of every distinct convolution of the paper Xception at ``input_size``."""
-    from edgex.models import create_model
-
-    return model_shapes(create_model("paper", input_size=input_size, include_top=False))
-
-
-def model_shapes(model) -> list[tuple[str, ConvSpec, int]]:
-    """(kind, spec, count) of every distinct convolution of a Keras model."""
-    from devices.tfkeras import keras
-    from edgex.models.costs import model_cost
-
-    found: dict[ConvSpec, list] = {}
-    for _, kind, spec in model_cost(model).conv_specs():
-        found.setdefault(spec, [kind, 0])[1] += 1
-    keras().backend.clear_session()
-    return [(kind, spec, count) for spec, (kind, count) in found.items()]
-
-
-def resolve_shapes(shapes: str, input_size: int) -> list[tuple[str, ConvSpec, int]]:
-    """``xception`` (the paper network at ``input_size``), a Keras model file, or a CSV/YAML shapes file."""
-    if shapes == "xception":
-        return xception_shapes(input_size)
-    if Path(shapes).suffix in (".keras", ".h5"):
-        from devices.tensorflow import load_keras_model
-
-        return model_shapes(load_keras_model(shapes))
-    return load_shapes(shapes)
-
-
-def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
-    """Shapes from a CSV (header h,w,c_in,c_out,k,stride) or YAML (a list of such mappings)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgexError(f"shapes file not found: {path} (or use --shapes xception)")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise EdgexError(
-            f"--shapes {path} is not a text file: give xception, a .keras/.h5 model, or a CSV/YAML "
-            "of h,w,c_in,c_out,k,stride"
-        ) from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            entries = yaml.safe_load(text) or []
-        except yaml.YAMLError as exc:
-            raise EdgexError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(entries, list):
-            raise EdgexError(f"{path} must be a list of shapes (h, w, c_in, c_out, k, stride)")
-    else:
-        entries = list(csv.DictReader(text.splitlines()))
-    shapes = []
-    for i, entry in enumerate(entries, 1):
-        try:
-            values = {key: int(entry[key]) for key in ("h", "w", "c_in", "c_out")}
-            values["k"] = int(entry.get("k", 3))
-            values["stride"] = int(entry.get("stride", 1))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgexError(
-                f"{path} entry {i}: needs integer h, w, c_in, c_out (and optional k, stride): {entry}"
-            ) from exc
-        shapes.append(("file", ConvSpec(**values, padding=str(entry.get("padding", "same"))), 1))
-    if not shapes:
-        raise EdgexError(f"{path} lists no shapes")
-    return shapes
-
-
-def variants_for(spec: ConvSpec, wanted: tuple[str, ...]) -> list[str]:
-    """A 1x1 convolution has no separable form: it is measured as itself (regular)."""
-    return [v for v in wanted if spec.k > 1 or v == "regular"]
-
-
 # -- one-layer models ----------------------------------------------------------------------------------------------
 def layer_model(spec: ConvSpec, variant: str):
     """A Keras model of one convolution in the given variant (biased: batch norm folds into a bias)."""
@@ -268,45 +194,6 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     if to == "onnx":
         drop_layout_transposes(path)
     return path
-
-
-def drop_layout_transposes(path: Path) -> None:
-    """Make a one-layer ONNX model (checked for parity already) take and give NCHW, as the layers inside a whole
-    converted model do: tf2onnx wraps a Keras (NHWC) model in two Transposes, which would be timed with the layer."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
-    first = [
-        n
-        for n in graph.node
-        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name and perms[n.name] == [0, 3, 1, 2]
-    ]
-    last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
-    if len(first) != 1 or len(last) != 1:
-        return  # not the two layout transposes of a one-layer model: leave the file as it is
-    (first,), (last,) = first, last
-    for node in graph.node:
-        node.input[:] = [first.input[0] if name == first.output[0] else name for name in node.input]
-        node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
-    for output in graph.output:
-        if output.name == last.output[0]:  # the transpose wrote the graph output: its input now does
-            producer = next(n for n in graph.node if last.input[0] in n.output)
-            producer.output[:] = [output.name if name == last.input[0] else name for name in producer.output]
-    graph.node.remove(first)
-    graph.node.remove(last)
-    for value in (graph.input[0], graph.output[0]):
-        dims = value.type.tensor_type.shape.dim
-        nhwc = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
-        for new, old in zip(nhwc, dims):
-            new.CopyFrom(old)
-        order = (0, 3, 1, 2)
-        for i, j in enumerate(order):  # NHWC -> NCHW
-            dims[i].CopyFrom(nhwc[j])
-    del graph.value_info[:]
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def layer_io_bytes(runtime: str, precision: str) -> int | None:
@@ -557,3 +444,21 @@ def summary_markdown(result: SweepResult) -> str:
 
 def load_sweep(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+__all__ = [
+    "Roof",
+    "SweepConfig",
+    "SweepResult",
+    "SweepRow",
+    "drop_layout_transposes",
+    "export_layer",
+    "layer_model",
+    "load_shapes",
+    "model_shapes",
+    "resolve_shapes",
+    "speedup_table",
+    "sweep",
+    "variants_for",
+    "xception_shapes",
+]
