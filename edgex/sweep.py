@@ -372,8 +372,9 @@ def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> Sw
     if plots:
         from edgex import plots as plotting
 
-        files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
-        files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
+        if any(not is_segments(r.variant) for r in result.rows):  # a --segments-only sweep has no variant rows
+            files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
+            files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
         files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
         if any(is_segments(r.variant) for r in result.rows):
             files["spectrum_latency"] = plot_spectrum(result.rows, out_dir / "spectrum_latency.png")
