@@ -118,12 +118,14 @@ def to_onnx_fp32(source: SourceModel, options: ExportOptions):
 
 
 def writer_for(source: SourceModel, options: ExportOptions) -> str:
-    from converters.onnx_graph import unsupported_layers
+    from converters.onnx_graph import has_grouped_convolutions, unsupported_layers
 
     if options.onnx_writer != "auto":
         return options.onnx_writer
     if source.keras_model is None or unsupported_layers(source.keras_model):
         return "tf2onnx"
+    if has_grouped_convolutions(source.keras_model):
+        return "direct"
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in source.keras_model.weights)
     return "direct" if weight_bytes > DIRECT_WRITER_BYTES else "tf2onnx"
 

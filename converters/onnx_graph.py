@@ -3,7 +3,7 @@
 tf2onnx freezes the TensorFlow graph and optimizes it with many copies of every weight in memory; for the paper
 sized regular-convolution twin (179 M parameters, 716 MB) it needs more than 24 GB. The layers edgex builds are
 few and plain, so for large models they are written to ONNX directly: NHWC input transposed once to NCHW, then
-Conv / BatchNormalization / Relu / MaxPool / Add / GlobalAveragePool / Gemm / Softmax.
+Conv (grouped too) / BatchNormalization / Relu / MaxPool / Add / GlobalAveragePool / Gemm / Softmax.
 """
 
 from __future__ import annotations
@@ -14,21 +14,13 @@ import numpy as np
 
 from devices.errors import EdgexError
 
-SUPPORTED = (
-    "InputLayer",
-    "Conv2D",
-    "DepthwiseConv2D",
-    "SeparableConv2D",
-    "BatchNormalization",
-    "Activation",
-    "ReLU",
-    "MaxPooling2D",
-    "Add",
-    "GlobalAveragePooling2D",
-    "Dense",
-    "Dropout",
-)
 _ACTIVATIONS = {"relu": "Relu", "elu": "Elu", "softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def has_grouped_convolutions(model) -> bool:
+    """Grouped Conv2D layers (the spectrum's segments): tf2onnx cannot convert them (TensorFlow runs them as an
+    XLA function call), the direct writer can."""
+    return any(int(getattr(layer, "groups", 1) or 1) > 1 for layer in model.layers)
 
 
 def unsupported_layers(model) -> list[str]:
@@ -112,6 +104,114 @@ def _activation(w: _Writer, name: str, x: str, activation: str) -> str:
     return w.node(_ACTIVATIONS[activation], [x], f"{name}/{activation}:0", f"{name}/{activation}", **attrs)
 
 
+def _layer_conv2d(w: _Writer, layer, xs, x_shape) -> str:
+    weights = layer.get_weights()
+    kernel = weights[0].transpose(3, 2, 0, 1)  # (kh, kw, c_in / groups, c_out) -> (c_out, c_in / groups, kh, kw)
+    bias = weights[1] if layer.use_bias else None
+    groups = int(getattr(layer, "groups", 1) or 1)
+    out = _conv(w, layer.name, xs[0], kernel, bias, layer, x_shape, group=groups)
+    return _activation(w, layer.name, out, layer.get_config()["activation"])
+
+
+def _depthwise_kernel(kernel: np.ndarray) -> np.ndarray:
+    kh, kw, cin, mult = kernel.shape
+    return kernel.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
+
+
+def _layer_depthwise(w: _Writer, layer, xs, x_shape) -> str:
+    weights = layer.get_weights()
+    kernel = weights[0]
+    bias = weights[1] if layer.use_bias else None
+    out = _conv(w, layer.name, xs[0], _depthwise_kernel(kernel), bias, layer, x_shape, group=kernel.shape[2])
+    return _activation(w, layer.name, out, layer.get_config()["activation"])
+
+
+def _layer_separable(w: _Writer, layer, xs, x_shape) -> str:
+    weights = layer.get_weights()
+    name = layer.name
+    group = weights[0].shape[2]
+    mid = _conv(w, f"{name}/depthwise", xs[0], _depthwise_kernel(weights[0]), None, layer, x_shape, group=group)
+    pointwise = weights[1].transpose(3, 2, 0, 1)
+    bias = weights[2] if layer.use_bias else None
+    no_pads = [0, 0, 0, 0]
+    out = _conv(
+        w, f"{name}/pointwise", mid, pointwise, bias, layer, x_shape, strides=[1, 1], pads=no_pads, kernel=[1, 1]
+    )
+    return _activation(w, name, out, layer.get_config()["activation"])
+
+
+def _layer_batch_norm(w: _Writer, layer, xs, x_shape) -> str:
+    gamma, beta, mean, var = layer.get_weights()
+    name = layer.name
+    stats = [w.const(f"{name}/{k}", v) for k, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var))]
+    return w.node("BatchNormalization", [xs[0], *stats], f"{name}:0", name, epsilon=float(layer.epsilon))
+
+
+def _layer_activation(w: _Writer, layer, xs, x_shape) -> str:
+    return _activation(w, layer.name, xs[0], layer.get_config()["activation"])
+
+
+def _layer_relu(w: _Writer, layer, xs, x_shape) -> str:
+    if layer.max_value is not None or float(layer.negative_slope) or float(layer.threshold):
+        raise EdgexError(f"layer {layer.name!r}: only a plain ReLU has a direct ONNX writer")
+    return w.node("Relu", xs, f"{layer.name}:0", layer.name)
+
+
+def _layer_max_pool(w: _Writer, layer, xs, x_shape) -> str:
+    attrs = {"kernel_shape": list(layer.pool_size), "strides": list(layer.strides), "pads": _pads(layer, x_shape)}
+    return w.node("MaxPool", xs, f"{layer.name}:0", layer.name, **attrs)
+
+
+def _layer_add(w: _Writer, layer, xs, x_shape) -> str:
+    out = xs[0]
+    for i, other in enumerate(xs[1:]):
+        out = w.node("Add", [out, other], f"{layer.name}:{i}", f"{layer.name}/{i}")
+    return out
+
+
+def _layer_global_pool(w: _Writer, layer, xs, x_shape) -> str:
+    pooled = w.node("GlobalAveragePool", xs, f"{layer.name}/pooled", f"{layer.name}/pool")
+    return w.node("Flatten", [pooled], f"{layer.name}:0", layer.name, axis=1)
+
+
+def _layer_dense(w: _Writer, layer, xs, x_shape) -> str:
+    weights = layer.get_weights()
+    inputs = [xs[0], w.const(f"{layer.name}/W", weights[0])]
+    if layer.use_bias:
+        inputs.append(w.const(f"{layer.name}/B", weights[1]))
+    out = w.node("Gemm", inputs, f"{layer.name}:0", layer.name)
+    return _activation(w, layer.name, out, layer.get_config()["activation"])
+
+
+def _layer_identity(w: _Writer, layer, xs, x_shape) -> str:  # Dropout: identity at inference
+    return xs[0]
+
+
+_LAYER_WRITERS = {
+    "Conv2D": _layer_conv2d,
+    "DepthwiseConv2D": _layer_depthwise,
+    "SeparableConv2D": _layer_separable,
+    "BatchNormalization": _layer_batch_norm,
+    "Activation": _layer_activation,
+    "ReLU": _layer_relu,
+    "MaxPooling2D": _layer_max_pool,
+    "Add": _layer_add,
+    "GlobalAveragePooling2D": _layer_global_pool,
+    "Dense": _layer_dense,
+    "Dropout": _layer_identity,
+}
+
+
+def _output_shape(layer) -> tuple:
+    shape = layer.output_shape
+    return tuple(shape[0] if isinstance(shape, list) else shape)  # an InputLayer reports a list of one shape
+
+
+def _sources(layer) -> list[str]:
+    inbound = layer._inbound_nodes[0].inbound_layers
+    return [source.name for source in (inbound if isinstance(inbound, list) else [inbound])]
+
+
 def keras_to_onnx(model, batch: int | None, opset: int = 17):
     """ModelProto of a Keras CNN made of SUPPORTED layers; input ``input`` (NHWC), output ``output``."""
     missing = unsupported_layers(model)
@@ -124,118 +224,65 @@ def keras_to_onnx(model, batch: int | None, opset: int = 17):
     batch_dim = batch if batch else "batch"
     graph_input = None
     for layer in model.layers:
-        kind = layer.__class__.__name__
-        inbound = layer._inbound_nodes[0].inbound_layers
-        sources = (
-            [layer.name for layer in (inbound if isinstance(inbound, list) else [inbound])]
-            if kind != "InputLayer"
-            else []
-        )
-        xs = [names[s] for s in sources]
-        x_shape = shapes[sources[0]] if sources else None
-        name = layer.name
-        if kind == "InputLayer":
-            shape = tuple(layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape)
-            graph_input = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [batch_dim, *shape[1:]])
-            out = w.node("Transpose", ["input"], "input_nchw", "input_to_nchw", perm=[0, 3, 1, 2])
-        elif kind == "Conv2D":
-            weights = layer.get_weights()
-            kernel = weights[0].transpose(3, 2, 0, 1)
-            out = _conv(
-                w,
-                name,
-                xs[0],
-                kernel,
-                weights[1] if layer.use_bias else None,
-                layer,
-                x_shape,
-                group=int(getattr(layer, "groups", 1) or 1),
-            )
-            out = _activation(w, name, out, layer.get_config()["activation"])
-        elif kind == "DepthwiseConv2D":
-            weights = layer.get_weights()
-            kh, kw, cin, mult = weights[0].shape
-            kernel = weights[0].transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-            out = _conv(w, name, xs[0], kernel, weights[1] if layer.use_bias else None, layer, x_shape, group=cin)
-            out = _activation(w, name, out, layer.get_config()["activation"])
-        elif kind == "SeparableConv2D":
-            weights = layer.get_weights()
-            kh, kw, cin, mult = weights[0].shape
-            depthwise = weights[0].transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-            mid = _conv(w, f"{name}/depthwise", xs[0], depthwise, None, layer, x_shape, group=cin)
-            pointwise = weights[1].transpose(3, 2, 0, 1)
-            out = _conv(
-                w,
-                f"{name}/pointwise",
-                mid,
-                pointwise,
-                weights[2] if layer.use_bias else None,
-                layer,
-                x_shape,
-                strides=[1, 1],
-                pads=[0, 0, 0, 0],
-                kernel=[1, 1],
-            )
-            out = _activation(w, name, out, layer.get_config()["activation"])
-        elif kind == "BatchNormalization":
-            gamma, beta, mean, var = layer.get_weights()
-            out = w.node(
-                "BatchNormalization",
-                [
-                    xs[0],
-                    w.const(f"{name}/gamma", gamma),
-                    w.const(f"{name}/beta", beta),
-                    w.const(f"{name}/mean", mean),
-                    w.const(f"{name}/var", var),
-                ],
-                f"{name}:0",
-                name,
-                epsilon=float(layer.epsilon),
-            )
-        elif kind == "Activation":
-            out = _activation(w, name, xs[0], layer.get_config()["activation"])
-        elif kind == "ReLU":
-            if layer.max_value is not None or float(layer.negative_slope) or float(layer.threshold):
-                raise EdgexError(f"layer {name!r}: only a plain ReLU has a direct ONNX writer")
-            out = w.node("Relu", xs, f"{name}:0", name)
-        elif kind == "MaxPooling2D":
-            out = w.node(
-                "MaxPool",
-                xs,
-                f"{name}:0",
-                name,
-                kernel_shape=list(layer.pool_size),
-                strides=list(layer.strides),
-                pads=_pads(layer, x_shape),
-            )
-        elif kind == "Add":
-            out = xs[0]
-            for i, other in enumerate(xs[1:]):
-                out = w.node("Add", [out, other], f"{name}:{i}", f"{name}/{i}")
-        elif kind == "GlobalAveragePooling2D":
-            pooled = w.node("GlobalAveragePool", xs, f"{name}/pooled", f"{name}/pool")
-            out = w.node("Flatten", [pooled], f"{name}:0", name, axis=1)
-        elif kind == "Dense":
-            weights = layer.get_weights()
-            inputs = [xs[0], w.const(f"{name}/W", weights[0])]
-            if layer.use_bias:
-                inputs.append(w.const(f"{name}/B", weights[1]))
-            out = w.node("Gemm", inputs, f"{name}:0", name)
-            out = _activation(w, name, out, layer.get_config()["activation"])
-        else:  # Dropout: identity at inference
-            out = xs[0]
-        names[name] = out
-        shapes[name] = tuple(layer.output_shape)
+        shapes[layer.name] = _output_shape(layer)
+        if layer.__class__.__name__ == "InputLayer":
+            dims = [batch_dim, *shapes[layer.name][1:]]
+            graph_input = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, dims)
+            names[layer.name] = w.node("Transpose", ["input"], "input_nchw", "input_to_nchw", perm=[0, 3, 1, 2])
+            continue
+        sources = _sources(layer)
+        writer = _LAYER_WRITERS[layer.__class__.__name__]
+        names[layer.name] = writer(w, layer, [names[s] for s in sources], shapes[sources[0]])
     last = model.layers[-1].name
-    final = names[last]
     out_shape = shapes[last]
     if len(out_shape) == 4:  # a feature map: back to NHWC
-        final = w.node("Transpose", [final], "output", "output_to_nhwc", perm=[0, 2, 3, 1])
+        final = w.node("Transpose", [names[last]], "output", "output_to_nhwc", perm=[0, 2, 3, 1])
     else:
-        final = w.node("Identity", [final], "output", "output")
-    graph_output = helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [batch_dim, *out_shape[1:]])
+        final = w.node("Identity", [names[last]], "output", "output")
+    graph_output = helper.make_tensor_value_info(final, onnx.TensorProto.FLOAT, [batch_dim, *out_shape[1:]])
     graph = helper.make_graph(w.nodes, model.name, [graph_input], [graph_output], initializer=w.initializers)
-    proto = helper.make_model(
+    return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgex", producer_version="direct"
     )
-    return proto
+
+
+SUPPORTED = ("InputLayer", *_LAYER_WRITERS)
+
+
+def drop_layout_transposes(path) -> None:
+    """Make a one-layer ONNX model (checked for parity already) take and give NCHW, as the layers inside a whole
+    converted model do: tf2onnx wraps a Keras (NHWC) model in two Transposes, which would be timed with the layer."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
+    first = [
+        n
+        for n in graph.node
+        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name and perms[n.name] == [0, 3, 1, 2]
+    ]
+    last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
+    if len(first) != 1 or len(last) != 1:
+        return  # not the two layout transposes of a one-layer model: leave the file as it is
+    (first,), (last,) = first, last
+    for node in graph.node:
+        node.input[:] = [first.input[0] if name == first.output[0] else name for name in node.input]
+        node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
+    for output in graph.output:
+        if output.name == last.output[0]:  # the transpose wrote the graph output: its input now does
+            producer = next(n for n in graph.node if last.input[0] in n.output)
+            producer.output[:] = [output.name if name == last.input[0] else name for name in producer.output]
+    graph.node.remove(first)
+    graph.node.remove(last)
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        nhwc = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+        for new, old in zip(nhwc, dims):
+            new.CopyFrom(old)
+        order = (0, 3, 1, 2)
+        for i, j in enumerate(order):  # NHWC -> NCHW
+            dims[i].CopyFrom(nhwc[j])
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

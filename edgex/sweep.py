@@ -8,7 +8,6 @@ convolution and memory bandwidth from a large elementwise operation, for the sam
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -17,11 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.onnx_graph import drop_layout_transposes
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.benchmarking import invalid_note, write_study
+from edgex.layer_shapes import load_shapes, model_shapes, resolve_shapes, variants_for, xception_shapes
 from edgex.models.costs import VARIANTS, ConvSpec
+from edgex.spectrum import (
+    is_segments,
+    op_placement,
+    plot_spectrum,
+    segments_costs,
+    segments_layer,
+    segments_variant,
+    spectrum_markdown,
+    spectrum_shapes,
+)
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
 SWEEP_BENCH = BenchConfig(warmup=2, min_warmup_seconds=0.05, runs=10, min_seconds=0.15, max_seconds=3.0)
@@ -39,8 +50,12 @@ class SweepConfig:
     device: str = "cpu"
     threads: int | None = 1
     bench: BenchConfig = SWEEP_BENCH
+    segments: tuple[str, ...] = ()  # the spectrum: G per separable shape ("1", "C/4", "C"), besides the variants
 
     def __post_init__(self):
+        object.__setattr__(self, "segments", tuple(dict.fromkeys(segments_variant(v) for v in self.segments)))
+        if not self.variants and not self.segments:
+            raise EdgexError("the sweep needs --variants or --segments (none given)")
         for v in self.variants:
             if v not in VARIANTS:
                 raise choice_error("variant", v, VARIANTS)
@@ -99,6 +114,8 @@ class SweepRow:
     roof_fraction: float  # achieved / attainable at this intensity
     valid: bool
     count: int = 1  # how many layers of the network have this shape
+    groups: int = 0  # segments G of a "segments:..." variant
+    placement: str = ""  # where the runtime ran the layer's convolutions (delegated / fallback), for segments
 
 
 @dataclass(frozen=True)
@@ -121,81 +138,6 @@ class SweepResult:
         }
 
 
-# -- shapes -------------------------------------------------------------------------------------------------------
-def xception_shapes(input_size: int = 299) -> list[tuple[str, ConvSpec, int]]:
-    """(kind, spec, count) of every distinct convolution of the paper Xception at ``input_size``."""
-    from edgex.models import create_model
-
-    return model_shapes(create_model("paper", input_size=input_size, include_top=False))
-
-
-def model_shapes(model) -> list[tuple[str, ConvSpec, int]]:
-    """(kind, spec, count) of every distinct convolution of a Keras model."""
-    from devices.tfkeras import keras
-    from edgex.models.costs import model_cost
-
-    found: dict[ConvSpec, list] = {}
-    for _, kind, spec in model_cost(model).conv_specs():
-        found.setdefault(spec, [kind, 0])[1] += 1
-    keras().backend.clear_session()
-    return [(kind, spec, count) for spec, (kind, count) in found.items()]
-
-
-def resolve_shapes(shapes: str, input_size: int) -> list[tuple[str, ConvSpec, int]]:
-    """``xception`` (the paper network at ``input_size``), a Keras model file, or a CSV/YAML shapes file."""
-    if shapes == "xception":
-        return xception_shapes(input_size)
-    if Path(shapes).suffix in (".keras", ".h5"):
-        from devices.tensorflow import load_keras_model
-
-        return model_shapes(load_keras_model(shapes))
-    return load_shapes(shapes)
-
-
-def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
-    """Shapes from a CSV (header h,w,c_in,c_out,k,stride) or YAML (a list of such mappings)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgexError(f"shapes file not found: {path} (or use --shapes xception)")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise EdgexError(
-            f"--shapes {path} is not a text file: give xception, a .keras/.h5 model, or a CSV/YAML "
-            "of h,w,c_in,c_out,k,stride"
-        ) from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            entries = yaml.safe_load(text) or []
-        except yaml.YAMLError as exc:
-            raise EdgexError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(entries, list):
-            raise EdgexError(f"{path} must be a list of shapes (h, w, c_in, c_out, k, stride)")
-    else:
-        entries = list(csv.DictReader(text.splitlines()))
-    shapes = []
-    for i, entry in enumerate(entries, 1):
-        try:
-            values = {key: int(entry[key]) for key in ("h", "w", "c_in", "c_out")}
-            values["k"] = int(entry.get("k", 3))
-            values["stride"] = int(entry.get("stride", 1))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgexError(
-                f"{path} entry {i}: needs integer h, w, c_in, c_out (and optional k, stride): {entry}"
-            ) from exc
-        shapes.append(("file", ConvSpec(**values, padding=str(entry.get("padding", "same"))), 1))
-    if not shapes:
-        raise EdgexError(f"{path} lists no shapes")
-    return shapes
-
-
-def variants_for(spec: ConvSpec, wanted: tuple[str, ...]) -> list[str]:
-    """A 1x1 convolution has no separable form: it is measured as itself (regular)."""
-    return [v for v in wanted if spec.k > 1 or v == "regular"]
-
-
 # -- one-layer models ----------------------------------------------------------------------------------------------
 def layer_model(spec: ConvSpec, variant: str):
     """A Keras model of one convolution in the given variant (biased: batch norm folds into a bias)."""
@@ -203,6 +145,8 @@ def layer_model(spec: ConvSpec, variant: str):
 
     k = keras()
     layers = k.layers
+    if is_segments(variant):
+        return segments_layer(spec, variant, k)
     if variant == "pointwise":  # sees the already-strided output of the depthwise half
         inputs = k.Input((spec.out_h, spec.out_w, spec.c_in))
         return k.Model(inputs, layers.Conv2D(spec.c_out, 1)(inputs))
@@ -250,45 +194,6 @@ def export_layer(model, folder: Path, name: str, runtime: str, precision: str) -
     if to == "onnx":
         drop_layout_transposes(path)
     return path
-
-
-def drop_layout_transposes(path: Path) -> None:
-    """Make a one-layer ONNX model (checked for parity already) take and give NCHW, as the layers inside a whole
-    converted model do: tf2onnx wraps a Keras (NHWC) model in two Transposes, which would be timed with the layer."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    perms = {n.name: list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in graph.node}
-    first = [
-        n
-        for n in graph.node
-        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name and perms[n.name] == [0, 3, 1, 2]
-    ]
-    last = [n for n in graph.node if n.op_type == "Transpose" and perms[n.name] == [0, 2, 3, 1]]
-    if len(first) != 1 or len(last) != 1:
-        return  # not the two layout transposes of a one-layer model: leave the file as it is
-    (first,), (last,) = first, last
-    for node in graph.node:
-        node.input[:] = [first.input[0] if name == first.output[0] else name for name in node.input]
-        node.input[:] = [last.input[0] if name == last.output[0] else name for name in node.input]
-    for output in graph.output:
-        if output.name == last.output[0]:  # the transpose wrote the graph output: its input now does
-            producer = next(n for n in graph.node if last.input[0] in n.output)
-            producer.output[:] = [output.name if name == last.input[0] else name for name in producer.output]
-    graph.node.remove(first)
-    graph.node.remove(last)
-    for value in (graph.input[0], graph.output[0]):
-        dims = value.type.tensor_type.shape.dim
-        nhwc = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
-        for new, old in zip(nhwc, dims):
-            new.CopyFrom(old)
-        order = (0, 3, 1, 2)
-        for i, j in enumerate(order):  # NHWC -> NCHW
-            dims[i].CopyFrom(nhwc[j])
-    del graph.value_info[:]
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def layer_io_bytes(runtime: str, precision: str) -> int | None:
@@ -370,66 +275,62 @@ def sweep(
     roofs = measure_roofs(config.runtimes, config.precisions, models_dir, config.device, config.threads, config.bench)
     roof_of = {(r.runtime, r.precision): r for r in roofs}
     rows, results = [], []
-    jobs = [
-        (spec, count, variant, runtime, precision)
-        for _, spec, count in shapes
-        for variant in variants_for(spec, config.variants)
-        for runtime in config.runtimes
-        for precision in config.precisions
-        if precision in RUNTIME_PRECISIONS[runtime]
-    ]
+    jobs = sweep_jobs(config, shapes)
     for i, (spec, count, variant, runtime, precision) in enumerate(jobs, 1):
-        name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
-        path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
-        result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
-        p50 = result.latency.p50
-        macs = spec.macs(variant)
-        io_bytes = layer_io_bytes(runtime, precision)
-        bytes_moved = spec.bytes_moved(variant, precision, io_bytes)
-        intensity = spec.arithmetic_intensity(variant, precision, io_bytes)
-        gops = 2 * macs / (p50 / 1e3) / 1e9
-        roof = roof_of[(runtime, precision)]
-        row = SweepRow(
-            spec.label,
-            variant,
-            runtime,
-            precision,
-            spec.h,
-            spec.w,
-            spec.c_in,
-            spec.c_out,
-            spec.k,
-            spec.stride,
-            macs,
-            spec.params(variant),
-            bytes_moved,
-            intensity,
-            p50,
-            gops,
-            gops / roof.attainable(intensity),
-            result.valid,
-            count,
+        row, result = measure_layer(
+            config, models_dir, spec, variant, runtime, precision, roof_of[(runtime, precision)]
         )
-        rows.append(row)
-        results.append(
-            result.with_extra(
-                label=f"{spec.label} {variant} {precision}",
-                shape=spec.label,
-                variant=variant,
-                precision=precision,
-                macs=macs,
-                gops=gops,
-                intensity=intensity,
-                roof_fraction=row.roof_fraction,
-            )
-        )
+        rows.append(replace(row, count=count))
+        results.append(result)
         if progress is not None:
-            progress(i, len(jobs), row)
+            progress(i, len(jobs), rows[-1])
     speedups = speedup_table(rows)
     result = SweepResult(
         tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir), time.perf_counter() - start
     )
     return write_sweep(result, out_dir, plots=plots)
+
+
+def sweep_jobs(config: SweepConfig, shapes) -> list[tuple]:
+    """(spec, count, variant, runtime, precision) of every measurement: the variants on every shape, then the
+    segments on the shapes the spectrum applies to."""
+    pairs = [(spec, count, variant) for _, spec, count in shapes for variant in variants_for(spec, config.variants)]
+    if config.segments:
+        spectrum = spectrum_shapes(shapes, tuple(v.split(":", 1)[1] for v in config.segments))
+        pairs += [(spec, count, variant) for _, spec, count in spectrum for variant in config.segments]
+    return [
+        (spec, count, variant, runtime, precision)
+        for spec, count, variant in pairs
+        for runtime in config.runtimes
+        for precision in config.precisions
+        if precision in RUNTIME_PRECISIONS[runtime]
+    ]
+
+
+def measure_layer(config: SweepConfig, models_dir: Path, spec: ConvSpec, variant, runtime, precision, roof: Roof):
+    """Export, time and place one layer: its row and its bench result."""
+    tag = variant.replace(":", "_").replace("/", "_")
+    name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{tag}"
+    path = export_layer(layer_model(spec, variant), models_dir, name, runtime, precision)
+    result = benchmark(path, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
+    p50 = result.latency.p50
+    io_bytes = layer_io_bytes(runtime, precision)
+    if is_segments(variant):
+        groups, macs, params, bytes_moved = segments_costs(spec, variant, precision, io_bytes)
+        placement = op_placement(path, runtime, precision).text
+    else:
+        macs, params = spec.macs(variant), spec.params(variant)
+        bytes_moved, groups, placement = spec.bytes_moved(variant, precision, io_bytes), 0, ""
+    intensity = 2 * macs / bytes_moved
+    gops = 2 * macs / (p50 / 1e3) / 1e9
+    row = SweepRow(
+        spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k, spec.stride,
+        macs, params, bytes_moved, intensity, p50, gops, gops / roof.attainable(intensity), result.valid,
+        groups=groups, placement=placement,
+    )  # fmt: skip
+    extra = {"shape": spec.label, "variant": variant, "precision": precision, "macs": macs, "gops": gops}
+    extra.update(intensity=intensity, roof_fraction=row.roof_fraction, groups=groups, placement=placement)
+    return row, result.with_extra(label=f"{spec.label} {variant} {precision}", **extra)
 
 
 def speedup_table(rows) -> list[dict]:
@@ -471,9 +372,13 @@ def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> Sw
     if plots:
         from edgex import plots as plotting
 
-        files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
-        files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
+        if any(not is_segments(r.variant) for r in result.rows):  # a --segments-only sweep has no variant rows
+            files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
+            files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
         files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
+        if any(is_segments(r.variant) for r in result.rows):
+            files["spectrum_latency"] = plot_spectrum(result.rows, out_dir / "spectrum_latency.png")
+            files["spectrum_macs"] = plot_spectrum(result.rows, out_dir / "spectrum_macs.png", value="macs")
     result = replace(result, files={k: str(v) for k, v in files.items()})
     write_study(files, result.bench, summary_markdown(result), "sweep", result.to_dict())
     return result
@@ -529,6 +434,9 @@ def summary_markdown(result: SweepResult) -> str:
             "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
             "dequantizing the output, and their bytes count those tensors as float.",
         ]
+    spectrum = spectrum_markdown(result.rows)
+    if spectrum:
+        lines += ["", *spectrum]
     note = invalid_note(sum(not r.valid for r in result.rows), len(result.rows))
     if note:
         lines += ["", note]
@@ -537,3 +445,21 @@ def summary_markdown(result: SweepResult) -> str:
 
 def load_sweep(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+__all__ = [
+    "Roof",
+    "SweepConfig",
+    "SweepResult",
+    "SweepRow",
+    "drop_layout_transposes",
+    "export_layer",
+    "layer_model",
+    "load_shapes",
+    "model_shapes",
+    "resolve_shapes",
+    "speedup_table",
+    "sweep",
+    "variants_for",
+    "xception_shapes",
+]

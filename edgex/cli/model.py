@@ -19,6 +19,7 @@ def summary(
     middle_blocks: o.MiddleBlocks = None,
     intermediate_activation: o.Intermediate = o.IntermediateActivation("none"),
     residual: o.Residual = True,
+    segments: o.Segments = None,
     json_out: o.Json = False,
 ):
     """Per-block table of output shape, parameters and MACs, with totals and the cost against the regular twin."""
@@ -26,9 +27,8 @@ def summary(
     from edgex.models.summary import summarize
     from edgex.render import console, human_count, print_json, table
 
-    config = preset_config(
-        preset, **o.model_overrides(conv, input_size, classes, width, middle_blocks, intermediate_activation, residual)
-    )
+    overrides = o.model_overrides(conv, input_size, classes, width, middle_blocks, intermediate_activation, residual)
+    config = preset_config(preset, **overrides, segments=segments)
     result = summarize(config)
     data = result.to_dict()
     if json_out:
@@ -41,7 +41,7 @@ def summary(
     ]
     rows.append(("total", "", f"{data['total_params']:,}", human_count(data["macs"])))
     title = (
-        f"Xception '{preset}' ({config.conv}, {config.input_size}x{config.input_size}, width {config.width:g}, "
+        f"Xception '{preset}' ({config.label}, {config.input_size}x{config.input_size}, width {config.width:g}, "
         f"{config.middle_blocks} middle blocks, {config.classes} classes)"
     )
     console.print(table(title, ["block", "output", "params", "MACs"], rows))
@@ -51,6 +51,9 @@ def summary(
     )
     shares = ", ".join(f"{k} {v:.1%}" for k, v in data["mac_share_by_kind"].items() if v)
     console.print(f"MAC share: {shares}")
+    if "segments" in data:
+        groups = ", ".join(f"{c} -> {g}" for c, g in data["segments"]["groups_by_input_channels"].items())
+        console.print(f"segments {data['segments']['value']}: input channels -> groups: {groups}")
     if "regular_twin" in data:
         twin = data["regular_twin"]
         console.print(

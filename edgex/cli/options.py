@@ -30,6 +30,10 @@ Intermediate = Annotated[
     typer.Option("--intermediate-activation", help="Activation between depthwise and pointwise (paper: none)."),
 ]
 Residual = Annotated[bool, typer.Option("--residual/--no-residual", help="Residual shortcuts (paper: on).")]
+Segments = Annotated[
+    str | None,
+    typer.Option("--segments", help="The spectrum: G channel segments per spatial conv (1, 2, 4, 8, C/8, ..., C)."),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Data = Annotated[
     str,

@@ -19,8 +19,15 @@ def sweep(
         str, typer.Option(help="xception, a Keras model file, or a CSV/YAML file of h,w,c_in,c_out,k,stride.")
     ] = "xception",
     variants: Annotated[
-        str, typer.Option(help="Comma-separated: regular,separable,depthwise,pointwise.")
-    ] = "regular,separable,depthwise,pointwise",
+        str | None,
+        typer.Option(
+            help="Comma-separated: regular,separable,depthwise,pointwise (default: all, none with --segments)."
+        ),
+    ] = None,
+    segments: Annotated[
+        str | None,
+        typer.Option(help="The spectrum: comma-separated segments G per separable shape, e.g. 1,2,4,8,C/8,C/4,C/2,C."),
+    ] = None,
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,fp16,int8.")] = "fp32,int8",
     runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime,tensorflow.")] = "litert",
     device: Annotated[str, typer.Option(help="cpu, gpu[:N], delegate:PATH...")] = "cpu",
@@ -30,6 +37,7 @@ def sweep(
 ):
     """Time every convolution shape of Xception as regular, separable, depthwise and pointwise layers, with
     achieved GOP/s, arithmetic intensity and the fraction of the measured roofline."""
+    from edgex.models.costs import VARIANTS
     from edgex.render import console, table
     from edgex.sweep import SweepConfig
     from edgex.sweep import sweep as run_sweep
@@ -37,7 +45,8 @@ def sweep(
     config = SweepConfig(
         input_size=input_size,
         shapes=shapes,
-        variants=_split(variants),
+        variants=_split(variants) if variants is not None else (() if segments else VARIANTS),
+        segments=_split(segments or ""),
         precisions=_split(precision),
         runtimes=_split(runtime),
         device=device,
@@ -62,31 +71,57 @@ def sweep(
             ],
         )
     )
-    console.print(
-        table(
-            "separable speedup over regular (measured vs theoretical MAC ratio)",
-            ["shape", "runtime", "precision", "regular ms", "separable ms", "measured", "theoretical", "efficiency"],
-            [
-                (
-                    s["shape"],
-                    s["runtime"],
-                    s["precision"],
-                    f"{s['regular_ms']:.3f}",
-                    f"{s['separable_ms']:.3f}",
-                    f"{s['measured_speedup']:.2f}x" + ("" if s["valid"] else " *"),
-                    f"{s['theoretical_speedup']:.2f}x",
-                    f"{s['efficiency']:.0%}",
-                )
-                for s in result.speedups
-            ],
-            justify_right=range(3, 8),
+    if result.speedups:
+        console.print(
+            table(
+                "separable speedup over regular (measured vs theoretical MAC ratio)",
+                [
+                    "shape",
+                    "runtime",
+                    "precision",
+                    "regular ms",
+                    "separable ms",
+                    "measured",
+                    "theoretical",
+                    "efficiency",
+                ],
+                [
+                    (
+                        s["shape"],
+                        s["runtime"],
+                        s["precision"],
+                        f"{s['regular_ms']:.3f}",
+                        f"{s['separable_ms']:.3f}",
+                        f"{s['measured_speedup']:.2f}x" + ("" if s["valid"] else " *"),
+                        f"{s['theoretical_speedup']:.2f}x",
+                        f"{s['efficiency']:.0%}",
+                    )
+                    for s in result.speedups
+                ],
+                justify_right=range(3, 8),
+            )
         )
-    )
+    show_spectrum(result.rows)
     _warn_invalid(sum(not r.valid for r in result.rows), len(result.rows))
     console.print(
         f"{len(result.rows)} layers measured in {result.seconds:.0f} s; results in {result.out_dir} "
         f"(sweep.json, bench.json, sweep.csv, summary.md, PNG plots)"
     )
+
+
+def show_spectrum(rows) -> None:
+    from edgex.render import console, table
+    from edgex.spectrum import is_segments
+
+    rows = [r for r in rows if is_segments(r.variant)]
+    if rows:
+        header = ["shape", "segments", "G", "runtime", "precision", "MACs", "p50 ms", "G op/s", "of roof", "ops placed"]
+        cells = [
+            (r.shape, r.variant.split(":", 1)[1], str(r.groups), r.runtime, r.precision, f"{r.macs / 1e6:.1f} M",
+             f"{r.p50_ms:.3f}" + ("" if r.valid else " *"), f"{r.gops:.1f}", f"{r.roof_fraction:.0%}", r.placement)
+            for r in rows
+        ]  # fmt: skip
+        console.print(table("the spectrum: k x k conv on G segments + 1x1", header, cells, justify_right=range(5, 9)))
 
 
 def compare(

@@ -70,6 +70,24 @@ class ConvSpec:
             "pointwise": self.c_in * self.c_out,
         }[_variant(variant)]
 
+    def segment_macs(self, groups: int) -> int:
+        """The spectrum (PAPER.md): a k x k conv on ``groups`` channel segments (c_in -> c_in), then a 1x1
+        (c_in -> c_out): H * W * (k^2 * c_in * c_in / G + c_in * c_out). G = c_in is the separable convolution."""
+        return self.out_h * self.out_w * self._spatial_per_pixel(groups) + self.macs("pointwise")
+
+    def segment_params(self, groups: int) -> int:
+        return self._spatial_per_pixel(groups) + self.params("pointwise")
+
+    def segment_bytes(self, groups: int, precision: str = "fp32", io_bytes: int | None = None) -> int:
+        """Bytes moved by the two operations of a segments layer (as ``bytes_moved`` counts a separable one)."""
+        extra_weights = self.segment_params(groups) - self.params("separable")
+        return self.bytes_moved("separable", precision, io_bytes) + extra_weights * _bytes_of(precision)[0]
+
+    def _spatial_per_pixel(self, groups: int) -> int:
+        if not isinstance(groups, int) or groups < 1 or self.c_in % groups:
+            raise EdgexError(f"groups must be a positive divisor of {self.c_in} input channels, got {groups!r}")
+        return self.k * self.k * self.c_in * (self.c_in // groups)
+
     def output_channels(self, variant: str) -> int:
         return self.c_in if _variant(variant) == "depthwise" else self.c_out
 
@@ -77,9 +95,7 @@ class ConvSpec:
         """Weights + input + output activations at ``precision``; a separable layer also writes and reads its
         depthwise output, since the runtimes execute it as two operations. ``io_bytes``: bytes per element of
         the input and output when the model takes and gives another type (float around an int8 layer)."""
-        if precision not in PRECISION_BYTES:
-            raise EdgexError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_BYTES)}")
-        weight_bytes, act_bytes = PRECISION_BYTES[precision]
+        weight_bytes, act_bytes = _bytes_of(precision)
         variant = _variant(variant)
         # A pointwise layer on its own sees the already-strided input (the depthwise part does the striding).
         in_elems = self.h * self.w * self.c_in
@@ -103,6 +119,12 @@ def _out(size: int, k: int, stride: int, padding: str) -> int:
     return math.ceil(size / stride) if padding == "same" else (size - k) // stride + 1
 
 
+def _bytes_of(precision: str) -> tuple[int, int]:
+    if precision not in PRECISION_BYTES:
+        raise EdgexError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_BYTES)}")
+    return PRECISION_BYTES[precision]
+
+
 def _variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise EdgexError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
@@ -113,7 +135,7 @@ def _variant(variant: str) -> str:
 class LayerCost:
     name: str
     block: str  # "block4", "predictions", ...
-    kind: str  # regular | separable | depthwise | pointwise | shortcut | dense | other
+    kind: str  # regular | grouped | separable | depthwise | pointwise | shortcut | dense | other
     output_shape: tuple
     params: int  # every parameter of the layer (BN moving statistics included)
     macs: int
@@ -132,7 +154,7 @@ class ModelCost:
 
     def macs_by_kind(self) -> dict[str, int]:
         """MACs per operation type, with separable convolutions split into their depthwise and pointwise parts."""
-        kinds = {"pointwise": 0, "regular": 0, "shortcut": 0, "depthwise": 0, "dense": 0}
+        kinds = {"pointwise": 0, "regular": 0, "grouped": 0, "shortcut": 0, "depthwise": 0, "dense": 0}
         for layer in self.layers:
             if layer.kind == "separable":
                 kinds["depthwise"] += layer.spec.macs("depthwise")
@@ -151,6 +173,24 @@ class ModelCost:
             for layer in self.layers
             if layer.kind == "separable"
         )
+
+    def spectrum_macs(self, segments: str) -> int:
+        """MACs of the same network with every separable convolution on ``segments`` (analytic, see PAPER.md)."""
+        return self._spectrum(segments, "macs", ConvSpec.segment_macs)
+
+    def spectrum_params(self, segments: str) -> int:
+        return self._spectrum(segments, "params", ConvSpec.segment_params)
+
+    def _spectrum(self, segments: str, counted: str, formula) -> int:
+        from edgex.models.segments import groups_for
+
+        total = 0
+        for layer in self.layers:
+            total += getattr(layer, counted)
+            if layer.kind == "separable":
+                separable = getattr(layer.spec, counted)("separable")
+                total += formula(layer.spec, groups_for(segments, layer.spec.c_in)) - separable
+        return total
 
     def conv_specs(self) -> list[tuple[str, str, ConvSpec]]:
         """(layer name, kind, spec) of every convolution, in model order."""
@@ -217,9 +257,9 @@ def _layer_cost(layer) -> LayerCost:
             spec = ConvSpec(spec.h, spec.w, c_in, c_in * int(layer.depth_multiplier), k, stride, layer.padding)
         elif k == 1:
             kind = "shortcut" if "shortcut" in layer.name else "pointwise"
-        else:
-            kind = "regular"
         groups = int(getattr(layer, "groups", 1) or 1)
+        if kind_of == "Conv2D" and k > 1:
+            kind = "grouped" if groups > 1 else "regular"
         if kind == "depthwise":
             macs = spec.out_h * spec.out_w * k * k * spec.c_out
         elif kind == "separable":

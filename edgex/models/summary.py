@@ -15,7 +15,8 @@ class ModelSummary:
 
     @property
     def comparable_to_twin(self) -> bool:
-        return self.config.conv == "separable" and self.config.intermediate_activation == "none"
+        config = self.config
+        return config.conv == "separable" and config.segments is None and config.intermediate_activation == "none"
 
     @property
     def twin_ratio(self) -> float | None:
@@ -23,6 +24,16 @@ class ModelSummary:
         if not self.comparable_to_twin:
             return None
         return self.cost.macs / self.cost.regular_twin_macs()
+
+    def segments(self) -> dict:
+        """The spectrum point: G (segments) for each input channel count of the separable convolutions."""
+        from edgex.models.segments import groups_for
+
+        channels = sorted(set(self.config.separable_input_channels()))
+        return {
+            "value": self.config.segments,
+            "groups_by_input_channels": {str(c): groups_for(self.config.segments, c) for c in channels},
+        }
 
     def to_dict(self) -> dict:
         macs = self.cost.macs
@@ -35,6 +46,8 @@ class ModelSummary:
             "mac_share_by_kind": {k: v / macs for k, v in self.cost.macs_by_kind().items()} if macs else {},
             "blocks": [{**row, "output_shape": list(row["output_shape"])} for row in self.cost.blocks()],
         }
+        if self.config.segments is not None:
+            data["segments"] = self.segments()
         if self.comparable_to_twin:
             data["regular_twin"] = {
                 "macs": self.cost.regular_twin_macs(),

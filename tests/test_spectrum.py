@@ -1,0 +1,166 @@
+"""Issue 15: the spectrum between regular and depthwise separable convolutions (segments), built, counted,
+converted and swept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices.errors import EdgexError
+from edgex.models import build_xception, preset_config
+from edgex.models.costs import ConvSpec, model_cost
+from edgex.models.segments import SPECTRUM, allowed_segments, groups_for, parse_segments
+
+
+def _seeded(config, seed: int = 7):
+    from devices.tfkeras import keras
+
+    keras().utils.set_random_seed(seed)
+    return build_xception(config)
+
+
+@pytest.mark.slow
+def test_segments_c_is_todays_separable_model():
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    for extra in ({}, {"intermediate_activation": "elu"}):
+        separable = _seeded(preset_config("tiny", **extra))
+        segments = _seeded(preset_config("tiny", segments="C", **extra))
+        assert segments.count_params() == separable.count_params()
+        assert [w.shape for w in segments.weights] == [w.shape for w in separable.weights]
+        for a, b in zip(segments.get_weights(), separable.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(segments(x).numpy(), separable(x).numpy())
+
+
+def test_grouped_conv_with_c_groups_computes_the_depthwise_separable_conv():
+    """The spectrum's definition at G = C, checked on the layers themselves: a Conv2D with C groups (C -> C) and a
+    1x1 convolution carry the separable convolution's weights and give its outputs."""
+    from devices.tfkeras import keras
+
+    k = keras()
+    x = np.random.default_rng(1).standard_normal((2, 9, 9, 16)).astype(np.float32)
+    separable = k.layers.SeparableConv2D(24, 3, padding="same", use_bias=False)
+    expected = separable(x).numpy()
+    depthwise, pointwise = separable.get_weights()
+    grouped = k.layers.Conv2D(16, 3, padding="same", groups=16, use_bias=False)
+    one_by_one = k.layers.Conv2D(24, 1, use_bias=False)
+    grouped.build(x.shape)
+    one_by_one.build((2, 9, 9, 16))
+    grouped.set_weights([depthwise.reshape(3, 3, 1, 16)])  # (k, k, C, 1) -> (k, k, C / G, C)
+    one_by_one.set_weights([pointwise])
+    np.testing.assert_allclose(one_by_one(grouped(x)).numpy(), expected, atol=1e-5)
+    spec = ConvSpec(9, 9, 16, 24, 3)
+    assert grouped.count_params() + one_by_one.count_params() == spec.segment_params(16) == spec.params("separable")
+
+
+@pytest.mark.parametrize("segments", ["1", "2", "8", "C/4", "C"])
+def test_counted_params_and_macs_follow_the_analytic_formulas(segments):
+    """Built and counted layer by layer, against PAPER.md's H*W*k^2*C*C/G spatial cost applied to the separable
+    network's layers."""
+    separable = model_cost(build_xception(preset_config("tiny")))
+    counted = model_cost(build_xception(preset_config("tiny", segments=segments)))
+    assert counted.macs == separable.spectrum_macs(segments)
+    assert counted.total_params == separable.spectrum_params(segments)
+    if segments == "1":  # one segment: every spatial conv is a regular C -> C conv
+        assert counted.macs_by_kind()["grouped"] == 0 and counted.macs_by_kind()["regular"] > separable.macs
+
+
+def test_segment_formulas_by_hand():
+    spec = ConvSpec(10, 10, 8, 16, 3)
+    assert spec.segment_macs(1) == 100 * (9 * 8 * 8 + 8 * 16)
+    assert spec.segment_macs(4) == 100 * (9 * 8 * 2 + 8 * 16)
+    assert spec.segment_macs(8) == spec.macs("separable")
+    assert spec.segment_params(2) == 9 * 8 * 4 + 8 * 16
+    # one extra weight set over separable at fp32: (9 * 8 * 4 - 9 * 8) weights of 4 bytes
+    assert spec.segment_bytes(2) - spec.bytes_moved("separable") == (9 * 8 * 4 - 9 * 8) * 4
+    with pytest.raises(EdgexError, match="divisor of 8"):
+        spec.segment_macs(3)
+
+
+def test_segments_values_parse_and_resolve():
+    assert [parse_segments(v) for v in (4, "c", "c/4", " C/2 ")] == ["4", "C", "C/4", "C/2"]
+    assert groups_for("C/4", 272) == 68 and groups_for("8", 272) == 8 and groups_for("C", 24) == 24
+    assert allowed_segments([24, 48, 272]) == list(SPECTRUM)
+    for bad in ("0", "x", "C/0", "-1"):
+        with pytest.raises(EdgexError, match="segments must be"):
+            parse_segments(bad)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "mini", "paper"])
+def test_the_papers_spectrum_is_valid_for_every_preset(preset):
+    config = preset_config(preset)
+    assert allowed_segments(config.separable_input_channels()) == list(SPECTRUM)
+
+
+def test_a_segments_value_that_does_not_divide_is_a_one_line_error(cli):
+    with pytest.raises(EdgexError, match=r"allowed: 1, 2, 4, 8, C/8, C/4, C/2, C$"):
+        preset_config("mini", segments="3")
+    with pytest.raises(EdgexError, match="conv='separable'"):
+        preset_config("mini", conv="regular", segments="2")
+    result = cli("model", "summary", "--preset", "mini", "--segments", "C/16")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "C/16" in result.stderr and "allowed: 1, 2, 4, 8" in result.stderr
+
+
+def test_model_summary_shows_the_segments(cli):
+    result = cli("model", "summary", "--preset", "tiny", "--segments", "C/2", "--json")
+    assert result.exit_code == 0
+    import json
+
+    data = json.loads(result.stdout)
+    assert data["config"]["segments"] == "C/2"
+    assert data["segments"]["groups_by_input_channels"]["16"] == 8
+    assert data["macs_by_kind"]["grouped"] > 0 and "regular_twin" not in data
+
+
+@pytest.mark.slow
+def test_a_grouped_model_converts_to_tflite_and_onnx_with_parity(tmp_path):
+    from converters import convert
+    from converters.source import source_from_keras
+    from devices.registry import load_model
+
+    model = build_xception(preset_config("tiny", segments="2"))
+    source = source_from_keras(model, tmp_path / "grouped.keras")
+    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    expected = model(x[:4]).numpy()
+    for to, precision in (("tflite", "fp32"), ("onnx", "fp32"), ("tflite", "int8"), ("onnx", "int8")):
+        out = tmp_path / f"grouped_{precision}.{'tflite' if to == 'tflite' else 'onnx'}"
+        result = convert(source, to, precision, out=out, calibration=x, parity_inputs=x[:4])
+        if precision == "fp32":
+            assert result.parity.passed and result.parity.max_abs_diff < 1e-4, (to, result.parity)
+        outputs = load_model(out).predict(x[:4])
+        tolerance = 1e-4 if precision == "fp32" else 0.1  # int8: probabilities within 0.1 of the float model's
+        np.testing.assert_allclose(outputs, expected, atol=tolerance)
+
+
+@pytest.mark.slow
+def test_sweep_segments_times_the_spectrum_and_places_the_ops(tmp_path, cli):
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text("h,w,c_in,c_out,k,stride\n8,8,16,24,3,1\n")
+    out = tmp_path / "sweep"
+    result = cli("sweep", "--shapes", shapes, "--segments", "2,C", "--runtime", "litert,onnxruntime",
+                 "--precision", "int8", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["variant"], r["groups"], r["runtime"]) for r in rows] == [
+        ("segments:2", 2, "litert"),
+        ("segments:2", 2, "onnxruntime"),
+        ("segments:C", 16, "litert"),
+        ("segments:C", 16, "onnxruntime"),
+    ]
+    spec = ConvSpec(8, 8, 16, 24, 3)
+    for row in rows:
+        assert row["macs"] == spec.segment_macs(row["groups"]) and row["params"] == spec.segment_params(row["groups"])
+        assert row["gops"] == pytest.approx(2 * row["macs"] / row["p50_ms"] / 1e6)
+    placed = {(r["variant"], r["runtime"]): r["placement"] for r in rows}
+    # what this LiteRT and ONNX Runtime do with an int8 grouped conv, reported rather than assumed
+    assert placed[("segments:2", "litert")].startswith("XNNPACK: CONV_2D x2")
+    assert placed[("segments:C", "litert")].startswith("XNNPACK: DEPTHWISE_CONV_2D, CONV_2D")
+    assert "QLinearConv" in placed[("segments:2", "onnxruntime")]
+    assert "The spectrum" in (out / "summary.md").read_text()
+    for name in ("spectrum_latency.png", "spectrum_macs.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    bad = cli("sweep", "--shapes", shapes, "--segments", "3", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "segments 3 does not divide the 16 input channels" in bad.stderr
