@@ -159,6 +159,7 @@ def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
         Section("Best for this device", bullets=tuple(bullets)),
         _variants_section(rows, best),
         *_separable_sections(compare, read_json(out / "sweep.json")),
+        *_study_sections(out),
         Section("Plots", figures=tuple(plots.values())),
         Section("Environment", table=Table(("item", "value"), tuple((str(k), str(v)) for k, v in env.items()), (0, 0))),
         Section(
@@ -221,6 +222,58 @@ def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Sectio
         table = Table(("runtime", "precision", "compute G op/s", "bandwidth GB/s"), rows, (0, 0, 1, 1))
         sections.append(Section("Layer sweep: measured roofs", level=3, table=table))
     return sections
+
+
+def _study_sections(out: Path) -> list[Section]:
+    """One section per study the study stage ran: accuracy over seeds, costs, latency, and the paper's orderings."""
+    sections = []
+    for path in sorted(out.glob("study/*/study.json")):
+        study = json.loads(path.read_text())
+        pairs = sorted({(t["runtime"], t["precision"]) for v in study["variants"] for t in v["latency"]})
+        header = (
+            "variant",
+            "params",
+            "MACs",
+            "seeds",
+            "top-1 mean",
+            "95% interval",
+            *(f"{r} {p} ms" for r, p in pairs),
+        )
+        rows = tuple(_study_row(v, pairs) for v in study["variants"])
+        table = Table(header, rows, (0, 1, 1, 1, 1, 0, *(1 for _ in pairs)), id=f"study-{study['study']}")
+        folder = path.parent.relative_to(out)
+        figures = tuple(
+            (str(folder / name), caption)
+            for name, caption in (
+                ("accuracy.png", "top-1 over seeds"),
+                ("curves.png", "learning curves"),
+                ("latency.png", "latency"),
+            )
+            if (path.parent / name).is_file()
+        )
+        config = study["config"]
+        text = (
+            f"{config['seeds']} seeds, {config['epochs']} epochs; top-1 on the validation split, mean and 95% "
+            "t-interval."
+        )
+        bullets = tuple(c["sentence"] for c in study["comparisons"])
+        sections.append(Section(f"Study: {study['study']}", text=text, table=table, bullets=bullets, figures=figures))
+    return sections
+
+
+def _study_row(variant: dict, pairs) -> tuple[str, ...]:
+    low, high = variant["top1_ci95"]
+    interval = "-" if low is None else f"{100 * low:.1f} .. {100 * high:.1f}%"
+    times = {(t["runtime"], t["precision"]): t["p50_ms"] for t in variant["latency"]}
+    return (
+        variant["name"],
+        f"{variant['params']:,}",
+        f"{variant['macs'] / 1e6:.2f} M",
+        str(len(variant["top1"])),
+        f"{100 * variant['top1_mean']:.1f}%",
+        interval,
+        *("-" if times.get(pair) is None else f"{times[pair]:.3f}" for pair in pairs),
+    )
 
 
 def _inline_html(text: str) -> str:

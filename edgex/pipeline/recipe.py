@@ -98,6 +98,20 @@ class SweepOptions:
 
 
 @dataclass(frozen=True)
+class StudyOptions:
+    """The paper's spectrum and ablations (``edgex study``), trained with several seeds: off by default (minutes to
+    tens of minutes per study on 2 cores)."""
+
+    enabled: bool = False
+    studies: tuple[str, ...] = ("activation",)  # spectrum, activation, residual, inception
+    seeds: int = 2
+    epochs: int = 2
+    preset: str | None = None  # None: each study's own default (tiny; paper at 75 px for inception)
+    runtimes: tuple[str, ...] = ("litert",)  # latency of each variant's seed-0 model
+    precisions: tuple[str, ...] = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
 class DeployOptions:
     enabled: bool = True
     target: str = "rpi4"
@@ -125,6 +139,7 @@ class Recipe:
     bench: BenchOptions = field(default_factory=BenchOptions)
     compare: CompareOptions = field(default_factory=CompareOptions)
     sweep: SweepOptions = field(default_factory=SweepOptions)
+    study: StudyOptions = field(default_factory=StudyOptions)
     deploy: DeployOptions = field(default_factory=DeployOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
 
@@ -268,6 +283,27 @@ def check_recipe(recipe: Recipe) -> None:
         raise EdgexError("recipe key 'devices' is empty: name at least one device, for example cpu")
     for device in recipe.devices:
         parse_device(device)
+    if recipe.study.enabled:
+        study_configs(recipe)  # an unknown study, zero seeds or a segments value the preset cannot take
+
+
+def study_configs(recipe: Recipe) -> list:
+    """The ``edgex study`` configurations the recipe's study stage runs, on the recipe's data."""
+    from edgex.study import StudyConfig
+
+    s = recipe.study
+    return [
+        StudyConfig(
+            name,
+            seeds=s.seeds,
+            epochs=s.epochs,
+            data=recipe.data,
+            preset=s.preset,
+            runtimes=s.runtimes,
+            precisions=s.precisions,
+        )
+        for name in s.studies
+    ]
 
 
 def write_recipe_yaml(path: Path, recipe: Recipe) -> None:

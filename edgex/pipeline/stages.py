@@ -15,8 +15,9 @@ from devices.files import file_size, write_json_atomic, write_text_atomic
 from edgex.pipeline.recipe import Recipe
 from edgex.pipeline.runfolder import ab_files, artifact_file, best_variants, summary_rows, variants
 
-STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy", "report")
-TIMED_STAGES = ("bench", "separable")  # nothing runs beside them
+STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "deploy",
+          "report")  # fmt: skip
+TIMED_STAGES = ("bench", "separable", "study")  # nothing runs beside them
 
 
 @dataclass
@@ -318,6 +319,24 @@ def stage_deploy(ctx: Context) -> list[str]:
     return ["bundle.tar.gz", "deploy.json"]
 
 
+def stage_study(ctx: Context) -> list[str]:
+    """Each study of the recipe in study/NAME/; a rerun with the same training options reuses finished seeds."""
+    from edgex.pipeline.recipe import study_configs
+    from edgex.study import run_study
+    from edgex.study.run import changed_training
+
+    if not ctx.recipe.study.enabled:
+        return []
+    files = []
+    for config in study_configs(ctx.recipe):
+        folder = ctx.out / "study" / config.study
+        restart = changed_training(folder, config) != {}
+        result = run_study(config, folder, force=restart, progress=lambda message: ctx.line(f"study {message}"))
+        files += [ctx.rel(folder / name) for name in ("study.json", "study.csv", "summary.md")]
+        files += [ctx.rel(path) for path in result.files.values() if str(path).endswith(".png")]
+    return files
+
+
 def stage_report(ctx: Context) -> list[str]:
     from edgex.report import write_report
 
@@ -338,6 +357,7 @@ STAGE_SPECS = {
     "separable": StageSpec(
         "separable", stage_separable, ("data", "devices", "compare", "sweep"), ("train", "twin", "quantize", "convert")
     ),
+    "study": StageSpec("study", stage_study, ("data", "seed", "study"), ("data",)),
     "deploy": StageSpec(
         "deploy", stage_deploy, ("data", "deploy", "report"), ("evaluate", "bench", "prune", "quantize", "convert")
     ),
@@ -345,6 +365,6 @@ STAGE_SPECS = {
         "report",
         stage_report,
         ("report",),
-        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "deploy"),
+        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "deploy"),
     ),
 }

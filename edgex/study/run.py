@@ -44,19 +44,27 @@ def run_study(config: StudyConfig, out: str | Path, *, force: bool = False, prog
     return write_study_files(result, out)
 
 
-def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
-    recorded = out / CONFIG_FILE
+def changed_training(out: str | Path, config: StudyConfig) -> dict[str, tuple]:
+    """The training options (old, new) in which the study saved in ``out`` differs from ``config``; {} when the
+    folder holds none, or one whose finished trainings ``config`` can reuse."""
+    recorded = Path(out) / CONFIG_FILE
+    if not recorded.is_file():
+        return {}
+    before = json.loads(recorded.read_text())
     wanted = {k: config.to_dict()[k] for k in TRAINING_FIELDS}
-    if recorded.is_file() and not force:
-        before = json.loads(recorded.read_text())
-        changed = {k: (before.get(k), v) for k, v in wanted.items() if before.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise EdgexError(f"{out} holds a study with other options ({what}); use another --out or --force")
+    return {k: (before.get(k), v) for k, v in wanted.items() if before.get(k) != v}
+
+
+def _prepare(out: Path, config: StudyConfig, force: bool) -> None:
+    wanted = {k: config.to_dict()[k] for k in TRAINING_FIELDS}
+    changed = {} if force else changed_training(out, config)
+    if changed:
+        what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise EdgexError(f"{out} holds a study with other options ({what}); use another --out or --force")
     if force:
         shutil.rmtree(out / "runs", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(recorded, wanted)
+    write_json_atomic(out / CONFIG_FILE, wanted)
 
 
 def _seed_dir(out: Path, variant: Variant, seed: int) -> Path:
