@@ -283,6 +283,8 @@ def train(
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
             model, model_config, weights = _initial_model(config, start, dataset)
+        if progress is not None and weights:
+            progress("weights", report=weights)
         inputs = _Inputs.of(config, dataset, _preprocessing(config, start))
         began = time.perf_counter()
         records, phases = [], []
@@ -347,8 +349,11 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
 
 
 def _starting_model(config: TrainConfig):
-    """(model, Starting) for --from, else None."""
+    """(model, Starting) for --from, else None (after checking --weights, before any data is loaded)."""
     if config.from_model is None:
+        from edgex.weights import check_weights_spec
+
+        check_weights_spec(config.weights, config.model_config(2), config.preset)
         return None
     from edgex.transfer import inspect_classifier
 

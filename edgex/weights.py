@@ -89,7 +89,8 @@ def fetch_published(weights: PublishedWeights) -> Path:
             )
         )
     except Exception as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:120]
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        why = text.split(" -- ")[-1][:120]  # get_file: "URL fetch failure on URL: code -- reason"
         if had_file:
             raise EdgexError(
                 f"{cached} does not have the published md5 {weights.md5} and a fresh copy could not be "
@@ -263,6 +264,15 @@ def load_matching(model, layer_weights: dict[str, list], source: str, head: str 
         why = f"; e.g. {mismatched[0]}" if mismatched else f"; the file's layers: {', '.join(list(layer_weights)[:4])}"
         raise EdgexError(f"no weights in {source} match the model by layer name and shape (another architecture?){why}")
     return WeightsReport(source, loaded, head_skipped, tuple(mismatched), not_in_file, unused)
+
+
+def check_weights_spec(spec: str, config, preset: str) -> None:
+    """Fail before any data is loaded: an unusable preset for imagenet, a missing file, an offline cache."""
+    if spec == "imagenet":
+        check_imagenet_compatible(config, preset)
+        fetch_published(IMAGENET_XCEPTION_NOTOP)
+    elif spec not in ("none", "", None) and not Path(spec).is_file():
+        raise EdgexError(f"weights file not found: {spec} (--weights takes imagenet, none or a file)")
 
 
 def load_starting_weights(model, spec: str, config, preset: str) -> WeightsReport | None:
