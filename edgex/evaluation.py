@@ -9,6 +9,7 @@ from pathlib import Path
 from devices.errors import EdgexError
 from devices.evaluate import Accuracy, evaluate
 from devices.files import read_metadata
+from devices.preprocess import preprocessing_named
 from edgex.artifacts import class_names_of, preprocessing_of
 
 
@@ -59,6 +60,7 @@ def evaluate_model(
     limit: int | None = None,
     batch_size: int = 64,
     dataset=None,
+    preprocessing: str | None = None,
 ) -> EvalResult:
     """Top-1/top-5, per-class accuracy and confusion matrix of a model artifact, run by its runtime."""
     import devices
@@ -83,7 +85,8 @@ def evaluate_model(
             )
         chosen = (dataset.val if split == "val" else dataset.train).take(limit)
         start = time.perf_counter()
-        accuracy = evaluate(model, chosen.batches(batch_size), preprocessing_of(meta), names)
+        prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
+        accuracy = evaluate(model, chosen.batches(batch_size), prep, names)
         return EvalResult(
             str(path), model.runtime, model.device, dataset.name, split, accuracy, time.perf_counter() - start
         )

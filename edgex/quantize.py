@@ -97,12 +97,13 @@ def quantize(
     lr: float = 5e-6,
     auto_keep_limit: int = AUTO_KEEP_LIMIT,
     progress=None,
+    preprocessing: str | None = None,
 ) -> QuantizeReport:
     """Quantize ``model`` and measure what it costs in accuracy; see QuantizeReport."""
     from converters import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
     from edgex.evaluation import dataset_for
-    from edgex.export import export_model
+    from edgex.export import export_model, with_preprocessing
 
     model = Path(model)
     _validate(mode, to, data, model)
@@ -117,7 +118,7 @@ def quantize(
     refuse_overwrite(report_path, force)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    source = load_source(model)
+    source = with_preprocessing(load_source(model), preprocessing)
     if auto_keep_float and source.kind != "keras":
         raise EdgexError(
             f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "

@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, deploy, optimize, pipeline, separable, train
+    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, separable, train
 
     train.register(app)
     convert.register(app)
@@ -15,3 +15,4 @@ def register(app: typer.Typer) -> None:
     separable.register(app)
     deploy.register(app)
     pipeline.register(app)
+    predict.register(app)

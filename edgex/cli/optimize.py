@@ -37,6 +37,7 @@ def quantize(
         bool, typer.Option(help="Keep the worst layers in float until --max-drop holds.")
     ] = False,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 200,
+    preprocessing: o.PreprocessingOpt = None,
     out: Annotated[str | None, typer.Option(help="Output folder (default: next to MODEL).")] = None,
     force: o.Force = False,
     json_out: o.Json = False,
@@ -61,6 +62,7 @@ def quantize(
         out=out,
         force=force,
         progress=None if json_out else EpochProgress("qat epoch"),
+        preprocessing=preprocessing.value if preprocessing else None,
     )
     if json_out:
         print_json(report.to_dict())

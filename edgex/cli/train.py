@@ -182,13 +182,23 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
     split: Annotated[str, typer.Option(help="val or train.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Evaluate on at most this many samples.")] = None,
+    preprocessing: o.PreprocessingOpt = None,
     json_out: o.Json = False,
 ):
     """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of any model format."""
     from edgex.evaluation import evaluate_model
     from edgex.render import console, print_json, table
 
-    result = evaluate_model(model, data, runtime=runtime, device=device, threads=threads, split=split, limit=limit)
+    result = evaluate_model(
+        model,
+        data,
+        runtime=runtime,
+        device=device,
+        threads=threads,
+        split=split,
+        limit=limit,
+        preprocessing=preprocessing.value if preprocessing else None,
+    )
     if json_out:
         print_json(result.to_dict())
         return
