@@ -263,6 +263,7 @@ def train(
     """
     from devices.tfkeras import keras, tensorflow
     from edgex.distribute import strategy_named
+    from edgex.transfer import set_trainable
 
     run = _run_folder(out_dir, config)
     done = _check_previous_run(run, config, resume, force)
@@ -283,6 +284,8 @@ def train(
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
             model, model_config, weights = _initial_model(config, start, dataset)
+        for phase in run.phases:  # an impossible --unfreeze fails before any epoch runs
+            set_trainable(model, phase)
         if progress is not None and weights:
             progress("weights", report=weights)
         inputs = _Inputs.of(config, dataset, _preprocessing(config, start))
