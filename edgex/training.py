@@ -24,7 +24,7 @@ MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "train_run.json"
 HISTORY_FILE = "history.json"
-PHASE_DONE_FILE = "finished.weights.h5"  # the weights a finished phase hands to the next one (kept for --resume)
+PHASE_DONE_FILE = "finished_phase.h5"  # the weights a finished phase hands to the next one (kept for --resume)
 BN_RECOMPUTE_SAMPLES = 1024
 
 
@@ -116,6 +116,23 @@ class TrainConfig:
         data = asdict(self)
         data["augment"] = list(self.augment)
         return data
+
+
+# Recipe keys of the transfer-learning options (``train: {weights: ..., from: ..., head_epochs: ..., unfreeze: ...}``)
+# and the TrainConfig fields they set.
+RECIPE_TRANSFER_KEYS = {
+    "weights": "weights",
+    "from": "from_model",
+    "head_epochs": "head_epochs",
+    "unfreeze": "unfreeze",
+    "fine_tune_lr": "fine_tune_lr",
+    "preprocessing": "preprocessing",
+}
+
+
+def transfer_options(section: dict) -> dict:
+    """TrainConfig keyword arguments from a recipe's ``train`` section (the keys it has)."""
+    return {field_name: section[key] for key, field_name in RECIPE_TRANSFER_KEYS.items() if key in section}
 
 
 @dataclass(frozen=True)
@@ -280,6 +297,7 @@ def train(
         k.mixed_precision.set_global_policy(config.precision)
         with strategy.scope():
             start = _starting_model(config)
+            preprocessing = _preprocessing(config, start)
             dataset = _dataset(config, start)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
@@ -288,7 +306,7 @@ def train(
             set_trainable(model, phase)
         if progress is not None and weights:
             progress("weights", report=weights)
-        inputs = _Inputs.of(config, dataset, _preprocessing(config, start))
+        inputs = _Inputs.of(config, dataset, preprocessing)
         began = time.perf_counter()
         records, phases = [], []
         for phase in run.phases:
@@ -404,7 +422,7 @@ def _initial_model(config: TrainConfig, start, dataset):
 
     model_config = config.model_config(dataset.classes)
     model = build_xception(model_config)
-    report = load_starting_weights(model, config.weights, model_config, config.preset)
+    report = load_starting_weights(model, config.weights, model_config, config.preset, dataset.class_names)
     return model, model_config, report.to_dict() if report else None
 
 

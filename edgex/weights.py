@@ -233,9 +233,12 @@ def generic_layer_names(model) -> dict[str, str]:
     return names
 
 
-def load_matching(model, layer_weights: dict[str, list], source: str, head: str | None = HEAD_LAYER) -> WeightsReport:
+def load_matching(
+    model, layer_weights: dict[str, list], source: str, head: str | None = HEAD_LAYER, keep_head: bool = False
+) -> WeightsReport:
     """Copy ``layer_weights`` into ``model`` layer by layer where the name and every shape agree; an error when
-    nothing matches (a file for another architecture or configuration)."""
+    nothing matches (a file for another architecture or configuration). The file's classifier head is skipped
+    unless ``keep_head`` (the same classes): a head trained for other classes starts the new task saturated."""
     if any(name.startswith("@") for name in layer_weights):
         renamed = generic_layer_names(model)
         layer_weights = {renamed.get(name, name): value for name, value in layer_weights.items()}
@@ -251,11 +254,11 @@ def load_matching(model, layer_weights: dict[str, list], source: str, head: str 
             continue
         shapes_ours = [tuple(w.shape) for w in ours]
         shapes_theirs = [tuple(w.shape) for w in theirs]
-        if shapes_ours == shapes_theirs:
+        if layer.name == head and not (keep_head and shapes_ours == shapes_theirs):
+            head_skipped += len(theirs)
+        elif shapes_ours == shapes_theirs:
             layer.set_weights(theirs)
             loaded += len(ours)
-        elif layer.name == head:
-            head_skipped += len(theirs)
         else:
             mismatched.append(f"{layer.name} has shapes {shapes_theirs} in the file, {shapes_ours} in the model")
     model_names = {layer.name for layer in model.layers}
@@ -275,14 +278,18 @@ def check_weights_spec(spec: str, config, preset: str) -> None:
         raise EdgexError(f"weights file not found: {spec} (--weights takes imagenet, none or a file)")
 
 
-def load_starting_weights(model, spec: str, config, preset: str) -> WeightsReport | None:
-    """Load ``--weights`` (imagenet, none or a file) into an edgex Xception built from ``config``."""
+def load_starting_weights(model, spec: str, config, preset: str, class_names=()) -> WeightsReport | None:
+    """Load ``--weights`` (imagenet, none or a file) into an edgex Xception built from ``config``; a file's head
+    is kept only when its recorded class names are ``class_names``."""
     if spec in ("none", "", None):
         return None
     if spec == "imagenet":
         check_imagenet_compatible(config, preset)
         return load_matching(model, imagenet_layer_weights(config.input_size), "imagenet")
-    return load_matching(model, read_layer_weights(spec), str(spec))
+    from devices.files import read_metadata
+
+    same_classes = bool(class_names) and read_metadata(spec).get("class_names") == list(class_names)
+    return load_matching(model, read_layer_weights(spec), str(spec), keep_head=same_classes)
 
 
 def backbone_tensors(model, head: str = HEAD_LAYER) -> int:
