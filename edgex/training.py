@@ -5,16 +5,15 @@ deterministic with a seed, and scale out with ``tf.distribute``. From scratch, o
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, read_metadata, utc_now, write_json_atomic, write_metadata
+from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
 from devices.preprocess import PREPROCESSINGS, XCEPTION
-from devices.sysinfo import versions
+from edgex import training_steps as steps
 from edgex.transfer import Phase, parse_unfreeze
 
 OPTIMIZERS = ("adam", "paper")
@@ -164,68 +163,6 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
     return k.optimizers.Adam(learning_rate=k.optimizers.schedules.CosineDecay(config.lr or 2e-3, total))
 
 
-def _callbacks(progress, backup_dir: Path, epochs: int):
-    from devices.tfkeras import keras
-
-    k = keras()
-
-    history_file = backup_dir / HISTORY_FILE
-
-    class GuardedBackup(k.callbacks.BackupAndRestore):
-        """Checkpoints every finished epoch (with its metrics, so that a resumed run reports all of them), but
-        never a diverged one. The checkpoints outlive training: train() deletes them once the model is saved."""
-
-        diverged = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.diverged or any(not math.isfinite(float(v)) for v in (logs or {}).values()):
-                self.diverged = True
-                return
-            super().on_epoch_end(epoch, logs)
-            history = read_epoch_history(backup_dir)[:epoch]
-            history.append({key: float(value) for key, value in (logs or {}).items()})
-            write_json_atomic(history_file, history)
-
-    class NanGuard(k.callbacks.Callback):
-        """Like TerminateOnNaN, remembering where it happened."""
-
-        where: tuple[int, int] | None = None
-        epoch = 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.where = (self.epoch + 1, batch + 1)
-                self.model.stop_training = True
-
-    backup = GuardedBackup(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-    nan = NanGuard()
-    callbacks = [nan, backup]
-    if progress is not None:
-        callbacks.append(_progress_callback(k, epochs, progress))
-    return callbacks, nan, backup
-
-
-def _progress_callback(k, epochs, progress):
-    class Progress(k.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-            progress("epoch_begin", epoch=epoch + 1, epochs=epochs, steps=self.params.get("steps"))
-
-        def on_train_batch_end(self, batch, logs=None):
-            progress("batch", step=batch + 1, logs=logs or {})
-
-        def on_epoch_end(self, epoch, logs=None):
-            progress(
-                "epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {}, seconds=time.perf_counter() - self.start
-            )
-
-    return Progress()
-
-
 def changed_options(out_dir: str | Path, config: TrainConfig) -> dict | None:
     """{option: (before, now)} for the options that differ from the run recorded in ``out_dir``; None when no run
     is recorded there. Options added since that run count as their default."""
@@ -296,17 +233,17 @@ def train(
         tf.config.experimental.enable_op_determinism()
         k.mixed_precision.set_global_policy(config.precision)
         with strategy.scope():
-            start = _starting_model(config)
-            preprocessing = _preprocessing(config, start)
-            dataset = _dataset(config, start)
+            start = steps.starting_model(config)
+            preprocessing = steps.run_preprocessing(config, start)
+            dataset = steps.run_dataset(config, start)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
-            model, model_config, weights = _initial_model(config, start, dataset)
+            model, model_config, weights = steps.initial_model(config, start, dataset)
         for phase in run.phases:  # an impossible --unfreeze fails before any epoch runs
             set_trainable(model, phase)
         if progress is not None and weights:
             progress("weights", report=weights)
-        inputs = _Inputs.of(config, dataset, preprocessing)
+        inputs = steps.RunInputs.of(config, dataset, preprocessing)
         began = time.perf_counter()
         records, phases = [], []
         for phase in run.phases:
@@ -369,89 +306,7 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
     return None
 
 
-def _starting_model(config: TrainConfig):
-    """(model, Starting) for --from, else None (after checking --weights, before any data is loaded)."""
-    if config.from_model is None:
-        from edgex.weights import check_weights_spec
-
-        check_weights_spec(config.weights, config.model_config(2), config.preset)
-        return None
-    from edgex.transfer import inspect_classifier
-
-    return inspect_classifier(config.from_model)
-
-
-def _dataset(config: TrainConfig, start):
-    from edgex.data import load_dataset
-    from edgex.models import preset_config
-
-    if start is not None:
-        size = start[1].input_size
-    else:  # the dataset is loaded at the preset's input size, known before the number of classes
-        size = config.model.get("input_size") or preset_config(config.preset).input_size
-    return load_dataset(config.data, size, val_split=config.val_split, seed=config.seed, strict=config.strict)
-
-
-def _preprocessing(config: TrainConfig, start):
-    """--preprocessing, else the --from model's recorded one, else Xception's; --from without either is an error."""
-    from devices.preprocess import Preprocessing, preprocessing_named
-
-    if config.preprocessing:
-        return preprocessing_named(config.preprocessing)
-    if start is None:
-        return XCEPTION
-    recorded = start[1].metadata.get("preprocessing")
-    if recorded:
-        return Preprocessing.from_dict(recorded)
-    raise EdgexError(
-        f"--from {config.from_model} has no edgex metadata saying how its inputs are scaled: pass --preprocessing "
-        f"with one of: {', '.join(PREPROCESSINGS)} (keras.applications: xception for Xception/MobileNet/Inception, "
-        "caffe for ResNet50/VGG, torch for DenseNet, raw for EfficientNet/ConvNeXt)"
-    )
-
-
-def _initial_model(config: TrainConfig, start, dataset):
-    """(model, its XceptionConfig or None for --from, a report of the starting weights)."""
-    if start is not None:
-        from edgex.transfer import with_head
-
-        model, replaced = with_head(start[0], dataset.classes)
-        return model, None, {"from": start[1].path, "head_replaced": replaced, "classes_before": start[1].classes}
-    from edgex.models import build_xception
-    from edgex.weights import load_starting_weights
-
-    model_config = config.model_config(dataset.classes)
-    model = build_xception(model_config)
-    report = load_starting_weights(model, config.weights, model_config, config.preset, dataset.class_names)
-    return model, model_config, report.to_dict() if report else None
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """The data a run trains on, prepared once for every phase."""
-
-    dataset: object
-    preprocessing: object
-    train: object  # tf.data, repeated
-    val: object
-    steps: int  # optimizer steps per epoch
-
-    @classmethod
-    def of(cls, config: TrainConfig, dataset, preprocessing) -> _Inputs:
-        from devices.tfkeras import tensorflow
-
-        tf = tensorflow()
-        train_ds = dataset.train.tf_dataset(
-            config.batch_size, preprocessing, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
-        )
-        val_ds = dataset.val.tf_dataset(max(config.batch_size, 128), preprocessing)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        steps = max(1, len(dataset.train) // config.batch_size)
-        return cls(dataset, preprocessing, train_ds.with_options(options), val_ds.with_options(options), steps)
-
-
-def _fit_phase(model, phase: Phase, config, inputs: _Inputs, run: _Run, strategy, resume, progress):
+def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
     """Train one phase (or take its saved result when a resumed run had finished it); returns its epochs' metrics
     and the blocks that trained."""
     from edgex.transfer import set_trainable
@@ -470,7 +325,7 @@ def _fit_phase(model, phase: Phase, config, inputs: _Inputs, run: _Run, strategy
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-    callbacks, nan_guard, backup = _callbacks(progress, folder, phase.epochs)
+    callbacks, nan_guard, backup = steps.epoch_callbacks(progress, folder, phase.epochs)
     history = model.fit(
         inputs.train,
         validation_data=inputs.val,
@@ -516,71 +371,20 @@ def _finish(model, model_config, config, run, inputs, records, phases, weights, 
         bn = {"recomputed_on_train_images": recompute_bn_statistics(saved, images, inputs.preprocessing)}
         bn["val_top1_before"] = before
     unfreeze_all(saved)
-    val_top1, val_loss = _val_metrics(saved, inputs.val)
+    val_top1, val_loss = steps.val_metrics(saved, inputs.val)
     hist = {key: [r.get(key, float("nan")) for r in records] for key in records[-1]} if records else {}
-    notes = _chance_notes(hist, val_top1, inputs.dataset.classes, bool(bn))
+    notes = steps.chance_notes(hist, val_top1, inputs.dataset.classes, bool(bn))
     epochs = sum(p.epochs for p in run.phases)
     with atomic_path(run.model_path, overwrite=True) as tmp:
         saved.save(tmp)  # the epoch checkpoints hold the optimizer for resuming
     metrics = {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds}
-    write_metadata(run.model_path, _metadata(config, model_config, inputs, saved, epochs, phases, weights, metrics, bn))
+    write_metadata(
+        run.model_path, steps.run_metadata(config, model_config, inputs, saved, epochs, phases, weights, metrics, bn)
+    )
     shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
     params = int(saved.count_params())
     result = (str(run.model_path), epochs, resumed_from, val_top1, val_loss, hist, seconds, params)
     return TrainResult(*result, phases=tuple(phases), weights=weights, notes=tuple(notes))
-
-
-def _metadata(config, model_config, inputs, model, epochs, phases, weights, metrics, bn) -> dict:
-    size = int(model.inputs[0].shape[1])
-    return {
-        "kind": "keras",
-        "created": utc_now(),
-        "class_names": list(inputs.dataset.class_names),
-        "input_shape": [size, size, 3],
-        "preprocessing": inputs.preprocessing.to_dict(),
-        "preset": None if config.from_model else config.preset,
-        "model_config": model_config.to_dict() if model_config else None,
-        "train_config": config.to_dict(),
-        "dataset": inputs.dataset.describe(),
-        "seed": config.seed,
-        "epochs": epochs,
-        "phases": phases,
-        "weights": weights,
-        "bn_statistics": bn or None,
-        "params": int(model.count_params()),
-        "metrics": metrics,
-        "versions": versions(),
-    }
-
-
-def _val_metrics(model, val_ds) -> tuple[float, float]:
-    """Top-1 and mean cross-entropy of the saved model on the validation split."""
-    import numpy as np
-
-    correct = total = 0
-    loss = 0.0
-    for x, y in val_ds:
-        probs = np.asarray(model(x, training=False), dtype=np.float64)
-        y = np.asarray(y)
-        correct += int((probs.argmax(-1) == y).sum())
-        loss += float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).sum())
-        total += len(y)
-    return correct / max(total, 1), loss / max(total, 1)
-
-
-def _chance_notes(hist: dict, val_top1: float, classes: int, bn_recomputed: bool) -> list[str]:
-    """One line when the model learned its training batches but is at chance on validation."""
-    train_top1 = (hist.get("accuracy") or [float("nan")])[-1]
-    chance = 1.0 / classes
-    if not (train_top1 >= 0.9 and val_top1 <= chance + 0.5 * (1 - chance) * 0.3):
-        return []
-    cause = (
-        "the validation images likely differ from the training ones (other sources, classes or sizes), or the "
-        "model memorized too few images: add images, use --augment crop,flip, or start from pretrained --weights"
-        if bn_recomputed
-        else "BatchNormalization's moving statistics likely did not settle in so few steps: train more epochs"
-    )
-    return [f"training accuracy {train_top1:.0%} but validation {val_top1:.0%} (chance {chance:.0%}): {cause}"]
 
 
 def without_optimizer(model):
@@ -661,7 +465,7 @@ def fine_tune(
     )
     all_callbacks = list(callbacks)
     if progress is not None:
-        all_callbacks.append(_progress_callback(k, epochs, progress))
+        all_callbacks.append(steps.progress_callback(k, epochs, progress))
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0
     )

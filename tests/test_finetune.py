@@ -214,8 +214,8 @@ def test_a_small_photo_folder_from_scratch_is_not_silently_broken(photos, tmp_pa
 
 
 def test_high_training_accuracy_at_chance_on_validation_is_said():
-    from edgex.training import _chance_notes
+    from edgex.training_steps import chance_notes
 
-    (line,) = _chance_notes({"accuracy": [0.6, 1.0]}, 0.5, 2, bn_recomputed=False)
+    (line,) = chance_notes({"accuracy": [0.6, 1.0]}, 0.5, 2, bn_recomputed=False)
     assert "100%" in line and "50%" in line and "BatchNormalization" in line
-    assert _chance_notes({"accuracy": [1.0]}, 0.95, 2, bn_recomputed=True) == []
+    assert chance_notes({"accuracy": [1.0]}, 0.95, 2, bn_recomputed=True) == []
