@@ -67,9 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
-    parser.add_argument("--head-epochs", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--fine-tune-lr", type=float, default=1e-4)
+    parser.add_argument("--head-epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--fine-tune-lr", type=float, default=3e-4)
     args = parser.parse_args()
     r = run(args.per_class, args.pretrain_epochs, args.head_epochs, args.epochs, args.fine_tune_lr)
     budget = args.head_epochs + args.epochs
