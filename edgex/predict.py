@@ -30,20 +30,6 @@ class PredictResult:
         }
 
 
-def model_preprocessing(meta: dict, override: str | None, path: str | Path):
-    """``--preprocessing`` when given, else the model's recorded preprocessing; an error when there is neither."""
-    from devices.preprocess import PREPROCESSINGS, Preprocessing, preprocessing_named
-
-    if override:
-        return preprocessing_named(override)
-    if meta.get("preprocessing"):
-        return Preprocessing.from_dict(meta["preprocessing"])
-    raise EdgexError(
-        f"{path} has no edgex metadata saying how its inputs are scaled: pass --preprocessing with one of: "
-        f"{', '.join(PREPROCESSINGS)}"
-    )
-
-
 def runnable_file(path: Path, meta: dict, device: str) -> tuple[Path, dict, list[str]]:
     """An Edge TPU-compiled model runs on the CPU as the int8 model it was compiled from."""
     from devices.files import read_metadata
@@ -69,13 +55,14 @@ def predict_images(
     import devices
     from devices.classify import classify, image_files
     from devices.files import read_metadata
+    from devices.preprocess import chosen_preprocessing
 
     path = Path(model)
     if not path.exists():
         raise EdgexError(f"model not found: {path}")
     files = image_files(images)
     path, meta, notes = runnable_file(path, read_metadata(path), device)
-    prep = model_preprocessing(meta, preprocessing, path)
+    prep = chosen_preprocessing(preprocessing, meta.get("preprocessing"), str(path))
     loaded = devices.load_model(path, runtime=runtime, device=device, threads=threads)
     try:
         shape = meta.get("input_shape") or list(loaded.inputs[0].shape[1:])

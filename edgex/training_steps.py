@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.errors import EdgexError
 from devices.files import utc_now, write_json_atomic
-from devices.preprocess import PREPROCESSINGS, XCEPTION
+from devices.preprocess import XCEPTION
 from devices.sysinfo import versions
 
 
@@ -103,20 +102,11 @@ def run_dataset(config, start):
 
 def run_preprocessing(config, start):
     """--preprocessing, else the --from model's recorded one, else Xception's; --from without either is an error."""
-    from devices.preprocess import Preprocessing, preprocessing_named
+    from devices.preprocess import chosen_preprocessing
 
-    if config.preprocessing:
-        return preprocessing_named(config.preprocessing)
     if start is None:
-        return XCEPTION
-    recorded = start[1].metadata.get("preprocessing")
-    if recorded:
-        return Preprocessing.from_dict(recorded)
-    raise EdgexError(
-        f"--from {config.from_model} has no edgex metadata saying how its inputs are scaled: pass --preprocessing "
-        f"with one of: {', '.join(PREPROCESSINGS)} (keras.applications: xception for Xception/MobileNet/Inception, "
-        "caffe for ResNet50/VGG, torch for DenseNet, raw for EfficientNet/ConvNeXt)"
-    )
+        return chosen_preprocessing(config.preprocessing, XCEPTION.to_dict(), "")
+    return chosen_preprocessing(config.preprocessing, start[1].metadata.get("preprocessing"), f"--from {start[1].path}")
 
 
 def initial_model(config, start, dataset):
