@@ -219,3 +219,19 @@ def test_high_training_accuracy_at_chance_on_validation_is_said():
     (line,) = chance_notes({"accuracy": [0.6, 1.0]}, 0.5, 2, bn_recomputed=False)
     assert "100%" in line and "50%" in line and "BatchNormalization" in line
     assert chance_notes({"accuracy": [1.0]}, 0.95, 2, bn_recomputed=True) == []
+
+
+# -- preprocessing ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, mode", [("xception", "tf"), ("caffe", "caffe"), ("torch", "torch")])
+def test_preprocessings_are_those_of_keras_and_the_same_in_tf_data(name, mode):
+    from tf_keras.applications import imagenet_utils
+
+    from devices.preprocess import PREPROCESSINGS, Preprocessing
+    from edgex.data import Split
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    prep = Preprocessing.from_dict(PREPROCESSINGS[name].to_dict())  # as read back from metadata
+    expected = imagenet_utils.preprocess_input(images.astype(np.float32), mode=mode)
+    np.testing.assert_allclose(prep.apply(images), expected, atol=1e-5)
+    (batch,) = Split(np.zeros(4, np.int64), images, image_size=8).tf_dataset(4, prep)
+    np.testing.assert_allclose(batch[0].numpy(), expected, atol=1e-5)
