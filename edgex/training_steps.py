@@ -192,7 +192,7 @@ def chance_notes(hist: dict, val_top1: float, classes: int, bn_recomputed: bool)
     """One line when the model learned its training batches but is at chance on validation."""
     train_top1 = (hist.get("accuracy") or [float("nan")])[-1]
     chance = 1.0 / classes
-    if not (train_top1 >= 0.9 and val_top1 <= chance + 0.5 * (1 - chance) * 0.3):
+    if not (train_top1 >= 0.9 and val_top1 <= chance + 0.15 * (1 - chance)):
         return []
     cause = (
         "the validation images likely differ from the training ones (other sources, classes or sizes), or the "
