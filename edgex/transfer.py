@@ -105,8 +105,18 @@ def with_head(model, classes: int):
     softmax = getattr(head.activation, "__name__", "") == "softmax" and model.layers[-1] is head
     if head.units == classes and softmax:
         return model, False
-    outputs = k.layers.Dense(classes, activation="softmax", name=_free_name(model, HEAD_NAME))(head.input)
+    outputs = k.layers.Dense(
+        classes, activation="softmax", kernel_initializer="zeros", name=_free_name(model, HEAD_NAME)
+    )(head.input)
     return k.Model(model.inputs, outputs, name=model.name), True
+
+
+def zero_head(model) -> None:
+    """Start a new classifier head at zero, every class equally likely (Big Transfer's choice): pretrained features
+    are large after global pooling, so a randomly initialized head starts saturated (a loss of 10 instead of ln C on
+    the digits) and phase 1 spends its few steps undoing that."""
+    head = head_layer(model)
+    head.set_weights([w * 0 for w in head.get_weights()])
 
 
 def _free_name(model, name: str) -> str:

@@ -283,13 +283,21 @@ def load_starting_weights(model, spec: str, config, preset: str, class_names=())
     is kept only when its recorded class names are ``class_names``."""
     if spec in ("none", "", None):
         return None
+    from edgex.transfer import zero_head
+
     if spec == "imagenet":
         check_imagenet_compatible(config, preset)
-        return load_matching(model, imagenet_layer_weights(config.input_size), "imagenet")
+        report = load_matching(model, imagenet_layer_weights(config.input_size), "imagenet")
+        zero_head(model)
+        return report
     from devices.files import read_metadata
 
     same_classes = bool(class_names) and read_metadata(spec).get("class_names") == list(class_names)
-    return load_matching(model, read_layer_weights(spec), str(spec), keep_head=same_classes)
+    layer_weights = read_layer_weights(spec)
+    report = load_matching(model, layer_weights, str(spec), keep_head=same_classes)
+    if not (same_classes and HEAD_LAYER in layer_weights):
+        zero_head(model)
+    return report
 
 
 def backbone_tensors(model, head: str = HEAD_LAYER) -> int:

@@ -40,10 +40,17 @@ def few_photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     """A foreign classifier as a user would save one: keras.applications.MobileNetV2 (alpha 0.35, 96 px)."""
+    from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
+    from edgex.transfer import recompute_bn_statistics
 
     path = tmp_path_factory.mktemp("foreign") / "mobilenet.keras"
-    keras().applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10).save(path)
+    model = keras().applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10)
+    # Untrained, its BatchNormalization statistics (mean 0, variance 1) shrink the features to ~1e-9 in inference
+    # mode, where no gradient reaches the top block; statistics of real-looking input make it a usable classifier.
+    images = np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3)).astype(np.uint8)
+    recompute_bn_statistics(model, images, XCEPTION)
+    model.save(path)
     return path
 
 
@@ -201,6 +208,22 @@ def test_both_phases_resume_in_the_phase_they_stopped_in(tmp_path, trained_tiny,
         "block6",
     ]
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_new_head_starts_at_zero_every_class_equally_likely(trained_tiny, digits):
+    """A head for other classes is left out and the new one starts at zero, so the first loss is ln(classes), not
+    the saturated loss a random head gives on large pretrained features."""
+    from devices.preprocess import XCEPTION
+    from edgex.models import build_xception, preset_config
+    from edgex.weights import backbone_tensors, load_starting_weights
+
+    config = preset_config("tiny", classes=3)
+    model = build_xception(config)
+    report = load_starting_weights(model, str(trained_tiny), config, "tiny", ("a", "b", "c"))
+    assert report.head_skipped == 2 and report.loaded == backbone_tensors(model)
+    assert all(not w.any() for w in model.get_layer("predictions").get_weights())
+    images = digits.val.take(8).arrays()[0]
+    np.testing.assert_allclose(model(XCEPTION.apply(images), training=False).numpy(), 1 / 3, atol=1e-6)
 
 
 # -- small data from scratch ---------------------------------------------------------------------------------------
