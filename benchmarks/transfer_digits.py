@@ -83,8 +83,8 @@ def main() -> None:
     source, target = f"0-{args.split - 1}", f"{args.split}-9"
     print(f"pretrained on digits {source}                 val top-1 {100 * r['pretrain_val_top1']:.1f}%")
     print(
-        f"fine-tuned, {args.per_class}/class of {target}, {budget} epochs  val top-1 {100 * r['fine_tune_val_top1']:.1f}%"
-        f"  ({r['fine_tune_seconds']:.0f} s)"
+        f"fine-tuned, {args.per_class}/class of {target}, {budget} epochs  "
+        f"val top-1 {100 * r['fine_tune_val_top1']:.1f}%  ({r['fine_tune_seconds']:.0f} s)"
     )
     print(
         f"from scratch, same images and epochs     val top-1 {100 * r['scratch_val_top1']:.1f}%"
