@@ -12,32 +12,85 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How uint8 RGB pixels become model input: ``x * scale + offset``, after resizing to the input size."""
+    """How uint8 RGB pixels become model input: channels reordered (``bgr``), then ``x * scale + offset``, after
+    resizing to the input size. ``scale`` and ``offset`` are one number or one per channel (in input order)."""
 
     name: str = "xception"  # Xception's own: pixels scaled to [-1, 1]
-    scale: float = 1.0 / 127.5
-    offset: float = -1.0
+    scale: float | tuple[float, float, float] = 1.0 / 127.5
+    offset: float | tuple[float, float, float] = -1.0
     resize: str = "bilinear"
+    channels: str = "rgb"  # "bgr": caffe-style models read blue first
+
+    def __post_init__(self):
+        if self.channels not in CHANNEL_ORDERS:
+            raise EdgexError(f"unknown channel order {self.channels!r}; choose one of: {', '.join(CHANNEL_ORDERS)}")
 
     def apply(self, images):
         """uint8 images (N, H, W, 3) -> float32 model input."""
         import numpy as np
 
-        return (np.asarray(images, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(
-            np.float32
-        )
+        x = np.asarray(images, dtype=np.float32)
+        if self.channels == "bgr":
+            x = x[..., ::-1]
+        scale = np.asarray(self.scale, dtype=np.float32)
+        offset = np.asarray(self.offset, dtype=np.float32)
+        return (x * scale + offset).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("scale", "offset"):
+            if isinstance(data[key], tuple):
+                data[key] = list(data[key])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Preprocessing:
         if not data:
             return cls()
-        return cls(**{k: data[k] for k in ("name", "scale", "offset", "resize") if k in data})
+        kept = {k: data[k] for k in ("name", "scale", "offset", "resize", "channels") if k in data}
+        for key in ("scale", "offset"):
+            if isinstance(kept.get(key), list):
+                kept[key] = tuple(float(v) for v in kept[key])
+        return cls(**kept)
 
 
+CHANNEL_ORDERS = ("rgb", "bgr")
 XCEPTION = Preprocessing()
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# The modes of keras.applications' preprocess_input: "tf" (Xception, MobileNet, Inception), "caffe" (VGG, ResNet50),
+# "torch" (DenseNet), and raw pixels for models that normalize inside the graph (EfficientNet, ConvNeXt).
+PREPROCESSINGS = {
+    "xception": XCEPTION,
+    "caffe": Preprocessing("caffe", 1.0, (-103.939, -116.779, -123.68), channels="bgr"),
+    "torch": Preprocessing(
+        "torch",
+        tuple(1.0 / (255.0 * s) for s in _IMAGENET_STD),
+        tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
+    ),
+    "raw": Preprocessing("raw", 1.0, 0.0),
+}
+
+
+def preprocessing_named(name: str) -> Preprocessing:
+    """One of the named preprocessings (the values ``--preprocessing`` accepts)."""
+    if name not in PREPROCESSINGS:
+        raise EdgexError(f"unknown preprocessing {name!r}; choose one of: {', '.join(PREPROCESSINGS)}")
+    return PREPROCESSINGS[name]
+
+
+def chosen_preprocessing(override: str | None, recorded: dict | None, what: str) -> Preprocessing:
+    """``--preprocessing`` when given, else the preprocessing recorded in a model's metadata; an error naming
+    ``what`` when there is neither (models that edgex did not make do not all scale pixels alike)."""
+    if override:
+        return preprocessing_named(override)
+    if recorded:
+        return Preprocessing.from_dict(recorded)
+    raise EdgexError(
+        f"{what} has no edgex metadata saying how its inputs are scaled: pass --preprocessing with one of: "
+        f"{', '.join(PREPROCESSINGS)} (keras.applications: xception for Xception/MobileNet/Inception, caffe for "
+        "ResNet50/VGG, torch for DenseNet, raw for EfficientNet/ConvNeXt)"
+    )
 
 
 def load_image(path: str | Path, size: tuple[int, int]):

@@ -143,7 +143,9 @@ class Split:
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size)
-        scale, offset = float(preprocessing.scale), float(preprocessing.offset)
+        scale = tf.constant(preprocessing.scale, tf.float32)
+        offset = tf.constant(preprocessing.offset, tf.float32)
+        bgr = preprocessing.channels == "bgr"
 
         def prepare(images, labels):
             x = tf.cast(images, tf.float32)
@@ -153,6 +155,8 @@ class Split:
                 x = tf.image.random_crop(x, tf.stack([tf.shape(x)[0], size, size, 3]), seed=seed)
             if "flip" in augment:
                 x = tf.image.random_flip_left_right(x, seed=seed)
+            if bgr:
+                x = x[..., ::-1]
             return x * scale + offset, labels
 
         ds = ds.map(prepare, num_parallel_calls=autotune, deterministic=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from devices.errors import EdgexError
 from devices.evaluate import Accuracy, evaluate
 from devices.files import read_metadata
+from devices.preprocess import preprocessing_named
 from edgex.artifacts import class_names_of, preprocessing_of
 
 
@@ -96,6 +97,7 @@ def evaluate_model(
     limit: int | None = None,
     batch_size: int = 64,
     dataset=None,
+    preprocessing: str | None = None,
 ) -> EvalResult:
     """Top-1/top-5, per-class accuracy and confusion matrix of a model artifact, run by its runtime: in batches
     where the model allows them, on every core unless ``threads`` says otherwise."""
@@ -125,11 +127,12 @@ def evaluate_model(
         if mismatch:
             raise EdgexError(f"the model's classes differ from the data's: {mismatch}")
         start = time.perf_counter()
+        prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
         if source:  # a source of conversions: its accuracy may be known already
-            accuracy = source_accuracy(source, dataset, preprocessing_of(meta), names, split, limit)
+            accuracy = source_accuracy(source, dataset, prep, names, split, limit)
         else:
             chosen = (dataset.val if split == "val" else dataset.train).take(limit)
-            accuracy = evaluate(model, chosen.batches(batch_size), preprocessing_of(meta), names)
+            accuracy = evaluate(model, chosen.batches(batch_size), prep, names)
         seconds = time.perf_counter() - start
         notes = (model.batch_note,) if model.batch_note else ()
         return EvalResult(str(path), model.runtime, model.device, dataset.name, split, accuracy, seconds, notes)

@@ -18,6 +18,18 @@ def _image_size(input_shape: tuple[int, ...]) -> int | None:
     return None
 
 
+def with_preprocessing(source, name: str | None):
+    """The source with ``--preprocessing`` recorded in its metadata (so calibration, parity and the converted
+    model's metadata all use it); unchanged when ``name`` is None."""
+    if not name:
+        return source
+    from dataclasses import replace
+
+    from devices.preprocess import preprocessing_named
+
+    return replace(source, metadata={**source.metadata, "preprocessing": preprocessing_named(name).to_dict()})
+
+
 def export_model(
     model: str | Path,
     to: str,
@@ -35,6 +47,7 @@ def export_model(
     onnx_int8_route: str = "qdq",
     source=None,
     dataset=None,
+    preprocessing: str | None = None,
 ):
     """Convert a Keras file or SavedModel, calibrating int8 on real samples of ``data`` and checking parity on
     its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only).
@@ -56,7 +69,7 @@ def export_model(
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
     if out is not None:
         refuse_overwrite(out, force)
-    source = source or load_source(model)
+    source = with_preprocessing(source or load_source(model), preprocessing)
     meta = source.metadata
     preprocessing = preprocessing_of(meta)
     spec = data or (meta.get("dataset") or {}).get("spec")
@@ -82,7 +95,7 @@ def export_model(
         notes.append(
             f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
             "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
-            "parity check are wrong"
+            "parity check are wrong (pass --preprocessing to say how)"
         )
     return convert(
         source,

@@ -66,14 +66,16 @@ class Setup:
         return self.preprocessing.apply(images)
 
 
-def setup(model: Path, data: str | None, needs: str) -> Setup:
+def setup(model: Path, data: str | None, needs: str, preprocessing: str | None = None) -> Setup:
     """Load ``model`` and its data: ``data``, or by default the data it was trained on. ``needs`` ends the error
-    raised when there is neither ("pruning fine-tunes on data")."""
+    raised when there is neither ("pruning fine-tunes on data"). ``preprocessing`` (a name) replaces the one the
+    model's metadata records, for models edgex did not make."""
     from converters.source import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
     from edgex.evaluation import dataset_for
+    from edgex.export import with_preprocessing
 
-    source = load_source(model)
+    source = with_preprocessing(load_source(model), preprocessing)
     meta = source.metadata
     spec = data or (meta.get("dataset") or {}).get("spec")
     if not spec:

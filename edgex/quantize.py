@@ -104,11 +104,12 @@ def quantize(
     lr: float = 5e-6,
     auto_keep_limit: int = AUTO_KEEP_LIMIT,
     progress=None,
+    preprocessing: str | None = None,
 ) -> QuantizeReport:
     """Quantize ``model`` and measure what it costs in accuracy; see QuantizeReport. ``layer_errors``: report the
     layers with the largest int8 quantization error."""
     model = Path(model)
-    s, out_dir = _prepare(model, mode, to, data, out, force, max_drop, keep_float, auto_keep_float)
+    s, out_dir = _prepare(model, mode, to, data, out, force, max_drop, keep_float, auto_keep_float, preprocessing)
     float_top1 = s.source_top1()
     float_format = "tflite" if to == "edgetpu" else to
     float_export = _export(s, s.source, float_format, "fp32", out_dir / artifact_name(model.stem, float_format, "fp32"))
@@ -161,14 +162,16 @@ class _Quantized:
     latency: dict = field(default_factory=dict)
 
 
-def _prepare(model: Path, mode, to, data, out, force, max_drop, keep_float, auto_keep_float) -> tuple[Setup, Path]:
+def _prepare(
+    model: Path, mode, to, data, out, force, max_drop, keep_float, auto_keep_float, preprocessing
+) -> tuple[Setup, Path]:
     """Check the options, make the output folder, and load the model with its data."""
     _validate(mode, to, data, model)
     _validate_float_layers(mode, to, max_drop, keep_float, auto_keep_float)
     out_dir = Path(out) if out else model.parent / f"quantize_{mode}_{to}"
     refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    s = setup(model, data, "measuring accuracy needs data")
+    s = setup(model, data, "measuring accuracy needs data", preprocessing)
     if auto_keep_float and s.source.kind != "keras":
         raise EdgexError(
             f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "

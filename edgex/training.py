@@ -1,20 +1,20 @@
 """Training Xception with Keras: checkpoint every epoch, resume after a crash, stop cleanly on NaN,
-deterministic with a seed, and scale out with ``tf.distribute``."""
+deterministic with a seed, and scale out with ``tf.distribute``. From scratch, or from pretrained weights
+(``weights``) or another Keras classifier (``from_model``) with the two phases of fine-tuning."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, read_metadata, utc_now, write_json_atomic, write_metadata
-from devices.preprocess import XCEPTION
-from devices.sysinfo import versions
+from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
+from devices.preprocess import PREPROCESSINGS, XCEPTION
+from edgex import training_steps as steps
+from edgex.transfer import Phase, parse_unfreeze
 
 OPTIMIZERS = ("adam", "paper")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
@@ -23,6 +23,8 @@ MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "train_run.json"
 HISTORY_FILE = "history.json"
+PHASE_DONE_FILE = "finished_phase.h5"  # the weights a finished phase hands to the next one (kept for --resume)
+BN_RECOMPUTE_SAMPLES = 1024
 
 
 class TrainingDiverged(EdgexError):
@@ -34,16 +36,22 @@ class TrainConfig:
     data: str = "digits"  # digits, an image folder, or tfds:NAME
     preset: str = "mini"
     model: dict = field(default_factory=dict)  # overrides of the preset (conv, width, middle_blocks, ...)
-    epochs: int = 20
+    epochs: int = 20  # from scratch: all epochs; fine-tuning: the epochs of phase 2
     batch_size: int = 32  # global batch, split across replicas
     optimizer: str = "adam"  # adam, or paper: SGD momentum 0.9, lr 0.045 x 0.94 every 2 epochs, wd 1e-5, dropout 0.5
-    lr: float | None = None  # adam: 2e-3 with cosine decay; paper: 0.045
+    lr: float | None = None  # adam: 2e-3 with cosine decay; paper: 0.045 (fine-tuning: phase 1's)
     seed: int = 0
     val_split: float = 0.2
     augment: tuple[str, ...] = ("crop",)
     strategy: str = "auto"
     precision: str = "float32"
     strict: bool = False  # unreadable images are an error instead of being skipped
+    weights: str = "none"  # none, imagenet, or a .h5 / .weights.h5 / .keras file matched by layer name and shape
+    from_model: str | None = None  # a Keras image classifier to fine-tune instead of a preset (recipes: from)
+    head_epochs: int = 5  # fine-tuning phase 1: the new head trains, the backbone is frozen (0 skips it)
+    unfreeze: str = "all"  # fine-tuning phase 2: the top N blocks (or all) train with the head
+    fine_tune_lr: float = 1e-5  # fine-tuning phase 2's learning rate
+    preprocessing: str | None = None  # xception, caffe, torch, raw; None: --from's recorded one, else xception
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -56,13 +64,43 @@ class TrainConfig:
             raise EdgexError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise EdgexError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.lr is not None and not (0 < self.lr < 10):
-            raise EdgexError(f"learning rate must be in (0, 10), got {self.lr}")
+        for name in ("lr", "fine_tune_lr"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < 10):
+                raise EdgexError(f"{name.replace('_', ' ')} must be in (0, 10), got {value}")
         from edgex.data import AUGMENTATIONS
 
         for a in self.augment:
             if a not in AUGMENTATIONS:
                 raise choice_error("augmentation", a, AUGMENTATIONS)
+        self._check_transfer()
+
+    def _check_transfer(self) -> None:
+        if self.preprocessing is not None and self.preprocessing not in PREPROCESSINGS:
+            raise choice_error("preprocessing", self.preprocessing, PREPROCESSINGS)
+        if not isinstance(self.head_epochs, int) or self.head_epochs < 0:
+            raise EdgexError(f"head epochs must be an integer >= 0, got {self.head_epochs!r}")
+        object.__setattr__(self, "unfreeze", parse_unfreeze(self.unfreeze))
+        if self.from_model is None:
+            return
+        if self.weights not in ("none", "", None):
+            raise EdgexError(f"--weights {self.weights} and --from are exclusive: --from starts from its own weights")
+        changed = sorted(k for k, v in self.model.items() if v is not None)
+        if changed:
+            raise EdgexError(f"--from fine-tunes the model as it is; model options do not apply ({', '.join(changed)})")
+        if self.precision != "float32":
+            raise EdgexError(f"--precision {self.precision} is for edgex presets; --from models train in float32")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.from_model is not None or self.weights not in ("none", "", None)
+
+    def phases(self) -> tuple[Phase, ...]:
+        """From scratch, one phase; from pretrained weights, the head alone, then the top blocks at a low rate."""
+        if not self.pretrained:
+            return (Phase(1, "train", self.epochs, self.lr),)
+        head = (Phase(1, "head", self.head_epochs, self.lr, "0", bn_frozen=True),) if self.head_epochs else ()
+        return (*head, Phase(len(head) + 1, "fine-tune", self.epochs, self.fine_tune_lr, self.unfreeze, bn_frozen=True))
 
     def model_config(self, classes: int):
         from edgex.models import preset_config
@@ -79,10 +117,27 @@ class TrainConfig:
         return data
 
 
+# Recipe keys of the transfer-learning options (``train: {weights: ..., from: ..., head_epochs: ..., unfreeze: ...}``)
+# and the TrainConfig fields they set.
+RECIPE_TRANSFER_KEYS = {
+    "weights": "weights",
+    "from": "from_model",
+    "head_epochs": "head_epochs",
+    "unfreeze": "unfreeze",
+    "fine_tune_lr": "fine_tune_lr",
+    "preprocessing": "preprocessing",
+}
+
+
+def transfer_options(section: dict) -> dict:
+    """TrainConfig keyword arguments from a recipe's ``train`` section (the keys it has)."""
+    return {field_name: section[key] for key, field_name in RECIPE_TRANSFER_KEYS.items() if key in section}
+
+
 @dataclass(frozen=True)
 class TrainResult:
     model_path: str
-    epochs: int  # epochs in the finished model
+    epochs: int  # epochs in the finished model (both phases of a fine-tuning)
     resumed_from_epoch: int  # 0 for a fresh run
     val_top1: float
     val_loss: float
@@ -90,53 +145,9 @@ class TrainResult:
     seconds: float
     params: int
     already_done: bool = False
-
-
-def _strategy(name: str):
-    from devices.tfkeras import tensorflow
-
-    tf = tensorflow()
-    if name == "multi-worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise EdgexError(
-                "--strategy multi-worker needs TF_CONFIG (cluster and task) in the environment; "
-                "see the README section on multi-worker training"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "one-device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
-
-def _tf_config() -> dict:
-    text = os.environ.get("TF_CONFIG") or "{}"
-    try:
-        tf_config = json.loads(text)
-    except ValueError as exc:
-        raise EdgexError(
-            f"TF_CONFIG is not valid JSON ({exc}): {text[:80]!r}; expected "
-            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
-        ) from None
-    if not isinstance(tf_config, dict) or not isinstance(tf_config.get("task", {}), dict):
-        raise EdgexError(f"TF_CONFIG must be an object with 'cluster' and 'task' objects, got {text[:80]!r}")
-    return tf_config
-
-
-def _is_chief() -> tuple[bool, int]:
-    tf_config = _tf_config()
-    task = tf_config.get("task", {})
-    if not task:
-        return True, 0
-    is_chief = task.get("type") == "chief" or (
-        task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in tf_config.get("cluster", {})
-    )
-    index = task.get("index", 0)
-    if not isinstance(index, int) or index < 0:
-        raise EdgexError(f"TF_CONFIG task index must be a whole number >= 0, got {index!r}")
-    return is_chief, index
+    phases: tuple = ()  # Phase.to_dict() of each phase, with the blocks that trained
+    weights: dict | None = None  # the WeightsReport of --weights, or what --from did to the head
+    notes: tuple[str, ...] = ()  # things the user should know about the result, one line each
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -152,76 +163,48 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
     return k.optimizers.Adam(learning_rate=k.optimizers.schedules.CosineDecay(config.lr or 2e-3, total))
 
 
-def _callbacks(progress, backup_dir: Path, epochs: int):
-    from devices.tfkeras import keras
-
-    k = keras()
-
-    history_file = backup_dir / HISTORY_FILE
-
-    class GuardedBackup(k.callbacks.BackupAndRestore):
-        """Checkpoints every finished epoch (with its metrics, so that a resumed run reports all of them), but
-        never a diverged one. The checkpoints outlive training: train() deletes them once the model is saved."""
-
-        diverged = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.diverged or any(not math.isfinite(float(v)) for v in (logs or {}).values()):
-                self.diverged = True
-                return
-            super().on_epoch_end(epoch, logs)
-            history = read_epoch_history(backup_dir)[:epoch]
-            history.append({key: float(value) for key, value in (logs or {}).items()})
-            write_json_atomic(history_file, history)
-
-    class NanGuard(k.callbacks.Callback):
-        """Like TerminateOnNaN, remembering where it happened."""
-
-        where: tuple[int, int] | None = None
-        epoch = 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.where = (self.epoch + 1, batch + 1)
-                self.model.stop_training = True
-
-    backup = GuardedBackup(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-    nan = NanGuard()
-    callbacks = [nan, backup]
-    if progress is not None:
-        callbacks.append(_progress_callback(k, epochs, progress))
-    return callbacks, nan, backup
-
-
-def _progress_callback(k, epochs, progress):
-    class Progress(k.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-            progress("epoch_begin", epoch=epoch + 1, epochs=epochs, steps=self.params.get("steps"))
-
-        def on_train_batch_end(self, batch, logs=None):
-            progress("batch", step=batch + 1, logs=logs or {})
-
-        def on_epoch_end(self, epoch, logs=None):
-            progress(
-                "epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {}, seconds=time.perf_counter() - self.start
-            )
-
-    return Progress()
-
-
 def changed_options(out_dir: str | Path, config: TrainConfig) -> dict | None:
     """{option: (before, now)} for the options that differ from the run recorded in ``out_dir``; None when no run
-    is recorded there."""
+    is recorded there. Options added since that run count as their default."""
     run_file = Path(out_dir) / RUN_FILE
     if not run_file.is_file():
         return None
     previous = json.loads(run_file.read_text())
-    return {k: (previous.get(k), v) for k, v in config.to_dict().items() if previous.get(k) != v}
+    defaults = TrainConfig().to_dict()
+    return {
+        k: (previous.get(k, defaults.get(k)), v)
+        for k, v in config.to_dict().items()
+        if previous.get(k, defaults.get(k)) != v
+    }
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Where a run keeps its files."""
+
+    out_dir: Path
+    phases: tuple[Phase, ...]
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / MODEL_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
+    def phase_dir(self, phase: Phase) -> Path:
+        return self.checkpoints if len(self.phases) == 1 else self.checkpoints / f"phase{phase.number}"
+
+    def epochs_done(self) -> int:
+        """Finished epochs of an interrupted run, over all its phases."""
+        done = 0
+        for phase in self.phases:
+            if len(self.phases) > 1 and (self.phase_dir(phase) / PHASE_DONE_FILE).is_file():
+                done += phase.epochs
+                continue
+            return done + _checkpoint_epoch(self.phase_dir(phase))
+        return done
 
 
 def train(
@@ -229,35 +212,77 @@ def train(
 ) -> TrainResult:
     """Train a model from ``config`` into ``out_dir`` (``model.keras`` + ``model.keras.json``).
 
-    ``resume`` continues an interrupted run from its last finished epoch; ``force`` starts over.
-    ``progress(event, **info)`` receives epoch and batch events (for progress bars).
+    ``resume`` continues an interrupted run from its last finished epoch (in the phase it stopped in); ``force``
+    starts over. ``progress(event, **info)`` receives phase, epoch and batch events (for progress bars).
     """
     from devices.tfkeras import keras, tensorflow
-    from edgex.data import load_dataset
-    from edgex.models import build_xception
+    from edgex.distribute import strategy_named
+    from edgex.transfer import set_trainable
+
+    run = _run_folder(out_dir, config)
+    done = _check_previous_run(run, config, resume, force)
+    if done is not None:
+        return done
+    resumed_from = run.epochs_done() if resume else 0
+    if not resume:
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    tf, k = tensorflow(), keras()
+    strategy = strategy_named(config.strategy)
+    try:
+        k.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+        k.mixed_precision.set_global_policy(config.precision)
+        with strategy.scope():
+            start = steps.starting_model(config)
+            preprocessing = steps.run_preprocessing(config, start)
+            dataset = steps.run_dataset(config, start)
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
+            model, model_config, weights = steps.initial_model(config, start, dataset)
+        for phase in run.phases:  # an impossible --unfreeze fails before any epoch runs
+            set_trainable(model, phase)
+        if progress is not None and weights:
+            progress("weights", report=weights)
+        inputs = steps.RunInputs.of(config, dataset, preprocessing)
+        began = time.perf_counter()
+        records, phases = [], []
+        for phase in run.phases:
+            epochs, blocks = _fit_phase(model, phase, config, inputs, run, strategy, resume, progress)
+            records += [{**e, "phase": phase.number} if len(run.phases) > 1 else e for e in epochs]
+            phases.append({**phase.to_dict(), "blocks": blocks})
+        seconds = time.perf_counter() - began
+        return _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from)
+    finally:
+        k.mixed_precision.set_global_policy("float32")
+
+
+def _run_folder(out_dir: str | Path, config: TrainConfig) -> _Run:
+    from edgex.distribute import is_chief
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise EdgexError(f"--out {out_dir} is a file; training writes a folder (model.keras, checkpoints)")
-    is_chief, task_index = _is_chief()
-    if not is_chief:  # other workers write to their own folder so that they never race the chief
+    chief, task_index = is_chief()
+    if not chief:  # other workers write to their own folder so that they never race the chief
         out_dir = out_dir / f"worker-{task_index}"
-    model_path = out_dir / MODEL_FILE
-    backup_dir = out_dir / CHECKPOINT_DIR
-    run_file = out_dir / RUN_FILE
-    wanted = config.to_dict()
+    return _Run(out_dir, config.phases())
 
-    if resume and run_file.is_file():
-        changed = changed_options(out_dir, config)
+
+def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: bool) -> TrainResult | None:
+    """Refuse to overwrite or to resume with other options; the finished result when there is nothing to resume."""
+    if resume and (run.out_dir / RUN_FILE).is_file():
+        changed = changed_options(run.out_dir, config)
         if changed:
             what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise EdgexError(
                 f"--resume with different options than the interrupted run ({what}); "
                 "use the same options, or --force to start over"
             )
+    model_path = run.model_path
     if model_path.exists() and not (resume or force):
         raise EdgexError(f"{model_path} already exists; pass --resume to continue or --force to train again")
-    if resume and model_path.exists() and _checkpoint_epoch(backup_dir) == 0:
+    interrupted_at = run.epochs_done()
+    if resume and model_path.exists() and interrupted_at == 0:
         meta = read_metadata(model_path)
         metrics = meta.get("metrics", {})
         return TrainResult(
@@ -270,105 +295,96 @@ def train(
             0.0,
             meta.get("params", 0),
             already_done=True,
+            phases=tuple(meta.get("phases") or ()),
         )
-    interrupted_at = _checkpoint_epoch(backup_dir)
     if interrupted_at and not (resume or force):
+        total = sum(p.epochs for p in run.phases)
         raise EdgexError(
-            f"{out_dir} holds an interrupted run ({interrupted_at} of {config.epochs} epochs done); "
+            f"{run.out_dir} holds an interrupted run ({interrupted_at} of {total} epochs done); "
             "pass --resume to continue it or --force to start over"
         )
-    resumed_from = interrupted_at if resume else 0
-    if not resume:
-        shutil.rmtree(backup_dir, ignore_errors=True)
+    return None
 
-    tf = tensorflow()
-    k = keras()
-    strategy = _strategy(config.strategy)
-    model_config = None
-    dataset = None
-    try:
-        k.utils.set_random_seed(config.seed)
-        tf.config.experimental.enable_op_determinism()
-        k.mixed_precision.set_global_policy(config.precision)
-        # The dataset is loaded at the preset's input size, known before the number of classes.
-        from edgex.models import preset_config
 
-        size = config.model.get("input_size") or preset_config(config.preset).input_size
-        dataset = load_dataset(config.data, size, val_split=config.val_split, seed=config.seed, strict=config.strict)
-        model_config = config.model_config(dataset.classes)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_file, wanted)
+def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
+    """Train one phase (or take its saved result when a resumed run had finished it); returns its epochs' metrics
+    and the blocks that trained."""
+    from edgex.transfer import set_trainable
 
-        steps = max(1, len(dataset.train) // config.batch_size)
-        train_ds = dataset.train.tf_dataset(
-            config.batch_size, XCEPTION, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
+    folder = run.phase_dir(phase)
+    blocks = set_trainable(model, phase)
+    finished = folder / PHASE_DONE_FILE
+    if resume and len(run.phases) > 1 and finished.is_file():
+        model.load_weights(str(finished))
+        return read_epoch_history(folder), blocks
+    if progress is not None:
+        progress("phase_begin", phase=phase.number, phases=len(run.phases), text=phase.describe(), blocks=blocks)
+    with strategy.scope():
+        model.compile(
+            optimizer=_optimizer(replace(config, epochs=phase.epochs, lr=phase.lr), inputs.steps),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
         )
-        val_ds = dataset.val.tf_dataset(max(config.batch_size, 128), XCEPTION)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-        with strategy.scope():
-            model = build_xception(model_config)
-            model.compile(
-                optimizer=_optimizer(config, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-            )
-        callbacks, nan_guard, backup = _callbacks(progress, backup_dir, config.epochs)
-        start = time.perf_counter()
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        seconds = time.perf_counter() - start
-        if nan_guard.where is not None or backup.diverged:
-            epoch, batch = nan_guard.where or (None, None)
-            where = f" at epoch {epoch}, batch {batch}" if epoch else ""
-            kept = f"; the checkpoint of the last good epoch is kept in {backup_dir}" if backup_dir.exists() else ""
-            existing = f"; {model_path} was not touched" if model_path.exists() else ""
-            raise TrainingDiverged(
-                f"training diverged: the loss became NaN{where}{kept}{existing}. Lower --lr or check the data"
-            )
-        # Every epoch of the run, those before a resume included (BackupAndRestore's history has only the last part).
-        epochs_done = read_epoch_history(backup_dir)
-        hist = (
-            {key: [e.get(key, float("nan")) for e in epochs_done] for key in epochs_done[-1]}
-            if epochs_done
-            else {k_: [float(v) for v in vals] for k_, vals in history.history.items()}
-        )
-        if config.precision != "float32":
-            model = _as_float32(model, model_config)
-        with atomic_path(model_path, overwrite=True) as tmp:
-            without_optimizer(model).save(tmp)  # the epoch checkpoints hold the optimizer for resuming
-        val_top1 = hist.get("val_accuracy", [float("nan")])[-1]
-        val_loss = hist.get("val_loss", [float("nan")])[-1]
-        write_metadata(
-            model_path,
-            {
-                "kind": "keras",
-                "created": utc_now(),
-                "class_names": list(dataset.class_names),
-                "input_shape": [model_config.input_size, model_config.input_size, 3],
-                "preprocessing": XCEPTION.to_dict(),
-                "preset": config.preset,
-                "model_config": model_config.to_dict(),
-                "train_config": wanted,
-                "dataset": dataset.describe(),
-                "seed": config.seed,
-                "epochs": config.epochs,
-                "params": int(model.count_params()),
-                "metrics": {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds},
-                "versions": versions(),
-            },
-        )
-        shutil.rmtree(backup_dir, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
-        return TrainResult(
-            str(model_path), config.epochs, resumed_from, val_top1, val_loss, hist, seconds, int(model.count_params())
-        )
-    finally:
-        k.mixed_precision.set_global_policy("float32")
+    callbacks, nan_guard, backup = steps.epoch_callbacks(progress, folder, phase.epochs)
+    history = model.fit(
+        inputs.train,
+        validation_data=inputs.val,
+        epochs=phase.epochs,
+        steps_per_epoch=inputs.steps,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    _raise_if_diverged(nan_guard, backup, folder, run.model_path)
+    # Every epoch of the phase, those before a resume included (BackupAndRestore's history has only the last part).
+    epochs = read_epoch_history(folder) or [
+        {key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))
+    ]
+    if len(run.phases) > 1 and phase is not run.phases[-1]:
+        with atomic_path(finished, overwrite=True) as tmp:
+            model.save_weights(str(tmp))
+    return epochs, blocks
+
+
+def _raise_if_diverged(nan_guard, backup, backup_dir: Path, model_path: Path) -> None:
+    if nan_guard.where is None and not backup.diverged:
+        return
+    epoch, batch = nan_guard.where or (None, None)
+    where = f" at epoch {epoch}, batch {batch}" if epoch else ""
+    kept = f"; the checkpoint of the last good epoch is kept in {backup_dir}" if backup_dir.exists() else ""
+    existing = f"; {model_path} was not touched" if model_path.exists() else ""
+    raise TrainingDiverged(
+        f"training diverged: the loss became NaN{where}{kept}{existing}. Lower --lr or check the data"
+    )
+
+
+def _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from) -> TrainResult:
+    """Settle BatchNormalization statistics after training from scratch, measure, save model and metadata."""
+    from edgex.transfer import recompute_bn_statistics, unfreeze_all
+
+    if config.precision != "float32":
+        model = _as_float32(model, model_config)
+    saved = without_optimizer(model)
+    bn = {}
+    if run.phases[0].name == "train":
+        images, _ = inputs.dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=config.seed).arrays()
+        before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
+        bn = {"recomputed_on_train_images": recompute_bn_statistics(saved, images, inputs.preprocessing)}
+        bn["val_top1_before"] = before
+    unfreeze_all(saved)
+    val_top1, val_loss = steps.val_metrics(saved, inputs.val)
+    hist = {key: [r.get(key, float("nan")) for r in records] for key in records[-1]} if records else {}
+    notes = steps.chance_notes(hist, val_top1, inputs.dataset.classes, bool(bn))
+    epochs = sum(p.epochs for p in run.phases)
+    with atomic_path(run.model_path, overwrite=True) as tmp:
+        saved.save(tmp)  # the epoch checkpoints hold the optimizer for resuming
+    metrics = {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds}
+    write_metadata(
+        run.model_path, steps.run_metadata(config, model_config, inputs, saved, epochs, phases, weights, metrics, bn)
+    )
+    shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
+    params = int(saved.count_params())
+    result = (str(run.model_path), epochs, resumed_from, val_top1, val_loss, hist, seconds, params)
+    return TrainResult(*result, phases=tuple(phases), weights=weights, notes=tuple(notes))
 
 
 def without_optimizer(model):
@@ -449,7 +465,7 @@ def fine_tune(
     )
     all_callbacks = list(callbacks)
     if progress is not None:
-        all_callbacks.append(_progress_callback(k, epochs, progress))
+        all_callbacks.append(steps.progress_callback(k, epochs, progress))
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0
     )

@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, deploy, optimize, pipeline, separable, study, train
+    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, separable, study, train
 
     train.register(app)
     convert.register(app)
@@ -16,3 +16,4 @@ def register(app: typer.Typer) -> None:
     deploy.register(app)
     pipeline.register(app)
     study.register(app)
+    predict.register(app)

@@ -40,6 +40,7 @@ def convert(
     keep_float: Annotated[
         str | None, typer.Option(help="int8 TFLite: comma-separated layers to keep in float.")
     ] = None,
+    preprocessing: o.PreprocessingOpt = None,
     out: Annotated[str | None, typer.Option(help="Output path (default: next to MODEL).")] = None,
     force: o.Force = False,
     json_out: o.Json = False,
@@ -62,6 +63,7 @@ def convert(
         force=force,
         onnx_int8_route=onnx_int8_route.value,
         keep_float=tuple(k for k in (keep_float or "").split(",") if k),
+        preprocessing=preprocessing.value if preprocessing else None,
     )
     if json_out:
         print_json(result.to_dict())

@@ -40,6 +40,7 @@ def quantize(
         bool, typer.Option(help="Keep the worst layers in float until --max-drop holds.")
     ] = False,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 200,
+    preprocessing: o.PreprocessingOpt = None,
     out: Annotated[str | None, typer.Option(help="Output folder (default: next to MODEL).")] = None,
     force: o.Force = False,
     json_out: o.Json = False,
@@ -64,6 +65,7 @@ def quantize(
         out=out,
         force=force,
         progress=None if json_out else EpochProgress("qat epoch"),
+        preprocessing=preprocessing.value if preprocessing else None,
     )
     if json_out:
         print_json(report.to_json())

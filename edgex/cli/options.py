@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from devices.preprocess import PREPROCESSINGS
 from edgex.models.xception import CONV_KINDS, INTERMEDIATE_ACTIVATIONS
 
 
@@ -38,6 +39,15 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables
 Data = Annotated[
     str,
     typer.Option("--data", help="digits (embedded), an image folder PATH, or tfds:NAME."),
+]
+Preprocessing = choices("Preprocessing", PREPROCESSINGS)
+PreprocessingOpt = Annotated[
+    Preprocessing | None,
+    typer.Option(
+        "--preprocessing",
+        help="How pixels become inputs: xception ([-1, 1]), caffe (BGR, mean subtracted), torch (ImageNet mean/std) "
+        "or raw (0-255) [default: the model's recorded one].",
+    ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 

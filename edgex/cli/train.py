@@ -36,14 +36,25 @@ def train(
     strategy: Annotated[Strategy, typer.Option(help="tf.distribute strategy.")] = Strategy("auto"),
     precision: Annotated[Precision, typer.Option(help="Training precision.")] = Precision("float32"),
     strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
+    weights: Annotated[
+        str, typer.Option(help="Starting weights: none, imagenet (preset paper) or a .h5/.weights.h5/.keras file.")
+    ] = "none",
+    from_model: Annotated[
+        str | None, typer.Option("--from", help="Fine-tune this Keras image classifier instead of a preset.")
+    ] = None,
+    head_epochs: Annotated[
+        int, typer.Option(help="Fine-tuning phase 1: epochs training the new head alone (0 skips it).")
+    ] = 5,
+    unfreeze: Annotated[str, typer.Option(help="Fine-tuning phase 2: top N blocks that train, or all.")] = "all",
+    fine_tune_lr: Annotated[float, typer.Option(help="Fine-tuning phase 2's learning rate.")] = 1e-5,
+    preprocessing: o.PreprocessingOpt = None,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/train",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,
     force: o.Force = False,
     json_out: o.Json = False,
 ):
     """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
-    from edgex.cli.progress import EpochProgress
-    from edgex.render import console, human_count, print_json, table
+    from edgex.render import print_json
     from edgex.training import TrainConfig
     from edgex.training import train as run_train
 
@@ -52,7 +63,7 @@ def train(
     config = TrainConfig(
         data=data,
         preset=preset,
-        model={k: v for k, v in model.items() if v is not None},
+        model=_model_options(model, from_model),
         epochs=epochs,
         batch_size=batch_size,
         optimizer=optimizer.value,
@@ -63,14 +74,34 @@ def train(
         strategy=strategy.value,
         precision=precision.value,
         strict=strict,
+        weights=weights,
+        from_model=from_model,
+        head_epochs=head_epochs,
+        unfreeze=unfreeze,
+        fine_tune_lr=fine_tune_lr,
+        preprocessing=preprocessing.value if preprocessing else None,
     )
     _report_scan(config)
-    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else EpochProgress())
+    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _PhaseProgress())
     if json_out:
         from dataclasses import asdict
 
         print_json(asdict(result))
         return
+    _show_result(result)
+
+
+def _model_options(model: dict, from_model: str | None) -> dict:
+    """The model options given; with --from, those left at their defaults are not 'given'."""
+    from edgex.models import XceptionConfig
+
+    defaults = XceptionConfig().to_dict() if from_model else {}
+    return {k: v for k, v in model.items() if v is not None and (k not in defaults or defaults[k] != v)}
+
+
+def _show_result(result) -> None:
+    from edgex.render import console, human_count, table, warn
+
     if result.already_done:
         console.print(f"{result.model_path} is already trained ({result.epochs} epochs); nothing to resume")
     rows = [
@@ -80,12 +111,53 @@ def train(
             f"{result.epochs}"
             + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""),
         ),
+        *(
+            [("phases", " + ".join(f"{p['name']} {p['epochs']}" for p in result.phases))]
+            if len(result.phases) > 1
+            else []
+        ),
         ("parameters", human_count(result.params)),
         ("val top-1", f"{100 * result.val_top1:.2f}%"),
         ("val loss", f"{result.val_loss:.4f}"),
         ("training time", f"{result.seconds:.1f} s"),
     ]
     console.print(table("training summary", ["", ""], rows, justify_right=[]))
+    for line in result.notes:
+        warn(line)
+
+
+def _weights_lines(weights: dict | None) -> list[str]:
+    if not weights:
+        return []
+    if "from" in weights:
+        replaced = "replaced (new classes)" if weights["head_replaced"] else "kept"
+        return [f"started from {weights['from']}: classifier head {replaced}"]
+    from edgex.weights import WeightsReport
+
+    return WeightsReport(**{**weights, "mismatched": tuple(weights["mismatched"])}).summary_lines()
+
+
+class _PhaseProgress:
+    """Epoch bars and lines, with a line at the start of each phase of a fine-tuning."""
+
+    def __init__(self):
+        from edgex.cli.progress import EpochProgress
+
+        self.epochs = EpochProgress()
+
+    def __call__(self, event: str, **info):
+        from edgex.render import console, note
+
+        if event == "weights":
+            for line in _weights_lines(info["report"]):
+                note(line)
+            return
+        if event == "phase_begin":
+            if info["phases"] > 1 or not info["text"].startswith("training"):
+                console.print(info["text"])
+            self.epochs.label = f"phase {info['phase']} epoch" if info["phases"] > 1 else "epoch"
+            return
+        self.epochs(event, **info)
 
 
 def _report_scan(config) -> None:
@@ -110,13 +182,23 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
     split: Annotated[str, typer.Option(help="val or train.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Evaluate on at most this many samples.")] = None,
+    preprocessing: o.PreprocessingOpt = None,
     json_out: o.Json = False,
 ):
     """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of any model format."""
     from edgex.evaluation import evaluate_model
     from edgex.render import console, print_json, table
 
-    result = evaluate_model(model, data, runtime=runtime, device=device, threads=threads, split=split, limit=limit)
+    result = evaluate_model(
+        model,
+        data,
+        runtime=runtime,
+        device=device,
+        threads=threads,
+        split=split,
+        limit=limit,
+        preprocessing=preprocessing.value if preprocessing else None,
+    )
     if json_out:
         print_json(result.to_dict())
         return

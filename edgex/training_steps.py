@@ -1,0 +1,203 @@
+"""The named steps of ``edgex.training.train``: the starting model and its data, the per-epoch callbacks, and
+what is measured and recorded at the end."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.files import utc_now, write_json_atomic
+from devices.preprocess import XCEPTION
+from devices.sysinfo import versions
+
+
+def epoch_callbacks(progress, backup_dir: Path, epochs: int):
+    from devices.tfkeras import keras
+
+    k = keras()
+
+    from edgex.training import HISTORY_FILE, read_epoch_history
+
+    history_file = backup_dir / HISTORY_FILE
+
+    class GuardedBackup(k.callbacks.BackupAndRestore):
+        """Checkpoints every finished epoch (with its metrics, so that a resumed run reports all of them), but
+        never a diverged one. The checkpoints outlive training: train() deletes them once the model is saved."""
+
+        diverged = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.diverged or any(not math.isfinite(float(v)) for v in (logs or {}).values()):
+                self.diverged = True
+                return
+            super().on_epoch_end(epoch, logs)
+            history = read_epoch_history(backup_dir)[:epoch]
+            history.append({key: float(value) for key, value in (logs or {}).items()})
+            write_json_atomic(history_file, history)
+
+    class NanGuard(k.callbacks.Callback):
+        """Like TerminateOnNaN, remembering where it happened."""
+
+        where: tuple[int, int] | None = None
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.where = (self.epoch + 1, batch + 1)
+                self.model.stop_training = True
+
+    backup = GuardedBackup(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+    nan = NanGuard()
+    callbacks = [nan, backup]
+    if progress is not None:
+        callbacks.append(progress_callback(k, epochs, progress))
+    return callbacks, nan, backup
+
+
+def progress_callback(k, epochs, progress):
+    class Progress(k.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+            progress("epoch_begin", epoch=epoch + 1, epochs=epochs, steps=self.params.get("steps"))
+
+        def on_train_batch_end(self, batch, logs=None):
+            progress("batch", step=batch + 1, logs=logs or {})
+
+        def on_epoch_end(self, epoch, logs=None):
+            progress(
+                "epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {}, seconds=time.perf_counter() - self.start
+            )
+
+    return Progress()
+
+
+def starting_model(config):
+    """(model, Starting) for --from, else None (after checking --weights, before any data is loaded)."""
+    if config.from_model is None:
+        from edgex.weights import check_weights_spec
+
+        check_weights_spec(config.weights, config.model_config(2), config.preset)
+        return None
+    from edgex.transfer import inspect_classifier
+
+    return inspect_classifier(config.from_model)
+
+
+def run_dataset(config, start):
+    from edgex.data import load_dataset
+    from edgex.models import preset_config
+
+    if start is not None:
+        size = start[1].input_size
+    else:  # the dataset is loaded at the preset's input size, known before the number of classes
+        size = config.model.get("input_size") or preset_config(config.preset).input_size
+    return load_dataset(config.data, size, val_split=config.val_split, seed=config.seed, strict=config.strict)
+
+
+def run_preprocessing(config, start):
+    """--preprocessing, else the --from model's recorded one, else Xception's; --from without either is an error."""
+    from devices.preprocess import chosen_preprocessing
+
+    if start is None:
+        return chosen_preprocessing(config.preprocessing, XCEPTION.to_dict(), "")
+    return chosen_preprocessing(config.preprocessing, start[1].metadata.get("preprocessing"), f"--from {start[1].path}")
+
+
+def initial_model(config, start, dataset):
+    """(model, its XceptionConfig or None for --from, a report of the starting weights)."""
+    if start is not None:
+        from edgex.transfer import with_head
+
+        model, replaced = with_head(start[0], dataset.classes)
+        return model, None, {"from": start[1].path, "head_replaced": replaced, "classes_before": start[1].classes}
+    from edgex.models import build_xception
+    from edgex.weights import load_starting_weights
+
+    model_config = config.model_config(dataset.classes)
+    model = build_xception(model_config)
+    report = load_starting_weights(model, config.weights, model_config, config.preset, dataset.class_names)
+    return model, model_config, report.to_dict() if report else None
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The data a run trains on, prepared once for every phase."""
+
+    dataset: object
+    preprocessing: object
+    train: object  # tf.data, repeated
+    val: object
+    steps: int  # optimizer steps per epoch
+
+    @classmethod
+    def of(cls, config, dataset, preprocessing) -> RunInputs:
+        from devices.tfkeras import tensorflow
+
+        tf = tensorflow()
+        train_ds = dataset.train.tf_dataset(
+            config.batch_size, preprocessing, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
+        )
+        val_ds = dataset.val.tf_dataset(max(config.batch_size, 128), preprocessing)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        steps = max(1, len(dataset.train) // config.batch_size)
+        return cls(dataset, preprocessing, train_ds.with_options(options), val_ds.with_options(options), steps)
+
+
+def run_metadata(config, model_config, inputs, model, epochs, phases, weights, metrics, bn) -> dict:
+    size = int(model.inputs[0].shape[1])
+    return {
+        "kind": "keras",
+        "created": utc_now(),
+        "class_names": list(inputs.dataset.class_names),
+        "input_shape": [size, size, 3],
+        "preprocessing": inputs.preprocessing.to_dict(),
+        "preset": None if config.from_model else config.preset,
+        "model_config": model_config.to_dict() if model_config else None,
+        "train_config": config.to_dict(),
+        "dataset": inputs.dataset.describe(),
+        "seed": config.seed,
+        "epochs": epochs,
+        "phases": phases,
+        "weights": weights,
+        "bn_statistics": bn or None,
+        "params": int(model.count_params()),
+        "metrics": metrics,
+        "versions": versions(),
+    }
+
+
+def val_metrics(model, val_ds) -> tuple[float, float]:
+    """Top-1 and mean cross-entropy of the saved model on the validation split."""
+    import numpy as np
+
+    correct = total = 0
+    loss = 0.0
+    for x, y in val_ds:
+        probs = np.asarray(model(x, training=False), dtype=np.float64)
+        y = np.asarray(y)
+        correct += int((probs.argmax(-1) == y).sum())
+        loss += float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).sum())
+        total += len(y)
+    return correct / max(total, 1), loss / max(total, 1)
+
+
+def chance_notes(hist: dict, val_top1: float, classes: int, bn_recomputed: bool) -> list[str]:
+    """One line when the model learned its training batches but is at chance on validation."""
+    train_top1 = (hist.get("accuracy") or [float("nan")])[-1]
+    chance = 1.0 / classes
+    if not (train_top1 >= 0.9 and val_top1 <= chance + 0.15 * (1 - chance)):
+        return []
+    cause = (
+        "the validation images likely differ from the training ones (other sources, classes or sizes), or the "
+        "model memorized too few images: add images, use --augment crop,flip, or start from pretrained --weights"
+        if bn_recomputed
+        else "BatchNormalization's moving statistics likely did not settle in so few steps: train more epochs"
+    )
+    return [f"training accuracy {train_top1:.0%} but validation {val_top1:.0%} (chance {chance:.0%}): {cause}"]
