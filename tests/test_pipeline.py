@@ -316,6 +316,54 @@ def test_an_unknown_study_in_the_recipe_is_a_one_line_error(tmp_path, cli):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_the_recipe_reads_the_fine_tuning_keys(tmp_path):
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("train: {from: mobilenet.keras, head_epochs: 2, unfreeze: 3, preprocessing: torch}\n")
+    recipe = resolve_recipe(recipe_file)
+    assert (recipe.train.from_model, recipe.train.head_epochs, recipe.train.unfreeze) == ("mobilenet.keras", 2, "3")
+    assert recipe.to_json()["train"]["from"] == "mobilenet.keras" and "from_model" not in recipe.to_json()["train"]
+
+
+def test_fine_tuning_a_foreign_model_with_the_twin_on_is_a_one_line_error(tmp_path, cli):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: {from: mobilenet.keras}\n")
+    result = cli("pipeline", "--config", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "twin: {enabled: false}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_pipeline_fine_tunes_from_pretrained_weights(trained_tiny, tmp_path):
+    from edgex.pipeline import run_pipeline
+
+    overrides = {
+        "preset": "tiny",
+        "train.weights": str(trained_tiny),
+        "train.head_epochs": 1,
+        "train.epochs": 1,
+        "train.fine_tune_lr": 1e-4,
+        "twin.enabled": False,
+        "prune.enabled": False,
+        "quantize.int8": False,
+        "quantize.qat": False,
+        "convert.tflite": [],
+        "convert.onnx": [],
+        "convert.edgetpu": False,
+        "compare.enabled": False,
+        "sweep.enabled": False,
+        "deploy.enabled": False,
+        "bench.runs": 2,
+        "bench.min_seconds": 0.01,
+    }
+    result = run_pipeline(resolve_recipe(None, overrides), tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "train" / "model.keras.json").read_text())
+    assert [phase["name"] for phase in meta["phases"]] == ["head", "fine-tune"]
+    keras_row = next(r for r in result.summary if r.variant == "keras fp32")
+    assert keras_row.top1 > 0.8  # the pretrained digits model keeps its accuracy through both phases
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"--weights {trained_tiny}" in report and "--head-epochs 1" in report
+
+
 def test_recipe_values_of_the_wrong_type_name_the_key(tmp_path, cli):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("prune: {sparsity: high}\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from devices.errors import EdgexError
@@ -25,6 +25,14 @@ class TrainOptions:
     optimizer: str = "adam"
     lr: float | None = None  # None: the optimizer's default
     augment: tuple[str, ...] = ("crop",)
+    # Starting from pretrained weights or another model (edgex train --weights / --from): then training runs the
+    # two-phase schedule, head_epochs with the backbone frozen and epochs with the top `unfreeze` blocks.
+    weights: str = "none"  # none, imagenet, or a .h5 / .weights.h5 / .keras file
+    from_model: str | None = field(default=None, metadata={"key": "from"})  # a Keras classifier to fine-tune
+    head_epochs: int = 5
+    unfreeze: str = "all"  # a number of blocks, or all
+    fine_tune_lr: float = 1e-5
+    preprocessing: str | None = None  # xception, caffe, torch, raw; None: the model's own, else xception
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class Recipe:
     report: ReportOptions = field(default_factory=ReportOptions)
 
     def to_json(self) -> dict:
-        return _plain(asdict(self))
+        return _mapping(self)
 
     @classmethod
     def from_json(cls, data: dict) -> Recipe:
@@ -153,6 +161,16 @@ class Recipe:
 
 
 DEFAULT_RECIPE = Recipe()
+
+
+def _key(f) -> str:
+    """The YAML key of a field: its name, unless that is a Python keyword (``from``)."""
+    return f.metadata.get("key", f.name)
+
+
+def _mapping(options) -> dict:
+    """An options dataclass as the mapping YAML and JSON hold, keyed by YAML keys."""
+    return {_key(f): _mapping(v) if is_dataclass(v := getattr(options, f.name)) else _plain(v) for f in fields(options)}
 
 
 def _plain(value):
@@ -166,19 +184,19 @@ def _plain(value):
 
 def _parse(cls, data: dict, where: str):
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
+    names = {_key(f): f.name for f in fields(cls)}  # YAML key -> field name
     values = {}
     for key, value in data.items():
-        if key not in valid:
-            raise EdgexError(f"unknown recipe key {where + key!r}; valid keys here: {', '.join(sorted(valid))}")
-        hint = hints[key]
+        if key not in names:
+            raise EdgexError(f"unknown recipe key {where + key!r}; valid keys here: {', '.join(sorted(names))}")
+        hint = hints[names[key]]
         if is_dataclass(hint):
             if not isinstance(value, dict):
-                names = ", ".join(f.name for f in fields(hint))
-                raise EdgexError(f"recipe key {where + key!r} must be a mapping of: {names}, got {value!r}")
-            values[key] = _parse(hint, value, f"{where}{key}.")
+                keys = ", ".join(_key(f) for f in fields(hint))
+                raise EdgexError(f"recipe key {where + key!r} must be a mapping of: {keys}, got {value!r}")
+            values[names[key]] = _parse(hint, value, f"{where}{key}.")
         else:
-            values[key] = _coerce(where + key, value, hint)
+            values[names[key]] = _coerce(where + key, value, hint)
     return cls(**values)
 
 
@@ -209,6 +227,8 @@ def _coerce(key: str, value, hint):
         except ValueError:
             pass
     if hint is str and isinstance(value, str | os.PathLike):
+        return str(value)
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):  # unfreeze: 2
         return str(value)
     kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[hint]
     raise EdgexError(f"recipe key {key!r} must be {kind}, got {value!r}")
@@ -283,6 +303,11 @@ def check_recipe(recipe: Recipe) -> None:
         raise EdgexError("recipe key 'devices' is empty: name at least one device, for example cpu")
     for device in recipe.devices:
         parse_device(device)
+    if recipe.train.from_model and recipe.twin.enabled:
+        raise EdgexError(
+            f"recipe key 'train.from' fine-tunes {recipe.train.from_model}, which has no regular-convolution twin: "
+            "add twin: {enabled: false} to the recipe"
+        )
     if recipe.study.enabled:
         study_configs(recipe)  # an unknown study, zero seeds or a segments value the preset cannot take
 

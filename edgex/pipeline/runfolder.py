@@ -74,7 +74,7 @@ def candidate_variants(out: Path, recipe: Recipe) -> list[Variant]:
             "keras",
             "fp32",
             0.0,
-            f"edgex train {train_options(recipe)} --epochs {t.epochs} --out {run}/train",
+            f"edgex train {train_options(recipe)}{transfer_flags(recipe)} --epochs {t.epochs} --out {run}/train",
         )
     ]
     for precision in c.tflite:
@@ -125,6 +125,16 @@ def train_options(recipe: Recipe) -> str:
         + (f" --lr {t.lr}" if t.lr is not None else "")
         + f" --augment {','.join(t.augment) or 'none'} --seed {recipe.seed}"
     )
+
+
+def transfer_flags(recipe: Recipe) -> str:
+    """The `edgex train` options of a start from pretrained weights or another model ('' for a start from scratch)."""
+    t = recipe.train
+    flags = f" --from {shlex.quote(t.from_model)}" if t.from_model else ""
+    flags += f" --weights {shlex.quote(t.weights)}" if t.weights != "none" else ""
+    if flags:
+        flags += f" --head-epochs {t.head_epochs} --unfreeze {t.unfreeze} --fine-tune-lr {t.fine_tune_lr}"
+    return flags + (f" --preprocessing {t.preprocessing}" if t.preprocessing else "")
 
 
 def twin_command(out: Path, recipe: Recipe) -> str:

@@ -36,6 +36,10 @@ class Context:
             from edgex.models import preset_config
 
             size = preset_config(self.recipe.preset).input_size
+            if self.recipe.train.from_model:  # the model to fine-tune sets the input size, not the preset
+                from edgex.transfer import inspect_classifier
+
+                size = inspect_classifier(self.recipe.train.from_model)[1].input_size
             self.dataset = load_dataset(self.recipe.data, size, seed=self.recipe.seed)
         return self.dataset
 
@@ -62,7 +66,9 @@ def stage_data(ctx: Context) -> list[str]:
 
 
 def stage_train(ctx: Context) -> list[str]:
-    _train_into(ctx, ctx.recipe.train.epochs, {}, "train")
+    from edgex.training import transfer_options
+
+    _train_into(ctx, ctx.recipe.train.epochs, {}, "train", transfer_options(ctx.recipe.to_json()["train"]))
     return ["train/model.keras", "train/model.keras.json"]
 
 
@@ -73,7 +79,7 @@ def stage_twin(ctx: Context) -> list[str]:
     return ["twin/model.keras", "twin/model.keras.json", *_convert_twin(ctx)]
 
 
-def _train_into(ctx: Context, epochs: int, model: dict, folder: str) -> None:
+def _train_into(ctx: Context, epochs: int, model: dict, folder: str, transfer: dict | None = None) -> None:
     """Continue an interrupted training run with the same options; start over when the options changed."""
     from edgex.training import TrainConfig, changed_options, train
 
@@ -88,6 +94,7 @@ def _train_into(ctx: Context, epochs: int, model: dict, folder: str) -> None:
         seed=r.seed,
         augment=tuple(t.augment),
         **({"model": model} if model else {}),
+        **(transfer or {}),  # the twin trains from scratch: its regular convolutions have no pretrained weights
     )
     same = changed_options(ctx.out / folder, config) == {}
     train(config, ctx.out / folder, resume=same, force=not same, progress=ctx.progress)
