@@ -1,27 +1,24 @@
-"""`edgex deploy` and `edgex verify`: bundles for a Raspberry Pi, a Coral or any Linux board, and a benchmark run
-on the device itself over SSH (the system's ssh/scp, so ~/.ssh/config, keys and agents just work)."""
+"""`edgex deploy` and `edgex verify`: bundles for a Raspberry Pi, a Coral or any Linux board; the benchmark run on
+the device itself over SSH lives in edgex.remote (its public names are re-exported here)."""
 
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import subprocess
 import tarfile
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from devices.bundle import BundleError, read_manifest, safe_extract, verify, write_manifest
+from devices.bundle import BundleError, safe_extract, verify, write_manifest
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, read_metadata, refuse_overwrite, utc_now
 from devices.smoke import FALLBACK_PREFIX, requirements_fallback
-
-if TYPE_CHECKING:
-    from devices.bench import BenchResult
+from edgex.remote import HostResult as HostResult
+from edgex.remote import SshOptions as SshOptions
+from edgex.remote import deploy_remote as deploy_remote
+from edgex.remote import read_hosts as read_hosts
+from edgex.remote import read_manifest_of_archive as read_manifest_of_archive
 
 REPO = Path(__file__).resolve().parents[1]
 CORAL_APT = [
@@ -273,11 +270,6 @@ def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:
     np.savez_compressed(path, images=images, labels=labels.astype(np.int64))
 
 
-def read_manifest_of_archive(archive: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        return read_manifest(safe_extract(archive, Path(tmp) / "bundle"))
-
-
 def verify_bundle(bundle: str | Path) -> list[str]:
     """Problems of a bundle (archive or folder): tampered, missing or extra files; unsafe archives raise."""
     bundle = Path(bundle)
@@ -290,254 +282,3 @@ def verify_bundle(bundle: str | Path) -> list[str]:
             return verify(safe_extract(bundle, Path(tmp) / "bundle"))
     except BundleError as exc:
         raise EdgexError(str(exc)) from exc
-
-
-# -- remote runs over SSH -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HostResult:
-    host: str
-    ok: bool
-    error: str = ""
-    bench: BenchResult | None = None
-    accuracy: dict = field(default_factory=dict)
-    identity: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    runtime: str = ""  # what runs the model there; after --setup, with what crashed first and the fallback installed
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["bench"] = self.bench.to_dict() if self.bench else None
-        return data
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    config: str | None = None  # an ssh_config file (-F)
-    options: tuple[str, ...] = ()  # extra -o KEY=VALUE
-    connect_timeout: int = 10
-    timeout: float = 600.0  # per remote step
-
-
-def _ssh_base(host: str, opts: SshOptions, tool: str) -> tuple[list[str], str]:
-    user_host, port = host, None
-    if host.count(":") == 1 and host.rsplit(":", 1)[1].isdigit():
-        user_host, port = host.rsplit(":", 1)
-    cmd = [tool, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={opts.connect_timeout}"]
-    if opts.config:
-        cmd += ["-F", opts.config]
-    for option in opts.options:
-        cmd += ["-o", option]
-    if port:
-        cmd += ["-P" if tool == "scp" else "-p", port]
-    return cmd, user_host
-
-
-class _RemoteError(Exception):
-    pass
-
-
-def _classify(host: str, step: str, proc: subprocess.CompletedProcess) -> str:
-    text = (proc.stderr or "") + (proc.stdout or "")
-    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), f"exit code {proc.returncode}")
-    lowered = text.lower()
-    if proc.returncode == 255 and any(
-        s in lowered for s in ("permission denied", "authentication", "host key verification failed")
-    ):
-        return f"{host}: authentication failed ({last})"
-    if proc.returncode == 255 and any(
-        s in lowered
-        for s in ("could not resolve", "connection refused", "no route", "timed out", "network is unreachable")
-    ):
-        return f"{host}: unreachable ({last})"
-    return f"{host}: {step} failed ({last})"
-
-
-def _run(cmd: list[str], host: str, step: str, timeout: float, stdin: bytes | None = None) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
-    except subprocess.TimeoutExpired:
-        raise _RemoteError(f"{host}: timed out after {timeout:g} s during {step}") from None
-    except FileNotFoundError as exc:
-        raise _RemoteError(f"{cmd[0]} not found: install the OpenSSH client") from exc
-    if proc.returncode != 0:
-        raise _RemoteError(_classify(host, step, proc))
-    return proc.stdout
-
-
-def run_on_host(
-    host: str,
-    archive: Path,
-    *,
-    remote_dir: str,
-    setup: bool,
-    bench_args: list[str] | None,
-    evaluate: bool,
-    opts: SshOptions,
-    remote_python: str = "python3",
-) -> HostResult:
-    from devices.bench import results_from_json
-
-    start = time.perf_counter()
-    ssh, target = _ssh_base(host, opts, "ssh")
-    scp, _ = _ssh_base(host, opts, "scp")
-    q = shlex.quote
-    base = remote_dir.rstrip("/")
-    try:
-        _run([*ssh, target, f"mkdir -p {q(base)}"], host, "connecting", opts.timeout)
-        _run(
-            [*scp, str(archive), str(REPO / "devices" / "bundle.py"), f"{target}:{base}/"],
-            host,
-            "copying",
-            opts.timeout,
-        )
-        folder = f"{base}/bundle"
-        _run(
-            [
-                *ssh,
-                target,
-                f"rm -rf {q(folder)} && {q(remote_python)} {q(base + '/bundle.py')} unpack "
-                f"{q(base + '/' + archive.name)} {q(folder)}",
-            ],
-            host,
-            "unpacking",
-            opts.timeout,
-        )
-        python = remote_python
-        if setup:
-            venv = f"{base}/venv"
-            _run(
-                [
-                    *ssh,
-                    target,
-                    f"{q(remote_python)} -m venv --system-site-packages {q(venv)} && {q(venv)}/bin/pip "
-                    f"install -q -r {q(folder + '/requirements.txt')}",
-                ],
-                host,
-                "setting up",
-                opts.timeout,
-            )
-            python = f"{venv}/bin/python"
-        # Verified by the bundle.py copied from this host, before any code of the bundle is imported; -B keeps
-        # bytecode out of the bundle so that it stays verifiable.
-        _run(
-            [*ssh, target, f"{q(remote_python)} -B {q(base + '/bundle.py')} verify {q(folder)}"],
-            host,
-            "verifying",
-            opts.timeout,
-        )
-        run = f"cd {q(folder)} && {q(python)} -B -m devices"
-        runtime = _set_up_runtime(ssh, target, run, f"{base}/venv/bin/pip", host, opts) if setup else ""
-        identity = json.loads(_run([*ssh, target, f"{run} info --json"], host, "identifying", opts.timeout))
-        bench = None
-        if bench_args is not None:
-            output = _run(
-                [*ssh, target, f"{run} bench --json " + " ".join(map(q, bench_args))],
-                host,
-                "benchmarking",
-                opts.timeout,
-            )
-            (bench,) = results_from_json(json.loads(output))
-            bench = bench.with_extra(
-                host=host, board=identity["environment"].get("board", ""), os=identity["environment"].get("os", "")
-            )
-        accuracy = {}
-        if evaluate:
-            accuracy = json.loads(_run([*ssh, target, f"{run} eval --json"], host, "evaluating", opts.timeout))
-        return HostResult(
-            host,
-            True,
-            bench=bench,
-            accuracy=accuracy,
-            identity=identity,
-            seconds=time.perf_counter() - start,
-            runtime=runtime,
-        )
-    except _RemoteError as exc:
-        return HostResult(host, False, error=str(exc), seconds=time.perf_counter() - start)
-    except (ValueError, KeyError) as exc:
-        return HostResult(
-            host, False, error=f"{host}: unexpected output from the device ({exc})", seconds=time.perf_counter() - start
-        )
-    except Exception as exc:  # one host's failure must not stop the others: it goes into its row
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return HostResult(host, False, error=f"{host}: {reason}", seconds=time.perf_counter() - start)
-
-
-def _set_up_runtime(ssh: list[str], target: str, run: str, pip: str, host: str, opts: SshOptions) -> str:
-    """Load the model in a child process on the device (python -m devices check); when every installed runtime
-    crashes or refuses it, install the fallback its requirements.txt names and check again. One line back."""
-
-    def check() -> dict:
-        # check --json exits non-zero when no runtime works; its JSON says why
-        return json.loads(
-            _run([*ssh, target, f"{run} check --json || true"], host, "checking the runtime", opts.timeout)
-        )
-
-    report = check()
-    installed = ""
-    if not report["ok"] and report["fallback"]:
-        failed = report["line"].split("; install the fallback")[0]
-        command = f"{shlex.quote(pip)} install -q {report['fallback']}"
-        _run([*ssh, target, command], host, "installing the fallback", opts.timeout)
-        installed = f"{failed}; installed the fallback {report['fallback']}; "
-        report = check()
-    if not report["ok"]:
-        raise _RemoteError(f"{host}: {installed}{report['line']}")
-    chosen = next(a for a in report["attempts"] if a["ok"])
-    return installed + (report["line"] or f"{chosen['version']} runs it")
-
-
-def read_hosts(hosts: list[str], hosts_file: str | None) -> list[str]:
-    found = list(hosts)
-    if hosts_file:
-        path = Path(hosts_file)
-        if not path.is_file():
-            raise EdgexError(f"hosts file not found: {path}")
-        found += [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    found = [h for h in dict.fromkeys(found) if h]
-    if not found:
-        raise EdgexError("no hosts: pass --ssh USER@HOST (repeatable) or --hosts FILE")
-    return found
-
-
-def deploy_remote(
-    bundle: Bundle,
-    hosts: list[str],
-    *,
-    remote_dir: str = "edgex",
-    setup: bool = False,
-    bench: bool = True,
-    evaluate: bool = False,
-    runs: int = 50,
-    min_seconds: float = 1.0,
-    remote_python: str = "python3",
-    opts: SshOptions = SshOptions(),
-    progress=None,
-) -> list[HostResult]:
-    """Copy, verify, (set up,) benchmark and (evaluate) on every host in parallel; one result per host."""
-    if shutil.which("ssh") is None or shutil.which("scp") is None:
-        raise EdgexError("ssh/scp not found: install the OpenSSH client")
-    if evaluate and not read_manifest_of_archive(Path(bundle.path)).get("eval"):
-        raise EdgexError("remote evaluation needs a bundle built with --eval-data")
-    bench_args = ["--runs", str(runs), "--min-seconds", str(min_seconds)] if bench else None
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        futures = [
-            pool.submit(
-                run_on_host,
-                host,
-                Path(bundle.path),
-                remote_dir=remote_dir,
-                setup=setup,
-                bench_args=bench_args,
-                evaluate=evaluate,
-                opts=opts,
-                remote_python=remote_python,
-            )
-            for host in hosts
-        ]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            if progress is not None:
-                progress(results[-1])
-    return results

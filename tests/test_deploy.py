@@ -147,7 +147,7 @@ def test_verify_catches_a_changed_manifest_and_stray_bytecode(bundle, tmp_path):
 
 
 def test_a_remote_step_that_hangs_times_out_in_one_line():
-    from edgex.deploy import _RemoteError, _run
+    from edgex.remote import _RemoteError, _run
 
     with pytest.raises(_RemoteError, match=r"^pi: timed out after 0.5 s during benchmarking$"):
         _run([sys.executable, "-c", "import time; time.sleep(10)"], "pi", "benchmarking", 0.5)
