@@ -38,7 +38,7 @@ def sweep(
     """Time every convolution shape of Xception as regular, separable, depthwise and pointwise layers, with
     achieved GOP/s, arithmetic intensity and the fraction of the measured roofline."""
     from edgex.models.costs import VARIANTS
-    from edgex.render import console, table
+    from edgex.render import console
     from edgex.sweep import SweepConfig
     from edgex.sweep import sweep as run_sweep
 
@@ -60,7 +60,13 @@ def sweep(
                 f"{row.gops:.1f} G op/s ({row.roof_fraction:.0%} of roof)"
             )
 
-    result = run_sweep(config, out, force=force, progress=progress)
+    show_sweep(run_sweep(config, out, force=force, progress=progress))
+
+
+def show_sweep(result) -> None:
+    """The roofs, the separable speedups, the spectrum and where the files are."""
+    from edgex.render import console, table
+
     console.print(
         table(
             "measured roofs",

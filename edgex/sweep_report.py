@@ -1,0 +1,129 @@
+"""What `edgex sweep` writes: the separable-over-regular speedup table, the JSON, CSV, plots and summary.md of a
+sweep, and reading a sweep.json back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgex.benchmarking import invalid_note, write_study
+from edgex.spectrum import is_segments, plot_spectrum, spectrum_markdown
+
+if TYPE_CHECKING:
+    from edgex.sweep import SweepResult
+
+
+def speedup_table(rows) -> list[dict]:
+    """Per shape, runtime and precision: separable speedup over regular, measured and theoretical."""
+    by_key = {(r.shape, r.runtime, r.precision, r.variant): r for r in rows}
+    table = []
+    for (shape, runtime, precision, variant), regular in by_key.items():
+        if variant != "regular" or (shape, runtime, precision, "separable") not in by_key:
+            continue
+        separable = by_key[(shape, runtime, precision, "separable")]
+        measured = regular.p50_ms / separable.p50_ms
+        theoretical = regular.macs / separable.macs
+        entry = {
+            "shape": shape,
+            "runtime": runtime,
+            "precision": precision,
+            "regular_ms": regular.p50_ms,
+            "separable_ms": separable.p50_ms,
+            "measured_speedup": measured,
+            "theoretical_speedup": theoretical,
+            "efficiency": measured / theoretical,
+            "count": regular.count,
+            "valid": regular.valid and separable.valid,
+        }
+        for part in ("depthwise", "pointwise"):
+            if (shape, runtime, precision, part) in by_key:
+                entry[f"{part}_ms"] = by_key[(shape, runtime, precision, part)].p50_ms
+        table.append(entry)
+    return table
+
+
+def write_sweep(result: SweepResult, out_dir: Path, *, plots: bool = True) -> SweepResult:
+    files = {
+        "sweep": out_dir / "sweep.json",
+        "bench": out_dir / "bench.json",
+        "csv": out_dir / "sweep.csv",
+        "summary": out_dir / "summary.md",
+    }
+    if plots:
+        from edgex import plots as plotting
+
+        if any(not is_segments(r.variant) for r in result.rows):  # a --segments-only sweep has no variant rows
+            files["latency_vs_macs"] = plotting.latency_vs_macs(result.rows, out_dir / "latency_vs_macs.png")
+            files["speedup"] = plotting.speedups(result.speedups, out_dir / "speedup.png")
+        files["roofline"] = plotting.roofline(result.rows, result.roofs, out_dir / "roofline.png")
+        if any(is_segments(r.variant) for r in result.rows):
+            files["spectrum_latency"] = plot_spectrum(result.rows, out_dir / "spectrum_latency.png")
+            files["spectrum_macs"] = plot_spectrum(result.rows, out_dir / "spectrum_macs.png", value="macs")
+    result = replace(result, files={k: str(v) for k, v in files.items()})
+    write_study(files, result.bench, summary_markdown(result), "sweep", result.to_dict())
+    return result
+
+
+def summary_markdown(result: SweepResult) -> str:
+    lines = ["# Separable vs regular convolutions, layer by layer", ""]
+    lines += [
+        "## Measured roofs",
+        "",
+        "| runtime | precision | compute (G op/s) | bandwidth (GB/s) | ridge (op/byte) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.runtime} | {r.precision} | {r.compute_gops:.1f} | {r.bandwidth_gbs:.1f} | {r.ridge:.1f} |"
+        for r in result.roofs
+    ]
+    lines += [
+        "",
+        "## Separable speedup over regular, per shape",
+        "",
+        "| shape | runtime | precision | regular ms | separable ms | measured | theoretical | efficiency |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s['shape']} | {s['runtime']} | {s['precision']} | {s['regular_ms']:.3f} | {s['separable_ms']:.3f} "
+        f"| {s['measured_speedup']:.2f}x{'' if s['valid'] else ' *'} | {s['theoretical_speedup']:.2f}x "
+        f"| {s['efficiency']:.0%} |"
+        for s in result.speedups
+    ]
+    lines += [
+        "",
+        "## Every layer",
+        "",
+        "| shape | variant | runtime | precision | MACs | op/byte | p50 ms | G op/s | of roof |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.shape} | {r.variant} | {r.runtime} | {r.precision} | {r.macs / 1e6:.1f} M | {r.intensity:.1f} | "
+        f"{r.p50_ms:.3f}{'' if r.valid else ' *'} | {r.gops:.1f} | {r.roof_fraction:.0%} |"
+        for r in result.rows
+    ]
+    if any(r.roof_fraction > 1 for r in result.rows):
+        lines += [
+            "",
+            "A fraction above 100% is a layer whose data stays in cache: the bandwidth roof is measured on "
+            "a tensor larger than the caches (DRAM's).",
+        ]
+    if any(r.runtime == "onnxruntime" for r in result.rows):
+        lines += [
+            "",
+            "ONNX Runtime layers run in NCHW without tf2onnx's layout transposes (as inside a whole model); "
+            "int8 layers take and give float (QDQ models): their time includes quantizing the input and "
+            "dequantizing the output, and their bytes count those tensors as float.",
+        ]
+    spectrum = spectrum_markdown(result.rows)
+    if spectrum:
+        lines += ["", *spectrum]
+    note = invalid_note(sum(not r.valid for r in result.rows), len(result.rows))
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def load_sweep(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
