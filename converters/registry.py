@@ -135,7 +135,7 @@ def default_output(model: str | Path, to: str, precision: str) -> Path:
     return model.with_name(artifact_name(model.stem if model.is_file() else model.name, to, precision))
 
 
-def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: str) -> Target:
+def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: str, writer: str) -> Target:
     if to not in FORMATS:
         raise choice_error("format", to, FORMATS)
     target = FORMATS[to]
@@ -159,6 +159,8 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
         raise EdgexError(
             f"ONNX int8 needs opset 13 or later (per-channel QuantizeLinear/DequantizeLinear), got --opset {opset}"
         )
+    if writer not in ("auto", "tf2onnx", "direct"):
+        raise choice_error("ONNX writer", writer, ("auto", "tf2onnx", "direct"))
     return target
 
 
@@ -194,14 +196,10 @@ def convert(
     """
     precision = precision or default_precision(to)
     io = io or ("uint8" if to == "edgetpu" else "float")
-    target = _validate(to, precision, io, batch, opset, onnx_int8_route)
-    if onnx_writer not in ("auto", "tf2onnx", "direct"):
-        raise choice_error("ONNX writer", onnx_writer, ("auto", "tf2onnx", "direct"))
+    target = _validate(to, precision, io, batch, opset, onnx_int8_route, onnx_writer)
     out = _prepare_output(model, target, precision, out, force)
     notes = [*notes, *_calibration_notes(precision, calibration)]
-    start = time.perf_counter()
-    source = model if isinstance(model, SourceModel) else load_source(model)
-    loading = time.perf_counter() - start
+    source, loading = _timed(lambda: model if isinstance(model, SourceModel) else load_source(model))
     options = ExportOptions(
         precision,
         io,
@@ -214,22 +212,30 @@ def convert(
         out.name,
         signature,
     )
-    start = time.perf_counter()
-    with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:
-        info: ExportInfo = importlib.import_module(target.module).export(source, tmp, options)
-    seconds = time.perf_counter() - start
+    info, seconds = _timed(_export, source, target, out, options)
     notes += list(info.notes)
-    start = time.perf_counter()
-    parity, quantization, check_notes = _check_export(
-        source, target, out, precision, parity_inputs, parity_samples, threads
+    (parity, quantization, check_notes), checking = _timed(
+        _check_export, source, target, out, precision, parity_inputs, parity_samples, threads
     )
-    timing = {"loading_s": loading, "conversion_s": seconds, "parity_s": time.perf_counter() - start}
+    timing = {"loading_s": loading, "conversion_s": seconds, "parity_s": checking}
     notes += check_notes
     meta = _metadata(source, target, precision, io, batch, parity, quantization, notes, info, metadata)
     meta["timing"] = timing
     if precision == "int8":
         meta["calibration"] = {"samples": len(calibration), **meta.get("calibration", {})}
     return _record(source, out, meta, parity, info, seconds)
+
+
+def _timed(fn, *args):
+    """fn(*args) and the seconds it took."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def _export(source: SourceModel, target: Target, out: Path, options: ExportOptions) -> ExportInfo:
+    with atomic_path(out, overwrite=True, is_dir=not target.suffix) as tmp:
+        return importlib.import_module(target.module).export(source, tmp, options)
 
 
 def _record(source: SourceModel, out: Path, meta: dict, parity: Parity, info: ExportInfo, seconds: float):
