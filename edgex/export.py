@@ -53,50 +53,23 @@ def export_model(
     its validation split (``data`` defaults to the dataset recorded in the model's metadata, for parity only).
     ``parity_samples``: check exactly this many (default: up to ``DEFAULT_PARITY_SAMPLES``, stopping once the
     verdict is decided at 95% confidence; see converters.parity)."""
-    from converters import FORMATS, convert, default_precision, load_source
-    from converters.parity import DEFAULT_PARITY_SAMPLES
-    from edgex.evaluation import dataset_for
+    from converters import convert, load_source
 
-    if to not in FORMATS:  # fail before loading anything
-        raise choice_error("format", to, FORMATS)
-    precision = precision or default_precision(to)
-    if calib_samples < 1:
-        raise EdgexError(f"--calib-samples must be at least 1, got {calib_samples}")
-    if parity_samples is not None and parity_samples < 1:
-        raise EdgexError(f"--parity-samples must be at least 1, got {parity_samples}")
+    precision = _checked_precision(to, precision, calib_samples, parity_samples)
     needs_calibration = precision == "int8" or to == "edgetpu"
     if needs_calibration and not data and dataset is None:
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
     if out is not None:
         refuse_overwrite(out, force)
     source = with_preprocessing(source or load_source(model), preprocessing)
-    meta = source.metadata
-    preprocessing = preprocessing_of(meta)
-    spec = data or (meta.get("dataset") or {}).get("spec")
-    size = _image_size(source.input_shape)
+    preprocessing = preprocessing_of(source.metadata)
+    spec = data or (source.metadata.get("dataset") or {}).get("spec")
     calibration = parity_inputs = None
     if spec or dataset is not None:
-        if size is None:
-            raise EdgexError(
-                f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
-                "and checks image classifiers"
-            )
-        dataset = dataset or dataset_for(meta, spec, size)
-        if needs_calibration:
-            images, _ = dataset.train.take(calib_samples, seed=0).arrays()
-            calibration = preprocessing.apply(images)
-        images, _ = dataset.val.take(parity_samples or DEFAULT_PARITY_SAMPLES, seed=0).arrays()
-        parity_inputs = preprocessing.apply(images)
-    extra = {"parity_data": dataset.name if dataset is not None else "random"}
-    notes = []
-    if needs_calibration:
-        extra["calibration"] = {"data": dataset.name, "samples": len(calibration)}
-    if dataset is not None and not meta.get("preprocessing"):
-        notes.append(
-            f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
-            "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
-            "parity check are wrong (pass --preprocessing to say how)"
+        dataset, calibration, parity_inputs = _sample_inputs(
+            source, spec, dataset, preprocessing, calib_samples if needs_calibration else 0, parity_samples
         )
+    extra, notes = _provenance(source, dataset, calibration if needs_calibration else None)
     return convert(
         source,
         to,
@@ -112,5 +85,55 @@ def export_model(
         keep_float=tuple(keep_float),
         onnx_int8_route=onnx_int8_route,
         metadata=extra,
-        notes=tuple(notes),
+        notes=notes,
     )
+
+
+def _checked_precision(to: str, precision: str | None, calib_samples: int, parity_samples: int | None) -> str:
+    """The precision to export at (the format's default when None), once the format and sample counts are valid."""
+    from converters import FORMATS, default_precision
+
+    if to not in FORMATS:  # fail before loading anything
+        raise choice_error("format", to, FORMATS)
+    precision = precision or default_precision(to)
+    if calib_samples < 1:
+        raise EdgexError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if parity_samples is not None and parity_samples < 1:
+        raise EdgexError(f"--parity-samples must be at least 1, got {parity_samples}")
+    return precision
+
+
+def _sample_inputs(source, spec: str | None, dataset, preprocessing, calib_samples: int, parity_samples: int | None):
+    """(dataset, calibration inputs or None when calib_samples is 0, parity inputs), prepared as the model expects."""
+    from converters.parity import DEFAULT_PARITY_SAMPLES
+    from edgex.evaluation import dataset_for
+
+    meta = source.metadata
+    size = _image_size(source.input_shape)
+    if size is None:
+        raise EdgexError(
+            f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
+            "and checks image classifiers"
+        )
+    dataset = dataset or dataset_for(meta, spec, size)
+    calibration = None
+    if calib_samples:
+        images, _ = dataset.train.take(calib_samples, seed=0).arrays()
+        calibration = preprocessing.apply(images)
+    images, _ = dataset.val.take(parity_samples or DEFAULT_PARITY_SAMPLES, seed=0).arrays()
+    return dataset, calibration, preprocessing.apply(images)
+
+
+def _provenance(source, dataset, calibration) -> tuple[dict, tuple[str, ...]]:
+    """What the export records about its data (parity set; calibration set when calibrated) and notes on it."""
+    extra = {"parity_data": dataset.name if dataset is not None else "random"}
+    notes = []
+    if calibration is not None:
+        extra["calibration"] = {"data": dataset.name, "samples": len(calibration)}
+    if dataset is not None and not source.metadata.get("preprocessing"):
+        notes.append(
+            f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
+            "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
+            "parity check are wrong (pass --preprocessing to say how)"
+        )
+    return extra, tuple(notes)
