@@ -56,33 +56,37 @@ def bench(
     show_results(results)
 
 
-def show_results(results, title: str = "benchmark") -> None:
+def _row(r) -> tuple:
+    """One benchmark result as the table's cells."""
     from pathlib import Path
 
-    from edgex.render import console, human_bytes, table, warn
+    from edgex.render import human_bytes
 
-    rows = []
-    for r in results:
-        lat = r.latency
-        rows.append(
-            (
-                r.label or Path(r.model).name,
-                f"{r.runtime}/{r.device}",
-                r.threads or "-",
-                r.batch,
-                lat.n,
-                f"{lat.p50:.3f} [{lat.median_ci95[0]:.3f}, {lat.median_ci95[1]:.3f}]",
-                f"{lat.p90:.3f}",
-                f"{lat.p99:.3f}",
-                f"{lat.mean:.3f} ± {lat.std:.3f}",
-                f"{lat.cv:.1%}",
-                f"{r.images_per_s:,.1f}",
-                f"{r.load_ms:.0f} / {r.first_ms:.2f}",
-                f"{r.peak_rss_mb:.0f}",
-                human_bytes(r.model_size_bytes),
-                "yes" if r.valid else "NO",
-            )
-        )
+    lat = r.latency
+    return (
+        r.label or Path(r.model).name,
+        f"{r.runtime}/{r.device}",
+        r.threads or "-",
+        r.batch,
+        lat.n,
+        f"{lat.p50:.3f} [{lat.median_ci95[0]:.3f}, {lat.median_ci95[1]:.3f}]",
+        f"{lat.p90:.3f}",
+        f"{lat.p99:.3f}",
+        f"{lat.mean:.3f} ± {lat.std:.3f}",
+        f"{lat.cv:.1%}",
+        f"{r.images_per_s:,.1f}",
+        f"{r.load_ms:.0f} / {r.first_ms:.2f}",
+        f"{r.peak_rss_mb:.0f}",
+        human_bytes(r.model_size_bytes),
+        "yes" if r.valid else "NO",
+    )
+
+
+def show_results(results, title: str = "benchmark") -> None:
+
+    from edgex.render import console, table, warn
+
+    rows = [_row(r) for r in results]
     console.print(
         table(
             title + " (ms; p50 with its 95% confidence interval)",

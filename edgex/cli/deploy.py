@@ -70,19 +70,24 @@ def deploy(
     )
     show_hosts(results)
     if json_file:
-        from devices.bench import SCHEMA
-        from devices.files import write_json_atomic
-
-        write_json_atomic(
-            json_file,
-            {
-                "schema": SCHEMA,
-                "results": [r.bench.to_dict() for r in results if r.bench],
-                "hosts": [r.to_dict() for r in results],
-            },
-        )
+        _write_hosts(json_file, results)
     if not all(r.ok for r in results):
         raise typer.Exit(HOST_FAILED)
+
+
+def _write_hosts(json_file: str, results) -> None:
+    """The device results in the bench schema, with every host's row (errors included)."""
+    from devices.bench import SCHEMA
+    from devices.files import write_json_atomic
+
+    write_json_atomic(
+        json_file,
+        {
+            "schema": SCHEMA,
+            "results": [r.bench.to_dict() for r in results if r.bench],
+            "hosts": [r.to_dict() for r in results],
+        },
+    )
 
 
 def show_hosts(results) -> None:
