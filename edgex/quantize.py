@@ -110,9 +110,7 @@ def quantize(
     layers with the largest int8 quantization error."""
     model = Path(model)
     s, out_dir = _prepare(model, mode, to, data, out, force, max_drop, keep_float, auto_keep_float, preprocessing)
-    float_top1 = s.source_top1()
-    float_format = "tflite" if to == "edgetpu" else to
-    float_export = _export(s, s.source, float_format, "fp32", out_dir / artifact_name(model.stem, float_format, "fp32"))
+    float_top1, float_export = s.source_top1(), _export_float(s, model.stem, to, out_dir)
     qat, convert_source = None, s.source
     if mode == "qat":
         qat, convert_source = _quantization_aware_training(s, out_dir / f"{model.stem}_qat.h5", epochs, lr, progress)
@@ -148,6 +146,12 @@ def quantize(
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
+
+
+def _export_float(s, stem: str, to: str, out_dir: Path):
+    """The float model in the target's format (TFLite for the Edge TPU): the baseline for size and accuracy."""
+    float_format = "tflite" if to == "edgetpu" else to
+    return _export(s, s.source, float_format, "fp32", out_dir / artifact_name(stem, float_format, "fp32"))
 
 
 @dataclass(frozen=True)
