@@ -114,11 +114,11 @@ def output_step(outputs: np.ndarray) -> float:
 
 
 def top1_margin(outputs: np.ndarray) -> np.ndarray:
-    """Per sample, the float model's top score minus its second."""
+    """Per sample (per position of a feature map), the top score minus the second along the last axis."""
     import numpy as np
 
-    top2 = np.sort(np.asarray(outputs, np.float64), axis=-1)[:, -2:]
-    return top2[:, 1] - top2[:, 0] if top2.shape[1] == 2 else np.full(len(top2), np.inf)
+    top2 = np.sort(np.asarray(outputs, np.float64), axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0] if top2.shape[-1] == 2 else np.full(top2.shape[:-1], np.inf)
 
 
 def snr_db(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
@@ -181,6 +181,8 @@ def check_parity(
 
     reference = np.asarray(reference, np.float64)
     exported = np.asarray(exported, np.float64)
+    if reference.ndim > 2:  # a feature map (one-layer models): each position's channel vector is judged
+        reference, exported = reference.reshape(-1, reference.shape[-1]), exported.reshape(-1, exported.shape[-1])
     criterion, meaningful, step = _criterion(precision, reference, exported)
     met = criterion.meets(reference, exported)
     n, k = len(met), int(met.sum())

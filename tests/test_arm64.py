@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.registry import FP32_TOLERANCE, check_parity
+from converters.parity import FP32_TOLERANCE, check_parity
 from devices.bench import results_from_json
 from devices.bundle import safe_extract
 from edgex.deploy import build_bundle

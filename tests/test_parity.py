@@ -239,3 +239,16 @@ def test_convert_checks_exactly_the_samples_asked_for(tiny_artifacts, tmp_path, 
     meta = json.loads(out.with_name("m.tflite.json").read_text())
     assert meta["parity"]["samples"] == 40 and meta["parity"]["passed"]
     assert set(meta["timing"]) == {"loading_s", "conversion_s", "parity_s"}
+
+
+def test_feature_map_outputs_are_judged_per_sample():
+    """One-layer sweep models output (N, H, W, C) feature maps: each position's channel vector is judged."""
+    from converters.parity import check_parity
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(40, 5, 5, 16))
+    step = 0.001  # fine enough that the top-1 of almost every position survives the rounding
+    good = check_parity(reference, np.round(reference / step) * step, "int8", "data")
+    assert good.passed and good.samples == 40 * 25 and good.interval[1] <= 1.0
+    bad = check_parity(reference, rng.normal(size=reference.shape), "int8", "data")
+    assert not bad.passed and bad.samples == 40 * 25
