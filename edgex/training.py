@@ -28,6 +28,7 @@ RUN_FILE = "train_run.json"
 HISTORY_FILE = "history.json"
 PHASE_DONE_FILE = "finished_phase.h5"  # the weights a finished phase hands to the next one (kept for --resume)
 BN_RECOMPUTE_SAMPLES = 1024
+BN_RECOMPUTE_GAIN = 0.01  # recomputed BatchNormalization statistics are kept when validation top-1 gains this much
 
 
 class TrainingDiverged(EdgexError):
@@ -257,19 +258,32 @@ def _raise_if_diverged(nan_guard, backup, backup_dir: Path, model_path: Path) ->
     )
 
 
+def _settle_bn_statistics(model, config, inputs, records) -> dict:
+    """Recompute BatchNormalization's moving statistics on training images, and keep them when the validation top-1
+    gains at least BN_RECOMPUTE_GAIN: after a few dozen steps the moving averages (momentum 0.99) still hold their
+    initial values and the saved model is broken, while a longer run's statistics have settled and stay as trained
+    (recomputed ones can move the model's int8 quantization, measured, for no gain)."""
+    from edgex.transfer import recompute_bn_statistics
+
+    before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
+    trained = model.get_weights()
+    images, _ = inputs.dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=config.seed).arrays()
+    count = recompute_bn_statistics(model, images, inputs.preprocessing)
+    after = steps.val_metrics(model, inputs.val)[0]
+    kept = not before >= after - BN_RECOMPUTE_GAIN  # a NaN before (no validation) keeps them
+    if not kept:
+        model.set_weights(trained)
+    return {"recomputed_on_train_images": count, "val_top1_before": before, "val_top1_after": after, "kept": kept}
+
+
 def _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from) -> TrainResult:
     """Settle BatchNormalization statistics after training from scratch, measure, save model and metadata."""
-    from edgex.transfer import recompute_bn_statistics, unfreeze_all
+    from edgex.transfer import unfreeze_all
 
     if config.precision != "float32":
         model = _as_float32(model, model_config)
     saved = without_optimizer(model)
-    bn = {}
-    if run.phases[0].name == "train":
-        images, _ = inputs.dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=config.seed).arrays()
-        before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
-        bn = {"recomputed_on_train_images": recompute_bn_statistics(saved, images, inputs.preprocessing)}
-        bn["val_top1_before"] = before
+    bn = _settle_bn_statistics(saved, config, inputs, records) if run.phases[0].name == "train" else {}
     unfreeze_all(saved)
     val_top1, val_loss = steps.val_metrics(saved, inputs.val)
     hist = {key: [r.get(key, float("nan")) for r in records] for key in records[-1]} if records else {}
@@ -355,11 +369,11 @@ def fine_tune(
     if epochs < 1:
         raise EdgexError(f"fine-tuning needs at least 1 epoch, got {epochs}")
     k.utils.set_random_seed(seed)
-    steps = steps_per_epoch(dataset, batch_size)
+    steps_per_fit = steps_per_epoch(dataset, batch_size)
     train_ds = dataset.train.tf_dataset(batch_size, XCEPTION, shuffle=True, augment=augment, seed=seed, repeat=True)
     val_ds = dataset.val.tf_dataset(128, XCEPTION)
     model.compile(
-        optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps * epochs)),
+        optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps_per_fit * epochs)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -367,7 +381,12 @@ def fine_tune(
     if progress is not None:
         all_callbacks.append(steps.progress_callback(k, epochs, progress))
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_fit,
+        callbacks=all_callbacks,
+        verbose=0,
     )
     return {name: [float(v) for v in values] for name, values in history.history.items()}
 

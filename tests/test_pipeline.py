@@ -293,19 +293,19 @@ def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, cli,
     _, out = small_run
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["study"]["enabled"] is False  # off by default
-    recipe["study"] = {"enabled": True, "studies": ["activation"], "seeds": 2, "epochs": 1, "runtimes": []}
+    recipe["study"] = {"enabled": True, "studies": ["residual"], "seeds": 2, "epochs": 1, "runtimes": []}
     changed = tmp_path / "study.yaml"
     changed.write_text(yaml.safe_dump(recipe))
     result = cli("pipeline", "--config", changed, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     ran = {name for name, status in _stage_lines(result.stdout).items() if status == "ran"}
     assert ran == {"study", "report"}
-    study = json.loads((out / "study" / "activation" / "study.json").read_text())
-    assert [len(v["top1"]) for v in study["variants"]] == [2, 2, 2]
+    study = json.loads((out / "study" / "residual" / "study.json").read_text())
+    assert [len(v["top1"]) for v in study["variants"]] == [2, 2]
     assert all(None not in v["top1_ci95"] for v in study["variants"])
     report = (out / "report.md").read_text()
-    assert "## Study: activation" in report and "none > relu" in report.lower()
-    assert "study/activation/accuracy.png" in (out / "report.html").read_text()
+    assert "## Study: residual" in report and "residual > no-residual" in report.lower()
+    assert "study/residual/accuracy.png" in (out / "report.html").read_text()
 
 
 def test_an_unknown_study_in_the_recipe_is_a_one_line_error(tmp_path, cli):
