@@ -224,30 +224,29 @@ def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
     assert rows == len(metrics)
 
 
+# Only train, evaluate, bench and report (and what a test adds): the fewest stages a pipeline run can have.
+MINIMAL_STAGES = {
+    "preset": "tiny",
+    "prune.enabled": False,
+    "quantize.int8": False,
+    "quantize.qat": False,
+    "convert.onnx": [],
+    "convert.edgetpu": False,
+    "compare.enabled": False,
+    "sweep.enabled": False,
+    "deploy.enabled": False,
+    "bench.runs": 2,
+    "bench.min_seconds": 0.01,
+}
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A pipeline run of train, twin (in line), evaluate, bench and report only; returns (result, run folder)."""
     from edgex.pipeline import run_pipeline
 
-    recipe = resolve_recipe(
-        None,
-        {
-            "preset": "tiny",
-            "train.epochs": 1,
-            "twin.background": False,
-            "prune.enabled": False,
-            "quantize.int8": False,
-            "quantize.qat": False,
-            "convert.tflite": ["fp32"],
-            "convert.onnx": [],
-            "convert.edgetpu": False,
-            "compare.enabled": False,
-            "sweep.enabled": False,
-            "deploy.enabled": False,
-            "bench.runs": 2,
-            "bench.min_seconds": 0.01,
-        },
-    )
+    overrides = {**MINIMAL_STAGES, "train.epochs": 1, "twin.background": False, "convert.tflite": ["fp32"]}
+    recipe = resolve_recipe(None, overrides)
     out = tmp_path_factory.mktemp("small") / "run"
     return run_pipeline(recipe, out), out
 
@@ -337,23 +336,13 @@ def test_the_pipeline_fine_tunes_from_pretrained_weights(trained_tiny, tmp_path)
     from edgex.pipeline import run_pipeline
 
     overrides = {
-        "preset": "tiny",
+        **MINIMAL_STAGES,
         "train.weights": str(trained_tiny),
         "train.head_epochs": 1,
         "train.epochs": 1,
         "train.fine_tune_lr": 1e-4,
         "twin.enabled": False,
-        "prune.enabled": False,
-        "quantize.int8": False,
-        "quantize.qat": False,
         "convert.tflite": [],
-        "convert.onnx": [],
-        "convert.edgetpu": False,
-        "compare.enabled": False,
-        "sweep.enabled": False,
-        "deploy.enabled": False,
-        "bench.runs": 2,
-        "bench.min_seconds": 0.01,
     }
     result = run_pipeline(resolve_recipe(None, overrides), tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "train" / "model.keras.json").read_text())
