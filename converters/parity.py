@@ -2,9 +2,12 @@
 
 Each sample either meets the precision's criterion or not: its outputs within the float tolerance (fp32, fp16), or
 the same top-1 class (quantized). The claim is that at least ``MIN_SHARE`` of inputs meet it. Samples are checked
-in batches; after each batch one-sided 95% Clopper-Pearson bounds of the share are compared with ``MIN_SHARE``,
-and the check stops once they decide it (a float export fails at its first sample out of tolerance). Without an
-early decision, every planned sample is used and the point estimate gives the verdict, as a fixed-size check would.
+in batches; after each batch one-sided Clopper-Pearson bounds of the share are compared with ``MIN_SHARE``, and the
+check stops once they decide it (a float export fails at its first sample out of tolerance). Looking after every
+batch would make 95% bounds wrong more often than 5% over the whole sequence, so each look's bounds are widened
+(Bonferroni over the looks at which that bound can cross ``MIN_SHARE``): the sequence as a whole keeps 95% in each
+direction. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
+fixed-size check would.
 
 Top-1 agreement is not meaningful when the float model's top-1 margin is below the resolution of the quantized
 output (an untrained model's near-uniform softmax against an int8 output in steps of 1/256): the top class of such
@@ -83,19 +86,37 @@ def _solve(f: Callable[[float], bool]) -> float:
     return high
 
 
-def share_bounds(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """One-sided Clopper-Pearson bounds (each at ``confidence``) of a binomial share."""
+def share_bounds(
+    successes: int, n: int, confidence: tuple[float, float] = (CONFIDENCE, CONFIDENCE)
+) -> tuple[float, float]:
+    """One-sided Clopper-Pearson bounds of a binomial share: the lower at ``confidence[0]``, the upper at
+    ``confidence[1]``."""
     if n == 0:
         return 0.0, 1.0
-    alpha = math.log(1 - confidence)
-    low = 0.0 if successes == 0 else _solve(lambda p: _log_binomial_tail(n, successes, p) >= alpha)
+    low_alpha, high_alpha = (1 - c for c in confidence)
+    low = 0.0 if successes == 0 else _solve(lambda p: _log_binomial_tail(n, successes, p) >= math.log(low_alpha))
     # upper: the largest p with P(X <= k | p) >= alpha, i.e. P(X >= k + 1 | p) <= 1 - alpha
     high = (
-        1.0
-        if successes == n
-        else _solve(lambda p: _log_binomial_tail(n, successes + 1, p) > math.log1p(-(1 - confidence)))
+        1.0 if successes == n else _solve(lambda p: _log_binomial_tail(n, successes + 1, p) > math.log1p(-high_alpha))
     )
     return low, high
+
+
+def look_sizes(available: int, batch: int = PARITY_BATCH) -> list[int]:
+    """The sample counts at which a sequential check looks at its bounds."""
+    return [*range(batch, available, batch), available]
+
+
+def look_confidences(available: int, batch: int = PARITY_BATCH) -> tuple[float, float]:
+    """Per-look confidence of the lower and the upper bound that keeps ``CONFIDENCE`` over the whole sequence of
+    looks in each direction. The upper bound can fall below ``MIN_SHARE`` at any look; the lower bound reaches it
+    only from about 150 samples on (all agreeing), so looks before that spend none of its error."""
+    sizes = look_sizes(available, batch)
+    alpha = 1 - CONFIDENCE
+    passing = 1  # the fewest looks to split it over such that no other look can cross at the split error
+    while sum(n >= math.log(alpha / passing) / math.log(MIN_SHARE) for n in sizes) > passing:
+        passing += 1
+    return 1 - alpha / passing, 1 - alpha / len(sizes)
 
 
 def output_step(outputs: np.ndarray) -> float:
@@ -173,10 +194,16 @@ def _criterion(precision: str, reference: np.ndarray, exported: np.ndarray) -> t
 
 
 def check_parity(
-    reference: np.ndarray, exported: np.ndarray, precision: str, inputs: str, available: int = 0
+    reference: np.ndarray,
+    exported: np.ndarray,
+    precision: str,
+    inputs: str,
+    available: int = 0,
+    confidence: tuple[float, float] = (CONFIDENCE, CONFIDENCE),
 ) -> Parity:
     """The verdict on outputs already computed: max |diff| for float exports, top-1 agreement for quantized ones
-    (or the output SNR where top-1 is not meaningful), with the bounds of the share that meets it."""
+    (or the output SNR where top-1 is not meaningful), with the bounds (at ``confidence``, lower and upper) of the
+    share that meets it."""
     import numpy as np
 
     reference = np.asarray(reference, np.float64)
@@ -186,7 +213,7 @@ def check_parity(
     criterion, meaningful, step = _criterion(precision, reference, exported)
     met = criterion.meets(reference, exported)
     n, k = len(met), int(met.sum())
-    low, high = share_bounds(k, n)
+    low, high = share_bounds(k, n, confidence)
     share = k / n if n else 0.0
     if criterion.strict:
         passed, decided = k == n, k < n or low >= MIN_SHARE
@@ -223,11 +250,14 @@ def sequential_parity(
     full: bool = False,
     batch: int = PARITY_BATCH,
 ) -> Parity:
-    """Check in growing batches; stop when the bounds decide (unless ``full``). ``reference(n)`` and
-    ``exported(n)`` give the outputs of the first ``n`` samples (each may keep what it computed before)."""
-    n = min(batch, available)
-    while True:
-        parity = check_parity(reference(n), exported(n), precision, inputs, available)
-        if n >= available or (parity.decided and not full):
-            return parity
-        n = min(n + batch, available)
+    """Check in growing batches; stop when the bounds, widened for the number of looks, decide. ``full``: one look
+    at every sample. ``reference(n)`` and ``exported(n)`` give the outputs of the first ``n`` samples (each may
+    keep what it computed before)."""
+    if full:
+        return check_parity(reference(available), exported(available), precision, inputs, available)
+    confidence = look_confidences(available, batch)
+    for n in look_sizes(available, batch):
+        parity = check_parity(reference(n), exported(n), precision, inputs, available, confidence)
+        if parity.decided:
+            break
+    return parity

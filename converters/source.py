@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from devices.errors import ModelFileError
 from devices.files import read_metadata, sha256_file
+from devices.memo import forget_outputs, kept_outputs, sample_digest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -156,7 +157,7 @@ def forget_conversions() -> None:
     _CONVERTED.clear()
     _SOURCES.clear()
     _REFERENCES.clear()
-    _OUTPUTS.clear()
+    forget_outputs()
 
 
 _SOURCES: OrderedDict[tuple, SourceModel] = OrderedDict()  # by path and content
@@ -179,35 +180,15 @@ def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -
     return _REFERENCES[full_key]
 
 
-# The source's output for each sample it has seen, by source content and the sample's bytes: the parity samples
-# of every export, and the validation split behind the float accuracy (of which the parity samples are a subset).
-_OUTPUTS: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
-OUTPUTS_KEPT = 200_000
-
-
-def _sample_digest(sample: np.ndarray) -> bytes:
-    import hashlib
-
-    import numpy as np
-
-    sample = np.ascontiguousarray(sample)
-    return hashlib.blake2b(f"{sample.dtype}{sample.shape}".encode() + sample.tobytes(), digest_size=16).digest()
-
-
 def source_outputs(source: SourceModel, x: np.ndarray, digests: list[bytes] | None = None) -> np.ndarray:
-    """The source's outputs on ``x``; samples seen before (same source content, same values) are not run again."""
+    """The source's outputs on ``x``; samples seen before (same source content, same values) are not run again:
+    the parity samples of every export, and the validation split behind the float accuracy (of which the parity
+    samples are a subset)."""
     import numpy as np
 
     if not reuses_conversions(source):
         return np.asarray(source.predict(x))
-    keys = [(source.sha256, d) for d in (digests or [_sample_digest(sample) for sample in x])]
-    missing = [i for i, key in enumerate(keys) if key not in _OUTPUTS]
-    if missing:
-        for i, row in zip(missing, np.asarray(source.predict(x[missing]))):
-            _OUTPUTS[keys[i]] = row
-        while len(_OUTPUTS) > OUTPUTS_KEPT:
-            _OUTPUTS.popitem(last=False)
-    return np.stack([_OUTPUTS[key] for key in keys])
+    return kept_outputs(("source", source.sha256), x, source.predict, digests)
 
 
 def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:
@@ -216,7 +197,7 @@ def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.
     digests: list[bytes] = []
 
     def upto(n: int) -> np.ndarray:
-        digests.extend(_sample_digest(sample) for sample in x[len(digests) : n])
+        digests.extend(sample_digest(sample) for sample in x[len(digests) : n])
         return source_outputs(source, x[:n], digests[:n])
 
     return upto

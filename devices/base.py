@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from devices.errors import InputMismatch
+from devices.files import sha256_file
+from devices.memo import kept_outputs
 
 BATCH_MEMORY_BYTES = 1 << 30  # activations of one batch in ``predict``
 ACTIVATIONS_PER_INPUT = 40  # float elements alive per input element, at most (Xception at 299 px: about 30)
@@ -78,10 +80,12 @@ class LoadedModel(abc.ABC):
     runtime: str = ""
     device: str = "cpu"
     batch_note: str = ""  # why a fixed-batch model runs one sample at a time in ``predict`` (empty when it batches)
+    runs_its_file = False  # the loaded model is exactly the file's content (not, say, an in-memory Keras model)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._batches: bool | None = None  # whether a batch-1 model also runs batches; None: not probed yet
+        self._content: str | None = None  # the file's digest once ``predict`` needs it; "" when outputs are not kept
 
     # -- what a backend implements -------------------------------------------------------------------------
     @property
@@ -171,8 +175,22 @@ class LoadedModel(abc.ABC):
         ]
 
     def predict(self, x: np.ndarray, max_batch: int | None = None) -> np.ndarray:
-        """Float input (N, ...) -> float output of the first output tensor (N, ...)."""
-        return self.predict_all(x, max_batch=max_batch)[0]
+        """Float input (N, ...) -> float output of the first output tensor (N, ...). Samples this file already ran
+        in this process, in the same runtime on the same device, are not run again."""
+        key = self._outputs_key()
+        if key is None:
+            return self.predict_all(x, max_batch=max_batch)[0]
+        x = np.asarray(x, dtype=np.float32)
+        return kept_outputs(key, x, lambda todo: self.predict_all(todo, max_batch=max_batch)[0])
+
+    def _outputs_key(self) -> tuple | None:
+        """What identifies this model's outputs across loads; None when they are not kept (a model that is not its
+        file, a fixed batch above 1 that subsets of samples would not fit)."""
+        if self._content is None:
+            batch = self.inputs[0].batch
+            keep = self.runs_its_file and batch in (None, 1) and self.path.is_file()
+            self._content = sha256_file(self.path) if keep else ""
+        return (self.runtime, self.device, self._content) if self._content else None
 
     def predict_all(self, x: np.ndarray, max_batch: int | None = None) -> list[np.ndarray]:
         """Outputs for any number of samples, in batches of up to ``max_batch`` (default: what fits in memory)

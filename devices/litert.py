@@ -78,6 +78,7 @@ def check_tflite_file(path: Path) -> bytes:
 
 class LiteRTModel(LoadedModel):
     runtime = "litert"
+    runs_its_file = True
 
     def __init__(
         self,

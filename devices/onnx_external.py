@@ -125,11 +125,13 @@ def external_locations(path: str | os.PathLike) -> list[tuple[str, str]]:
         raise ModelFileError(f"{path} is not a valid ONNX model ({exc})") from None
 
 
-def check_external_data(path: str | os.PathLike) -> None:
-    """Refuse external-data locations that are absolute, contain ``..`` or resolve outside the model's folder."""
+def check_external_data(path: str | os.PathLike) -> int:
+    """Refuse external-data locations that are absolute, contain ``..`` or resolve outside the model's folder;
+    the number of tensors stored outside the file."""
     path = Path(path)
     root = Path(os.path.realpath(path.parent))
-    for name, location in external_locations(path):
+    locations = list(external_locations(path))
+    for name, location in locations:
         parts = location.replace("\\", "/").split("/")
         if (
             not location
@@ -145,3 +147,4 @@ def check_external_data(path: str | os.PathLike) -> None:
             raise ModelFileError(
                 f"{path}: tensor {name!r} external data {location!r} resolves outside the model's folder ({resolved})"
             )
+    return len(locations)

@@ -84,6 +84,7 @@ def providers_for(device: str) -> list:
 
 class OnnxRuntimeModel(LoadedModel):
     runtime = "onnxruntime"
+    runs_its_file = True
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class OnnxRuntimeModel(LoadedModel):
         module = ort()
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")
-        check_external_data(self.path)
+        self.runs_its_file = not check_external_data(self.path)  # weights elsewhere: the file alone says less
         options = module.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
-
-DEFAULT_CALIBRATION_SAMPLES = 200
 
 
 def _image_size(input_shape: tuple[int, ...]) -> int | None:
@@ -36,7 +35,7 @@ def export_model(
     precision: str | None = None,
     *,
     data: str | None = None,
-    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calib_samples: int = CALIBRATION_SAMPLES,
     parity_samples: int | None = None,
     io: str | None = None,
     opset: int = 17,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
 from edgex.optimization import setup
@@ -329,7 +330,7 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
         "int8",
         out=out_dir / f"{pruned_path.stem}_int8.tflite",
         force=True,
-        calibration=s.calibration(200),
+        calibration=s.calibration(CALIBRATION_SAMPLES),
         parity_inputs=s.preprocessing.apply(s.dataset.val.take(256).arrays()[0]),
     )
     return PrunePreservingQat(

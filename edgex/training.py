@@ -363,12 +363,14 @@ def fine_tune(
     progress=None,
 ) -> dict:
     """Fine-tune a Keras model (QAT- or pruning-wrapped) on a dataset's train split; returns the history."""
+    from devices.tensorflow import native_grouped_convolutions
     from devices.tfkeras import keras
 
     k = keras()
     if epochs < 1:
         raise EdgexError(f"fine-tuning needs at least 1 epoch, got {epochs}")
     k.utils.set_random_seed(seed)
+    native_grouped_convolutions(model)  # tfmot's QAT and pruning wrappers clone the layers
     steps_per_fit = steps_per_epoch(dataset, batch_size)
     train_ds = dataset.train.tf_dataset(batch_size, XCEPTION, shuffle=True, augment=augment, seed=seed, repeat=True)
     val_ds = dataset.val.tf_dataset(128, XCEPTION)

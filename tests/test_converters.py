@@ -13,6 +13,7 @@ import pytest
 import devices
 from converters import FORMATS, convert
 from converters.edgetpu import compatibility_report, parse_compiler_output
+from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, ModelFileError
 from devices.files import read_metadata
 from devices.sysinfo import int8_dot_products_saturate
@@ -43,7 +44,7 @@ def test_every_format_and_precision_passes_its_parity_check(model_dir, to, preci
     assert meta["class_names"] == list("0123456789") and meta["preprocessing"]["name"] == "xception"
     assert meta["parity"]["max_abs_diff"] == pytest.approx(result.parity.max_abs_diff)
     if precision == "int8":
-        assert meta["calibration"] == {"data": "digits", "samples": 200}
+        assert meta["calibration"] == {"data": "digits", "samples": CALIBRATION_SAMPLES}
     with devices.load_model(result.path) as model:  # the artifact runs in its runtime, metadata or not
         assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
 

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 import devices
-from converters.parity import MIN_SHARE, check_parity, sequential_parity, share_bounds
+from converters.parity import (
+    MIN_SHARE,
+    check_parity,
+    look_confidences,
+    look_sizes,
+    sequential_parity,
+    share_bounds,
+)
 from devices.preprocess import XCEPTION, Preprocessing
 
 
@@ -51,13 +58,52 @@ def test_clopper_pearson_bounds():
     assert 0.41 < low < 0.42 and 0.58 < high < 0.59
 
 
+def _decision_probabilities(share: float, available: int, confidence: tuple[float, float]) -> tuple[float, float]:
+    """Exactly, for samples that each meet the criterion with probability ``share``: the probability that the
+    sequential check decides a pass, and that it decides a failure, at some look (dynamic programming over the
+    number of successes among the samples seen, the decided paths removed at each look)."""
+    from math import comb
+
+    paths, seen, passes, fails = {0: 1.0}, 0, 0.0, 0.0
+    for n in look_sizes(available):
+        step = n - seen
+        grown: dict[int, float] = {}
+        for k, mass in paths.items():
+            for j in range(step + 1):
+                grown[k + j] = grown.get(k + j, 0.0) + mass * comb(step, j) * share**j * (1 - share) ** (step - j)
+        paths, seen = {}, n
+        for k, mass in grown.items():
+            low, high = share_bounds(k, n, confidence)
+            if low >= MIN_SHARE:
+                passes += mass
+            elif high < MIN_SHARE:
+                fails += mass
+            else:
+                paths[k] = mass
+    return passes, fails
+
+
+def test_the_sequence_of_looks_keeps_its_95_percent():
+    per_look = look_confidences(256)
+    assert 0.95 < per_look[0] < 1 and 0.95 < per_look[1] < 1
+    # on the threshold, both verdicts are errors: each at most 5% over the whole sequence of looks
+    passes, fails = _decision_probabilities(MIN_SHARE, 256, per_look)
+    assert passes <= 0.05 and fails <= 0.05
+    # 95% at every look would not keep that (what the widening is for)
+    assert _decision_probabilities(MIN_SHARE, 256, (0.95, 0.95))[1] > 0.1
+    # and the widened check still decides clear cases
+    assert _decision_probabilities(1.0, 256, per_look)[0] == pytest.approx(1.0)
+    assert _decision_probabilities(0.95, 256, per_look)[1] > 0.5
+
+
 def test_a_clearly_passing_export_stops_once_decided():
     reference = _confident(256)
     parity = _run(reference, reference + 1e-3, "int8")
-    assert parity.passed and parity.decided and parity.samples == 160 and parity.available == 256
+    # a lower bound at the per-look confidence reaches 98% only on 224 agreeing samples (160 at 95% per look)
+    assert parity.passed and parity.decided and parity.samples == 224 and parity.available == 256
     assert parity.interval[0] >= MIN_SHARE and parity.top1_meaningful
     fp32 = _run(reference, reference + 1e-6, "fp32")
-    assert fp32.passed and fp32.decided and fp32.samples == 160
+    assert fp32.passed and fp32.decided and fp32.samples == 224
 
 
 def test_a_clearly_failing_export_stops_at_the_first_batch():
@@ -181,10 +227,34 @@ PRECISION_TOLERANCE = {"tflite-fp32": 1e-5, "onnx-fp32": 1e-5, "tflite-int8": 1 
 def test_batched_inference_equals_one_sample_at_a_time(tiny_artifacts, digits, kind):
     x = XCEPTION.apply(digits.val.take(70, seed=0).arrays()[0])
     with devices.load_model(tiny_artifacts[kind], threads=2) as model:
-        batched = model.predict(x)
+        batched = model.predict_all(x)[0]
         assert model.batches_allowed() and not model.batch_note  # the batch-1 file did run in batches
-        single = np.concatenate([model.predict(x[i : i + 1]) for i in range(len(x))])
+        single = np.concatenate([model.predict_all(x[i : i + 1])[0] for i in range(len(x))])
     assert np.abs(batched - single).max() <= PRECISION_TOLERANCE[kind]
+
+
+@pytest.mark.parametrize("kind", ["tflite-int8", "onnx-fp32"])
+def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits, tmp_path, kind):
+    """The parity check then the accuracy run of one file: each sample runs through it once; another content at
+    the same path runs again."""
+    x = XCEPTION.apply(digits.val.take(20, seed=1).arrays()[0])
+    path = tmp_path / tiny_artifacts[kind].name
+
+    def counted_predict(samples: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        with devices.load_model(path) as model:
+            runs, run_all = [], model.predict_all
+            model.predict_all = lambda todo, max_batch=None: runs.append(len(todo)) or run_all(todo, max_batch)
+            return model.predict(samples), runs
+
+    shutil.copy(tiny_artifacts[kind], path)
+    first, runs = counted_predict(x[:12])
+    assert runs == [12]
+    again, runs = counted_predict(x)
+    assert runs == [8] and np.array_equal(again[:12], first)
+    other = "tflite-fp32" if kind == "tflite-int8" else "onnx-int8"
+    shutil.copy(tiny_artifacts[other], path)
+    changed, runs = counted_predict(x)
+    assert runs == [20] and not np.array_equal(changed, again)
 
 
 def test_a_model_that_cannot_take_a_batch_falls_back_and_says_so(tmp_path):

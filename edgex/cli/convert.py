@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from converters.registry import BATCHES, FORMATS, IO_TYPES, ONNX_INT8_ROUTES
+from converters.registry import BATCHES, CALIBRATION_SAMPLES, FORMATS, IO_TYPES, ONNX_INT8_ROUTES
 from edgex.cli import options as o
 
 To = o.choices("To", FORMATS)
@@ -26,7 +26,7 @@ def convert(
         typer.Option(help="fp32, fp16 (weights), dynamic (int8 weights), int8 [default: fp32; int8 for edgetpu]."),
     ] = None,
     data: Annotated[str | None, typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
-    calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = 200,
+    calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = CALIBRATION_SAMPLES,
     parity_samples: Annotated[
         int | None,
         typer.Option(help="Check parity on exactly N samples [default: up to 256, until decided at 95%]."),

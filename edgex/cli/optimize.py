@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from converters.registry import CALIBRATION_SAMPLES
 from edgex.cli import options as o
 from edgex.prune import SCHEDULES
 from edgex.quantize import MODES, QUANTIZE_FORMATS
@@ -39,7 +40,7 @@ def quantize(
     auto_keep_float: Annotated[
         bool, typer.Option(help="Keep the worst layers in float until --max-drop holds.")
     ] = False,
-    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 200,
+    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = CALIBRATION_SAMPLES,
     preprocessing: o.PreprocessingOpt = None,
     out: Annotated[str | None, typer.Option(help="Output folder (default: next to MODEL).")] = None,
     force: o.Force = False,

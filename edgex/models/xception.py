@@ -88,6 +88,7 @@ class XceptionConfig:
 
 def build_xception(config: XceptionConfig, name: str | None = None):
     """Build an uncompiled Keras (tf_keras) model from ``config``."""
+    from devices.tensorflow import native_grouped_convolutions
     from devices.tfkeras import keras
 
     k = keras()
@@ -98,7 +99,7 @@ def build_xception(config: XceptionConfig, name: str | None = None):
     x = blocks.exit_flow(x)
     if config.include_top:
         x = blocks.classifier(x, mixed=k.mixed_precision.global_policy().compute_dtype != "float32")
-    return k.Model(inputs, x, name=name or _model_name(config))
+    return native_grouped_convolutions(k.Model(inputs, x, name=name or _model_name(config)))
 
 
 def _model_name(config: XceptionConfig) -> str:

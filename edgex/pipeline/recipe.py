@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError
 
 
@@ -60,7 +61,7 @@ class QuantizeOptions:
     int8: bool = True  # post-training int8
     qat: bool = True  # quantization-aware training, then int8
     qat_epochs: int = 1
-    calib_samples: int = 200
+    calib_samples: int = CALIBRATION_SAMPLES
     max_drop: float = 1.0  # points of top-1
 
 
