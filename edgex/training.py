@@ -263,13 +263,19 @@ def _settle_bn_statistics(model, config, inputs, records) -> dict:
     gains at least BN_RECOMPUTE_GAIN: after a few dozen steps the moving averages (momentum 0.99) still hold their
     initial values and the saved model is broken, while a longer run's statistics have settled and stay as trained
     (recomputed ones can move the model's int8 quantization, measured, for no gain)."""
+    before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
+    return settle_bn_statistics(model, inputs.dataset, inputs.preprocessing, inputs.val, config.seed, before)
+
+
+def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: float) -> dict:
+    """``_settle_bn_statistics`` for any Keras classifier: ``val`` the validation tf.data set, ``before`` the
+    validation top-1 of the weights as trained (NaN when unknown)."""
     from edgex.transfer import recompute_bn_statistics
 
-    before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
     trained = model.get_weights()
-    images, _ = inputs.dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=config.seed).arrays()
-    count = recompute_bn_statistics(model, images, inputs.preprocessing)
-    after = steps.val_metrics(model, inputs.val)[0]
+    images, _ = dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=seed).arrays()
+    count = recompute_bn_statistics(model, images, preprocessing)
+    after = steps.val_metrics(model, val)[0]
     kept = not before >= after - BN_RECOMPUTE_GAIN  # a NaN before (no validation) keeps them
     if not kept:
         model.set_weights(trained)
