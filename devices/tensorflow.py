@@ -114,7 +114,7 @@ def load_keras_model(path: str | Path):
 def native_grouped_convolutions(model):
     """``model``, its grouped convolutions set to run on TensorFlow's own kernel. tf-keras compiles each one with
     XLA, a workaround from when TensorFlow had no grouped kernel for the CPU; TensorFlow 2.21 has one, with the
-    same outputs and gradients, and trains them 17-130x faster (``python -m benchmarks.grouped_conv``)."""
+    same outputs and gradients, and trains them 7-190x faster (``python -m benchmarks.grouped_conv``)."""
     for layer in model.submodules:
         if getattr(layer, "groups", 1) > 1 and hasattr(layer, "_jit_compiled_convolution_op"):
             layer._jit_compiled_convolution_op = layer.convolution_op

@@ -12,6 +12,14 @@ from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES
 Optimizer = o.choices("Optimizer", OPTIMIZERS)
 Strategy = o.choices("Strategy", STRATEGIES)
 Precision = o.choices("Precision", PRECISIONS)
+OptimizerOpt = Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")]
+Weights = Annotated[
+    str, typer.Option(help="Starting weights: none, imagenet (preset paper) or a .h5/.weights.h5/.keras file.")
+]
+FromModel = Annotated[
+    str | None, typer.Option("--from", help="Fine-tune this Keras image classifier instead of a preset.")
+]
+HeadEpochs = Annotated[int, typer.Option(help="Fine-tuning phase 1: epochs training the new head alone (0 skips it).")]
 
 
 def train(
@@ -26,9 +34,7 @@ def train(
     dropout: Annotated[float | None, typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 32,
-    optimizer: Annotated[Optimizer, typer.Option(help="adam, or paper (SGD 0.045, x0.94 every 2 epochs).")] = Optimizer(
-        "adam"
-    ),
+    optimizer: OptimizerOpt = Optimizer("adam"),
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and the split.")] = 0,
     val_split: Annotated[float, typer.Option(help="Validation share when the data has no val/ folder.")] = 0.2,
@@ -36,15 +42,9 @@ def train(
     strategy: Annotated[Strategy, typer.Option(help="tf.distribute strategy.")] = Strategy("auto"),
     precision: Annotated[Precision, typer.Option(help="Training precision.")] = Precision("float32"),
     strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
-    weights: Annotated[
-        str, typer.Option(help="Starting weights: none, imagenet (preset paper) or a .h5/.weights.h5/.keras file.")
-    ] = "none",
-    from_model: Annotated[
-        str | None, typer.Option("--from", help="Fine-tune this Keras image classifier instead of a preset.")
-    ] = None,
-    head_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning phase 1: epochs training the new head alone (0 skips it).")
-    ] = 5,
+    weights: Weights = "none",
+    from_model: FromModel = None,
+    head_epochs: HeadEpochs = 5,
     unfreeze: Annotated[str, typer.Option(help="Fine-tuning phase 2: top N blocks that train, or all.")] = "all",
     fine_tune_lr: Annotated[float, typer.Option(help="Fine-tuning phase 2's learning rate.")] = 1e-5,
     preprocessing: o.PreprocessingOpt = None,
@@ -54,12 +54,13 @@ def train(
     json_out: o.Json = False,
 ):
     """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
-    from edgex.render import print_json
     from edgex.training import TrainConfig
     from edgex.training import train as run_train
 
-    model = o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual)
-    model["dropout"] = dropout
+    model = {
+        **o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual),
+        "dropout": dropout,
+    }
     config = TrainConfig(
         data=data,
         preset=preset,
@@ -83,12 +84,7 @@ def train(
     )
     _report_scan(config)
     result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _PhaseProgress())
-    if json_out:
-        from dataclasses import asdict
-
-        print_json(asdict(result))
-        return
-    _show_result(result)
+    _show_result(result, json_out)
 
 
 def _model_options(model: dict, from_model: str | None) -> dict:
@@ -99,9 +95,14 @@ def _model_options(model: dict, from_model: str | None) -> dict:
     return {k: v for k, v in model.items() if v is not None and (k not in defaults or defaults[k] != v)}
 
 
-def _show_result(result) -> None:
-    from edgex.render import console, human_count, table, warn
+def _show_result(result, json_out: bool) -> None:
+    from edgex.render import console, human_count, print_json, table, warn
 
+    if json_out:
+        from dataclasses import asdict
+
+        print_json(asdict(result))
+        return
     if result.already_done:
         console.print(f"{result.model_path} is already trained ({result.epochs} epochs); nothing to resume")
     rows = [
