@@ -27,9 +27,9 @@ def study(
     ),
     precision: Annotated[str, typer.Option(help="Latency precisions: fp32,int8.")] = "fp32,int8",
     batch_size: Annotated[int, typer.Option(help="Training batch.")] = 32,
-    out: Annotated[str, typer.Option(help="Output folder (a rerun there skips the finished trainings).")] = (
-        "runs/study"
-    ),
+    out: Annotated[
+        str | None, typer.Option(help="Output folder, default runs/study/NAME (a rerun skips finished trainings).")
+    ] = None,
     force: o.Force = False,
 ):
     """Train every variant of a study with several seeds; report top-1 with 95% intervals, learning curves,
@@ -49,7 +49,7 @@ def study(
         precisions=_split(precision),
         batch_size=batch_size,
     )
-    result = run_study(config, out, force=force, progress=console.print)
+    result = run_study(config, out or f"runs/study/{name}", force=force, progress=console.print)
     console.print("\n".join(accuracy_table(result)), markup=False, highlight=False)
     for comparison in result.comparisons:
         console.print(f"- {comparison.sentence}", markup=False, highlight=False)
