@@ -6,6 +6,9 @@ JSON and the artifact's metadata) plus the fixed cost of starting Python and loa
 the two (target: convert <= 3x). For eval: throughput in images/s against the runtime's best batched throughput on
 the same file with the same threads (target: eval >= 80% of it), and against `edgex bench` (batch 1).
 
+The commands share a fresh store of source outputs (EDGEX_CACHE_DIR), as a user's first session with the model
+does: the first convert runs Keras on its parity samples, later commands read those outputs.
+
 Usage: python -m benchmarks.paper_scale [--threads 2] [--only convert,quantize,eval]
 Run commands one at a time: the paper model needs a few GB of memory per process.
 """
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,6 +181,7 @@ def main() -> None:
     parser.add_argument("--only", default="convert,quantize,eval")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    os.environ["EDGEX_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgex-paper-scale-")
     model = paper_keras()
     work = CACHE / "paper_scale"
     work.mkdir(parents=True, exist_ok=True)

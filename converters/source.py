@@ -180,15 +180,23 @@ def remembered(source: SourceModel, key: tuple, compute: Callable[[], object]) -
     return _REFERENCES[full_key]
 
 
-def source_outputs(source: SourceModel, x: np.ndarray, digests: list[bytes] | None = None) -> np.ndarray:
-    """The source's outputs on ``x``; samples seen before (same source content, same values) are not run again:
-    the parity samples of every export, and the validation split behind the float accuracy (of which the parity
-    samples are a subset)."""
+def source_outputs(
+    source: SourceModel, x: np.ndarray, digests: list[bytes] | None = None, *, stored: bool = True
+) -> np.ndarray:
+    """The source's outputs on ``x``; samples seen before (same source content, same values) in this process,
+    or by an earlier command (converters.output_store; ``stored=False``: not those), are not run again: the parity
+    samples of every export, and the validation split behind the float accuracy (a superset of them)."""
     import numpy as np
 
     if not reuses_conversions(source):
         return np.asarray(source.predict(x))
-    return kept_outputs(("source", source.sha256), x, source.predict, digests)
+    from converters.output_store import stored_outputs
+    from devices.tensorflow import runtime_version
+
+    if not stored:
+        return kept_outputs(("source", source.sha256), x, source.predict, digests)
+    key = f"{source.sha256}-{runtime_version().replace(' ', '-')}"
+    return kept_outputs(("source", source.sha256), x, lambda rows: stored_outputs(key, rows, source.predict), digests)
 
 
 def reference_outputs(source: SourceModel, x: np.ndarray) -> Callable[[int], np.ndarray]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.calibration import split_calibration
 from converters.registry import ExportInfo, ExportOptions
 from converters.source import SourceModel, converted_once
 from devices.errors import EdgexError
@@ -83,7 +84,7 @@ def _convert_bytes(source: SourceModel, options: ExportOptions) -> bytes:
     converter = make_converter(source, options)
     try:
         # Selective quantization runs tf.lite.Interpreter, which warns that it is deprecated.
-        with quiet_native_logs(), warnings.catch_warnings():
+        with quiet_native_logs(), warnings.catch_warnings(), split_calibration():
             warnings.simplefilter("ignore", UserWarning)
             if options.keep_float:
                 return _selective_int8(tf, converter, source, options)
@@ -193,7 +194,7 @@ def quantization_errors(source: SourceModel, calibration: np.ndarray, samples: i
     converter = make_converter(source, options)
     debug_data = representative_dataset(calibration[:samples])
     # The debugger runs tf.lite.Interpreter, which warns that it is deprecated.
-    with quiet_native_logs(), warnings.catch_warnings():
+    with quiet_native_logs(), warnings.catch_warnings(), split_calibration():
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
         debugger.run()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import json
+import threading
+import types
 import zipfile
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMi
 from devices.tfkeras import keras, tensorflow
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_ARCHIVE_PATCH = threading.Lock()
 
 
 def runtime_version() -> str:
@@ -95,10 +99,11 @@ def load_keras_model(path: str | Path):
     kwargs = {"safe_mode": True} if path.suffix == ".keras" else {}
     try:
         try:
-            return native_grouped_convolutions(k.models.load_model(path, compile=False, **kwargs))
+            with _archive_members_in_memory():
+                return native_grouped_convolutions(k.models.load_model(path, compile=False, **kwargs))
         except (ValueError, TypeError):
             # QAT and pruning wrappers are tfmot's own layers; without its scope they fail in several ways.
-            with _tfmot_scope():
+            with _tfmot_scope(), _archive_members_in_memory():
                 return native_grouped_convolutions(k.models.load_model(path, compile=False, **kwargs))
     except Exception as exc:  # Keras raises ValueError, TypeError, KeyError, OSError... for bad files
         text = str(exc)
@@ -109,6 +114,38 @@ def load_keras_model(path: str | Path):
             ) from exc
         line = (text.strip().splitlines() or [type(exc).__name__])[0]
         raise ModelFileError(f"cannot load Keras model {path}: {line[:300]}") from exc
+
+
+class _MembersInMemory(zipfile.ZipFile):
+    """A zip archive whose members are read whole into memory when opened for reading."""
+
+    def open(self, name, mode="r", pwd=None, **kwargs):
+        member = super().open(name, mode, pwd, **kwargs)
+        if mode != "r":
+            return member
+        with member:
+            return io.BytesIO(member.read())
+
+
+@contextlib.contextmanager
+def _archive_members_in_memory():
+    """tf-keras reads a .keras file's weights through h5py from the zip member, and h5py seeks back and forth.
+    Before Python 3.12 every backward seek in a zip member reads it again from its start: 8 of the 11 s that
+    loading the paper model took. Within the block, tf-keras reads each member whole into memory instead."""
+    try:
+        from tf_keras.src.saving import saving_lib
+    except ImportError:  # another Keras: left as it is
+        yield
+        return
+    shim = types.ModuleType("zipfile")
+    shim.__dict__.update(vars(zipfile))
+    shim.ZipFile = _MembersInMemory
+    with _ARCHIVE_PATCH:
+        saving_lib.zipfile = shim
+        try:
+            yield
+        finally:
+            saving_lib.zipfile = zipfile
 
 
 def native_grouped_convolutions(model):

@@ -70,9 +70,14 @@ def dataset_for(meta: dict, data: str, image_size: int):
     )
 
 
-def source_accuracy(source, dataset, preprocessing, class_names, split: str = "val", limit: int | None = None):
+def source_accuracy(
+    source, dataset, preprocessing, class_names, split: str = "val", limit: int | None = None, stored: bool = True
+):
     """Accuracy of a conversion source (Keras or SavedModel, in TensorFlow) on a split: computed once per source
-    content, data, split and preprocessing in this process, and shared by quantize, prune and evaluate."""
+    content, data, split and preprocessing in this process, and shared by quantize, prune and evaluate.
+    ``stored``: outputs kept on disk by earlier commands may serve (see converters.output_store)."""
+    from functools import partial
+
     from converters.source import remembered, source_outputs
     from devices.evaluate import accuracy_from_scores, predict_batches
 
@@ -80,7 +85,8 @@ def source_accuracy(source, dataset, preprocessing, class_names, split: str = "v
     key = ("accuracy", dataset.fingerprint, split, limit, repr(sorted(preprocessing.to_dict().items())))
 
     def measure():
-        scores, labels = predict_batches(lambda x: source_outputs(source, x), chosen.batches(64), preprocessing.apply)
+        outputs = partial(source_outputs, source, stored=stored)
+        scores, labels = predict_batches(outputs, chosen.batches(64), preprocessing.apply)
         return accuracy_from_scores(scores, labels, class_names)
 
     return remembered(source, (*key, tuple(class_names)), measure)
@@ -128,8 +134,8 @@ def evaluate_model(
             raise EdgexError(f"the model's classes differ from the data's: {mismatch}")
         start = time.perf_counter()
         prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
-        if source:  # a source of conversions: its accuracy may be known already
-            accuracy = source_accuracy(source, dataset, prep, names, split, limit)
+        if source:  # a source of conversions: its accuracy may be known already in this process
+            accuracy = source_accuracy(source, dataset, prep, names, split, limit, stored=False)
         else:
             chosen = (dataset.val if split == "val" else dataset.train).take(limit)
             accuracy = evaluate(model, chosen.batches(batch_size), prep, names)

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converters.registry import Parity, artifact_name
+from converters.registry import CALIBRATION_SAMPLES, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
 from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
 from edgex.optimization import Setup, setup
@@ -100,7 +100,7 @@ def quantize(
     auto_keep_float: bool = False,
     out: str | Path | None = None,
     force: bool = False,
-    calib_samples: int = 200,
+    calib_samples: int = CALIBRATION_SAMPLES,
     lr: float = 5e-6,
     auto_keep_limit: int = AUTO_KEEP_LIMIT,
     progress=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["EDGEX_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgex-test-cache-")  # never the user's cache
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,11 +28,13 @@ class CliResult:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_conversions():
-    """Each test converts for itself: conversions kept in this process by an earlier test are dropped."""
+def _fresh_conversions(tmp_path_factory, monkeypatch):
+    """Each test converts for itself: conversions and outputs kept by an earlier test (in this process or on
+    disk) are not seen."""
     from converters.source import forget_conversions
 
     forget_conversions()
+    monkeypatch.setenv("EDGEX_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 def run_cli(*args) -> CliResult:

@@ -201,6 +201,37 @@ def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits
     assert not np.allclose(after, first)
 
 
+def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digits, monkeypatch):
+    from converters.source import forget_conversions, load_source, reference_outputs
+    from devices.tfkeras import keras
+    from edgex.evaluation import evaluate_model
+
+    calls = _counting_predictions(monkeypatch)
+    images = digits.val.take(40, seed=0).arrays()[0]
+    x = XCEPTION.apply(images)
+    first = reference_outputs(load_source(source_copy), x)(32)
+    forget_conversions()  # what a new process has: nothing in memory
+    again = reference_outputs(load_source(source_copy), x)(40)
+    assert calls == [32, 8] and np.array_equal(again[:32], first)
+    forget_conversions()
+    other = Preprocessing.from_dict({**XCEPTION.to_dict(), "scale": XCEPTION.scale / 2})
+    reference_outputs(load_source(source_copy), other.apply(images))(32)  # another preprocessing
+    assert calls == [32, 8, 32]
+    forget_conversions()
+    evaluate_model(source_copy, "digits", dataset=digits, limit=40)  # edgex eval runs the model it measures
+    assert calls == [32, 8, 32, 40]
+    model = keras().models.load_model(source_copy)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    model.save(source_copy)  # a changed file: computed again
+    forget_conversions()
+    assert not np.allclose(reference_outputs(load_source(source_copy), x)(32), first)
+    assert calls == [32, 8, 32, 40, 32]
+    monkeypatch.setenv("EDGEX_CACHE_DIR", "off")
+    forget_conversions()
+    reference_outputs(load_source(source_copy), x)(32)
+    assert calls == [32, 8, 32, 40, 32, 32]
+
+
 def test_the_float_accuracy_is_shared_and_keyed_by_data_and_preprocessing(source_copy, digits, monkeypatch):
     from converters.source import load_source, reference_outputs
     from edgex.evaluation import evaluate_model, source_accuracy
