@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from edgex.cli import options as o
-from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES
+from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
 
 Optimizer = o.choices("Optimizer", OPTIMIZERS)
 Strategy = o.choices("Strategy", STRATEGIES)
@@ -54,17 +54,14 @@ def train(
     json_out: o.Json = False,
 ):
     """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
-    from edgex.training import TrainConfig
     from edgex.training import train as run_train
 
-    model = {
-        **o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual),
-        "dropout": dropout,
-    }
     config = TrainConfig(
         data=data,
         preset=preset,
-        model=_model_options(model, from_model),
+        model=_model_options(
+            conv, input_size, width, middle_blocks, intermediate_activation, residual, dropout, from_model
+        ),
         epochs=epochs,
         batch_size=batch_size,
         optimizer=optimizer.value,
@@ -87,10 +84,14 @@ def train(
     _show_result(result, json_out)
 
 
-def _model_options(model: dict, from_model: str | None) -> dict:
+def _model_options(conv, input_size, width, middle_blocks, intermediate_activation, residual, dropout, from_model):
     """The model options given; with --from, those left at their defaults are not 'given'."""
     from edgex.models import XceptionConfig
 
+    model = {
+        **o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual),
+        "dropout": dropout,
+    }
     defaults = XceptionConfig().to_dict() if from_model else {}
     return {k: v for k, v in model.items() if v is not None and (k not in defaults or defaults[k] != v)}
 
