@@ -124,7 +124,10 @@ class _SharedFeed:
         self.running: list[subprocess.Popen] = []
         self.here = 0
         self.failed: list[str] = []
-        self.split = CalibrationSplit(0)
+
+    @property
+    def split(self) -> CalibrationSplit:
+        return CalibrationSplit(self.here, tuple(len(p) for p in self.parts), tuple(self.failed))
 
     def __call__(self) -> Iterator:
         samples = self.dataset_gen()
@@ -171,7 +174,6 @@ class _SharedFeed:
             why = _last_line(result.with_suffix(".log")) or f"exit code {process.returncode}"
             self._warn(f"a calibration worker failed ({why})")
             done.append(calibrate_here(lambda samples=samples: iter(samples)))
-        self.split = CalibrationSplit(self.here, tuple(len(p) for p in self.parts), tuple(self.failed))
         return done
 
     def _warn(self, why: str) -> None:
