@@ -5,9 +5,10 @@ For each command: its wall time, the library's own time inside it (conversion, c
 and the artifact's metadata) plus the fixed cost of starting Python and loading the model, and the ratio of the two
 (target: convert <= 3x). Loading is timed twice: as edgex loads (reading the .keras archive from memory) and as the
 library alone does (``tf_keras.models.load_model``, 5x slower on this file); the ratio is given against both, the
-second being the libraries' own time that the target is about. For eval: throughput in images/s against the
-runtime's best batched throughput on the same file with the same threads (target: eval >= 80% of it), and against
-`edgex bench` (batch 1).
+second being the libraries' own time that the target is about. For eval: throughput in images/s (the samples
+run through the model; loading it and preparing it for batches are its setup, given beside) against the runtime's
+best batched throughput on the same file with the same threads (target: eval >= 80% of it), and against `edgex
+bench` (batch 1).
 
 The commands share a fresh store of source outputs (EDGEX_CACHE_DIR), as a user's first session with the model does:
 the first convert runs Keras on its parity samples, later commands read those outputs.
@@ -175,7 +176,8 @@ def evals(model: Path, made: dict[str, Path], threads: int, fixed: tuple[float, 
             wall,
             data["seconds"],
             fixed,
-            f"{rate:.2f} img/s: {rate / batched:.0%} of batched {batched:.2f}, {rate / bench:.0%} of bench {bench:.2f}",
+            f"{rate:.2f} img/s: {rate / batched:.0%} of batched {batched:.2f}, {rate / bench:.0%} of bench {bench:.2f}"
+            f" (setup {data.get('setup_seconds', 0):.1f} s)",
         )
 
 

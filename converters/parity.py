@@ -6,7 +6,9 @@ in batches; after each batch one-sided Clopper-Pearson bounds of the share are c
 check stops once they decide it (a float export fails at its first sample out of tolerance). Looking after every
 batch would make 95% bounds wrong more often than 5% over the whole sequence, so each look's bounds are widened
 (Bonferroni over the looks at which that bound can cross ``MIN_SHARE``): the sequence as a whole keeps 95% in each
-direction. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
+direction. A float export's criterion is strict (one sample out of tolerance fails it), so it can pass at one look
+only, the first at which every sample meeting it puts the lower bound at ``MIN_SHARE`` (160 samples): its bounds
+need no widening. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
 fixed-size check would.
 
 Top-1 agreement is not meaningful when the float model's top-1 margin is below the resolution of the quantized
@@ -33,6 +35,7 @@ MIN_SNR_DB = 20.0  # output-level criterion when top-1 agreement is not meaningf
 CONFIDENCE = 0.95  # of each one-sided bound
 PARITY_BATCH = 32  # samples between two looks at the bounds
 DEFAULT_PARITY_SAMPLES = 256  # the most samples a check uses unless asked for more
+FLOAT_PRECISIONS = ("fp32", "fp16")  # judged strictly: every sample within the tolerance
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,14 @@ def look_sizes(available: int, batch: int = PARITY_BATCH) -> list[int]:
     return [*range(batch, available, batch), available]
 
 
-def look_confidences(available: int, batch: int = PARITY_BATCH) -> tuple[float, float]:
+def look_confidences(available: int, batch: int = PARITY_BATCH, strict: bool = False) -> tuple[float, float]:
     """Per-look confidence of the lower and the upper bound that keeps ``CONFIDENCE`` over the whole sequence of
     looks in each direction. The upper bound can fall below ``MIN_SHARE`` at any look; the lower bound reaches it
-    only from about 150 samples on (all agreeing), so looks before that spend none of its error."""
+    only from about 150 samples on (all agreeing), so looks before that spend none of its error. ``strict`` (every
+    sample must meet the criterion): a pass is only possible at the first look where all samples meeting it put the
+    lower bound at ``MIN_SHARE``, and a failure is decided by one sample, not by a bound: no widening."""
+    if strict:
+        return CONFIDENCE, CONFIDENCE
     sizes = look_sizes(available, batch)
     alpha = 1 - CONFIDENCE
     passing = 1  # the fewest looks to split it over such that no other look can cross at the split error
@@ -174,7 +181,7 @@ def _criterion(precision: str, reference: np.ndarray, exported: np.ndarray) -> t
     the samples so far."""
     import numpy as np
 
-    if precision in ("fp32", "fp16"):
+    if precision in FLOAT_PRECISIONS:
         tol = FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE
         per_sample = lambda r, e: np.abs(r - e).reshape(len(r), -1).max(axis=1) <= tol  # noqa: E731
         return _Criterion(f"max abs diff <= {tol:g}", per_sample, True), True, 0.0
@@ -255,7 +262,7 @@ def sequential_parity(
     keep what it computed before)."""
     if full:
         return check_parity(reference(available), exported(available), precision, inputs, available)
-    confidence = look_confidences(available, batch)
+    confidence = look_confidences(available, batch, strict=precision in FLOAT_PRECISIONS)
     for n in look_sizes(available, batch):
         parity = check_parity(reference(n), exported(n), precision, inputs, available, confidence)
         if parity.decided:

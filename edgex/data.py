@@ -11,6 +11,7 @@ A dataset yields uint8 RGB images at the model's input size and integer labels; 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -224,23 +225,35 @@ def _fingerprint(*parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def _digits(image_size: int, val_split: float, seed: int) -> Dataset:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise RuntimeMissing("scikit-learn is not installed (it ships the digits): pip install 'edgex[train]'") from exc
+def _digits_table() -> np.ndarray:
+    """scikit-learn's digits: 1,797 rows of 64 intensities (0..16) and the label. Read from the file scikit-learn
+    ships, without importing it (1-2 s of imports), or through its loader where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise RuntimeMissing("scikit-learn is not installed (it ships the digits): pip install 'edgex[train]'")
+    for folder in spec.submodule_search_locations or ():
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return np.loadtxt(path, delimiter=",")
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
+    return np.column_stack([digits.data, digits.target])
+
+
+def _digits(image_size: int, val_split: float, seed: int) -> Dataset:
+    table = _digits_table()
     # 8x8 intensities 0..16 -> uint8 pixels, upsampled like any small image, three channels.
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    images = resize_uint8(pixels, (image_size, image_size))
-    labels = digits.target.astype(np.int64)
+    pixels = np.round(table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
     train, val = _stratified_split(labels, val_split, seed)
+    size = (image_size, image_size)
     return Dataset(
         name="digits",
         class_names=tuple(str(c) for c in range(10)),
         image_size=image_size,
-        train=Split(labels[train], images[train], image_size=image_size),
-        val=Split(labels[val], images[val], image_size=image_size),
+        train=Split(labels[train], resize_uint8(pixels[train], size), image_size=image_size),
+        val=Split(labels[val], resize_uint8(pixels[val], size), image_size=image_size),
         fingerprint=_fingerprint("digits", image_size, val_split, seed, pixels.tobytes()),
         info={
             "source": "scikit-learn load_digits (1,797 8x8 handwritten digits)",

@@ -23,6 +23,7 @@ class EvalResult:
     accuracy: Accuracy
     seconds: float  # running the samples through the model (not loading it or the data)
     notes: tuple[str, ...] = ()
+    setup_seconds: float = 0.0  # loading the model and preparing it to take batches
 
     @property
     def images_per_s(self) -> float:
@@ -36,6 +37,7 @@ class EvalResult:
             "data": self.data,
             "split": self.split,
             "seconds": self.seconds,
+            "setup_seconds": self.setup_seconds,
             "images_per_s": self.images_per_s,
             "notes": list(self.notes),
             **self.accuracy.to_dict(),
@@ -68,6 +70,38 @@ def dataset_for(meta: dict, data: str, image_size: int):
         val_split=trained_on.get("val_split", 0.2) if same else 0.2,
         seed=trained_on.get("seed", 0) if same else 0,
     )
+
+
+def image_side(input_shape: tuple[int, ...]) -> int | None:
+    """The square RGB side of an image model's input, or None for other inputs."""
+    if len(input_shape) == 3 and input_shape[0] == input_shape[1] and input_shape[2] == 3:
+        return int(input_shape[0])
+    return None
+
+
+def dataset_ahead(model: str | Path, data: str | None):
+    """The dataset a command on ``model`` uses (``data``, or the one it was trained on), loading in a thread while
+    the model loads (both take seconds at paper scale): a Future, at the input size the model's metadata records;
+    None when the metadata does not say."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    meta = read_metadata(model)
+    spec = data or (meta.get("dataset") or {}).get("spec")
+    size = image_side(tuple(meta.get("input_shape") or ()))
+    if not spec or size is None:
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="edgex-data")
+    ahead = pool.submit(dataset_for, meta, spec, size)
+    pool.shutdown(wait=False)  # its thread ends with the load
+    return ahead
+
+
+def loaded_ahead(ahead, size: int | None):
+    """The dataset loaded ahead, when it has the size the loaded model takes (else None: it is loaded again)."""
+    if ahead is None:
+        return None
+    dataset = ahead.result()
+    return dataset if dataset.image_size == size else None
 
 
 def source_accuracy(
@@ -118,33 +152,46 @@ def evaluate_model(
         runtime = detect_runtime(path, device)
     if threads is None and runtime != "tensorflow":  # TensorFlow uses every core by default; the others do not
         threads = usable_cores()
+    start = time.perf_counter()
     source = _conversion_source(path) if (runtime, device) == ("tensorflow", "cpu") else None
     model = source.reference() if source else devices.load_model(path, runtime=runtime, device=device, threads=threads)
+    setup_seconds = time.perf_counter() - start
     try:
-        shape = model.inputs[0].shape
-        size = int(meta["input_shape"][0]) if meta.get("input_shape") else int(shape[1])
-        if dataset is None:
-            dataset = dataset_for(meta, data, size)
-        elif dataset.image_size != size:
-            raise EdgexError(f"dataset image size {dataset.image_size} does not match the model input {size}")
-        classes = model.outputs[0].shape[-1]
-        names = class_names_of(meta, classes if classes > 0 else len(dataset.class_names))
-        mismatch = class_mismatch(names, dataset.class_names)
-        if mismatch:
-            raise EdgexError(f"the model's classes differ from the data's: {mismatch}")
+        dataset, names = _matching_dataset(model, meta, data, dataset)
+        chosen = (dataset.val if split == "val" else dataset.train).take(limit)
+        start = time.perf_counter()
+        if source is None and model.inputs[0].batch == 1 and len(chosen) > 1:
+            model.batches_allowed()  # probed (and opened to batches) before the samples run, as part of the setup
+        setup_seconds += time.perf_counter() - start
         start = time.perf_counter()
         prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
         if source:  # a source of conversions: its accuracy may be known already in this process
             accuracy = source_accuracy(source, dataset, prep, names, split, limit, stored=False)
         else:
-            chosen = (dataset.val if split == "val" else dataset.train).take(limit)
             accuracy = evaluate(model, chosen.batches(batch_size), prep, names)
         seconds = time.perf_counter() - start
         notes = (model.batch_note,) if model.batch_note else ()
-        return EvalResult(str(path), model.runtime, model.device, dataset.name, split, accuracy, seconds, notes)
+        return EvalResult(
+            str(path), model.runtime, model.device, dataset.name, split, accuracy, seconds, notes, setup_seconds
+        )
     finally:
         if source is None:  # a source's model stays loaded for the next command in this process
             model.close()
+
+
+def _matching_dataset(model, meta: dict, data: str, dataset):
+    """(the dataset at the model's input size, the model's class names), refused when they do not match."""
+    size = int(meta["input_shape"][0]) if meta.get("input_shape") else int(model.inputs[0].shape[1])
+    if dataset is None:
+        dataset = dataset_for(meta, data, size)
+    elif dataset.image_size != size:
+        raise EdgexError(f"dataset image size {dataset.image_size} does not match the model input {size}")
+    classes = model.outputs[0].shape[-1]
+    names = class_names_of(meta, classes if classes > 0 else len(dataset.class_names))
+    mismatch = class_mismatch(names, dataset.class_names)
+    if mismatch:
+        raise EdgexError(f"the model's classes differ from the data's: {mismatch}")
+    return dataset, names
 
 
 def _conversion_source(path):

@@ -8,13 +8,7 @@ from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
-
-
-def _image_size(input_shape: tuple[int, ...]) -> int | None:
-    """The square RGB side of an image model's input, or None for other inputs."""
-    if len(input_shape) == 3 and input_shape[0] == input_shape[1] and input_shape[2] == 3:
-        return int(input_shape[0])
-    return None
+from edgex.evaluation import dataset_ahead, image_side, loaded_ahead
 
 
 def with_preprocessing(source, name: str | None):
@@ -60,11 +54,13 @@ def export_model(
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
     if out is not None:
         refuse_overwrite(out, force)
+    ahead = dataset_ahead(model, data) if source is None and dataset is None else None
     source = with_preprocessing(source or load_source(model), preprocessing)
     preprocessing = preprocessing_of(source.metadata)
     spec = data or (source.metadata.get("dataset") or {}).get("spec")
     calibration = parity_inputs = None
     if spec or dataset is not None:
+        dataset = dataset or loaded_ahead(ahead, image_side(source.input_shape))
         dataset, calibration, parity_inputs = _sample_inputs(
             source, spec, dataset, preprocessing, calib_samples if needs_calibration else 0, parity_samples
         )
@@ -108,7 +104,7 @@ def _sample_inputs(source, spec: str | None, dataset, preprocessing, calib_sampl
     from edgex.evaluation import dataset_for
 
     meta = source.metadata
-    size = _image_size(source.input_shape)
+    size = image_side(source.input_shape)
     if size is None:
         raise EdgexError(
             f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "

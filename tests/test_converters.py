@@ -15,7 +15,7 @@ from converters import FORMATS, convert
 from converters.edgetpu import compatibility_report, parse_compiler_output
 from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, ModelFileError
-from devices.files import read_metadata
+from devices.files import metadata_path, read_metadata
 from devices.sysinfo import int8_dot_products_saturate
 from edgex.export import export_model
 
@@ -47,6 +47,28 @@ def test_every_format_and_precision_passes_its_parity_check(model_dir, to, preci
         assert meta["calibration"] == {"data": "digits", "samples": CALIBRATION_SAMPLES}
     with devices.load_model(result.path) as model:  # the artifact runs in its runtime, metadata or not
         assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
+
+
+def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_takes(tiny_copy, monkeypatch):
+    import threading
+
+    import edgex.evaluation
+
+    loads, load = [], edgex.evaluation.dataset_for
+
+    def recorded(meta, spec, size):
+        loads.append((threading.current_thread().name.split("_")[0], size))
+        return load(meta, spec, size)
+
+    monkeypatch.setattr(edgex.evaluation, "dataset_for", recorded)
+    keras_path = tiny_copy("ahead")
+    result = export_model(keras_path, "tflite", "fp32", data="digits")
+    assert loads == [("edgex-data", 32)] and result.parity.inputs == "data"
+    meta = read_metadata(keras_path)
+    metadata_path(keras_path).write_text(json.dumps({**meta, "input_shape": [48, 48, 3]}))
+    loads.clear()
+    export_model(keras_path, "tflite", "fp32", data="digits", force=True)
+    assert loads == [("edgex-data", 48), ("MainThread", 32)]  # metadata that does not fit the model: loaded again
 
 
 def test_int8_tflite_io_types_and_quantization_parameters_are_recorded(model_dir, tmp_path):

@@ -103,7 +103,19 @@ def test_a_clearly_passing_export_stops_once_decided():
     assert parity.passed and parity.decided and parity.samples == 224 and parity.available == 256
     assert parity.interval[0] >= MIN_SHARE and parity.top1_meaningful
     fp32 = _run(reference, reference + 1e-6, "fp32")
-    assert fp32.passed and fp32.decided and fp32.samples == 224
+    assert fp32.passed and fp32.decided and fp32.samples == 160 and fp32.interval[0] >= MIN_SHARE
+
+
+def test_a_float_export_can_pass_at_one_look_only_so_its_bounds_are_not_widened():
+    looks = look_sizes(256)
+    assert look_confidences(256, strict=True) == (0.95, 0.95)
+    # every sample within tolerance is the only way to pass, and its lower bound first reaches 98% at 160 samples
+    first = next(n for n in looks if share_bounds(n, n)[0] >= MIN_SHARE)
+    assert first == 160
+    # so a pass happens only when the first 160 samples all meet it: at a true share of 98%, at most 5% of the time
+    assert MIN_SHARE**first <= 0.05
+    # a quantized export's criterion is not strict: its lower bound is widened and needs 224 samples
+    assert next(n for n in looks if share_bounds(n, n, look_confidences(256))[0] >= MIN_SHARE) == 224
 
 
 def test_a_clearly_failing_export_stops_at_the_first_batch():
@@ -286,6 +298,21 @@ def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits,
     shutil.copy(tiny_artifacts[other], path)
     changed, runs = counted_predict(x)
     assert runs == [20] and not np.array_equal(changed, again)
+
+
+def test_eval_prepares_batches_before_it_times_the_samples(tiny_artifacts, digits, monkeypatch):
+    """The batch probe (and ONNX Runtime's second session) is setup, as loading is: eval's images/s is the
+    samples' throughput; the setup is reported beside it."""
+    import time
+
+    from devices.base import LoadedModel
+    from edgex.evaluation import evaluate_model
+
+    probe = LoadedModel._probe_batches
+    monkeypatch.setattr(LoadedModel, "_probe_batches", lambda self: time.sleep(0.5) or probe(self))
+    result = evaluate_model(tiny_artifacts["onnx-fp32"], "digits", dataset=digits, limit=40)
+    assert result.setup_seconds >= 0.5 > result.seconds and result.accuracy.samples == 40
+    assert result.to_dict()["setup_seconds"] == result.setup_seconds and not result.notes
 
 
 def test_a_model_that_cannot_take_a_batch_falls_back_and_says_so(tmp_path):

@@ -40,6 +40,16 @@ def test_digits_is_real_seeded_and_stratified():
     assert load_dataset("digits", 32, seed=1).fingerprint != a.fingerprint
 
 
+def test_digits_are_read_from_scikit_learns_file_as_its_loader_gives_them():
+    from sklearn.datasets import load_digits
+
+    from edgex.data import _digits_table
+
+    table, digits = _digits_table(), load_digits()
+    np.testing.assert_array_equal(table[:, :-1].reshape(-1, 8, 8), digits.images)
+    np.testing.assert_array_equal(table[:, -1], digits.target)
+
+
 def test_trained_model_has_metadata_and_learns(trained_tiny):
     meta = read_metadata(trained_tiny)
     assert meta["class_names"] == list("0123456789")
