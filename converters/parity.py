@@ -7,7 +7,7 @@ check stops once they decide it (a float export fails at its first sample out of
 batch would make 95% bounds wrong more often than 5% over the whole sequence, so each look's bounds are widened
 (Bonferroni over the looks at which that bound can cross ``MIN_SHARE``): the sequence as a whole keeps 95% in each
 direction. A float export's criterion is strict (one sample out of tolerance fails it), so it can pass at one look
-only, the first at which every sample meeting it puts the lower bound at ``MIN_SHARE`` (160 samples): its bounds
+only, the one at which every sample meeting it puts the lower bound at ``MIN_SHARE`` (149 samples): its bounds
 need no widening. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
 fixed-size check would.
 
@@ -105,9 +105,17 @@ def share_bounds(
     return low, high
 
 
-def look_sizes(available: int, batch: int = PARITY_BATCH) -> list[int]:
-    """The sample counts at which a sequential check looks at its bounds."""
+def look_sizes(available: int, batch: int = PARITY_BATCH, strict: bool = False) -> list[int]:
+    """The sample counts at which a sequential check looks at its bounds. ``strict``: the last look is the one
+    where every sample meeting the criterion decides a pass (149 samples), as no later look could be reached."""
+    if strict:
+        available = min(available, passing_samples())
     return [*range(batch, available, batch), available]
+
+
+def passing_samples() -> int:
+    """The fewest samples that, all meeting the criterion, put the lower bound at ``MIN_SHARE`` (149 at 95%)."""
+    return math.ceil(math.log(1 - CONFIDENCE) / math.log(MIN_SHARE))
 
 
 def look_confidences(available: int, batch: int = PARITY_BATCH, strict: bool = False) -> tuple[float, float]:
@@ -262,8 +270,9 @@ def sequential_parity(
     keep what it computed before)."""
     if full:
         return check_parity(reference(available), exported(available), precision, inputs, available)
-    confidence = look_confidences(available, batch, strict=precision in FLOAT_PRECISIONS)
-    for n in look_sizes(available, batch):
+    strict = precision in FLOAT_PRECISIONS
+    confidence = look_confidences(available, batch, strict)
+    for n in look_sizes(available, batch, strict):
         parity = check_parity(reference(n), exported(n), precision, inputs, available, confidence)
         if parity.decided:
             break

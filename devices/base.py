@@ -113,6 +113,12 @@ class LoadedModel(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most runtimes free their session when it is collected
         pass
 
+    def prepare(self, samples: int) -> None:
+        """Build what running ``samples`` samples through ``predict`` would build on its first run, without running
+        any: the batch probe of a file saved with a batch of 1 (runtimes add their own, such as a traced graph)."""
+        if samples > 1 and self.inputs[0].batch == 1 and self.fitting_batch() > 1:
+            self.batches_allowed()
+
     def _enable_batches(self) -> bool:
         """Let a model saved with a batch of 1 take several samples per run; False where the runtime cannot."""
         return False

@@ -239,6 +239,12 @@ class TensorFlowModel(LoadedModel):
     def version(self) -> str:
         return runtime_version()
 
+    def prepare(self, samples: int) -> None:
+        super().prepare(samples)
+        if self._model is not None:
+            with tensorflow().device(self._tf_device):
+                self._fn.get_concrete_function()  # the graph traced once, for every batch size
+
     def set_inputs(self, arrays):
         tf = tensorflow()
         with tf.device(self._tf_device):

@@ -23,7 +23,7 @@ class EvalResult:
     accuracy: Accuracy
     seconds: float  # running the samples through the model (not loading it or the data)
     notes: tuple[str, ...] = ()
-    setup_seconds: float = 0.0  # loading the model and preparing it to take batches
+    setup_seconds: float = 0.0  # loading the model and preparing it to run (LoadedModel.prepare)
 
     @property
     def images_per_s(self) -> float:
@@ -84,6 +84,8 @@ def dataset_ahead(model: str | Path, data: str | None):
     the model loads (both take seconds at paper scale): a Future, at the input size the model's metadata records;
     None when the metadata does not say."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import edgex.data  # noqa: F401 - imported here, not in the thread while this one imports TensorFlow
 
     meta = read_metadata(model)
     spec = data or (meta.get("dataset") or {}).get("spec")
@@ -160,8 +162,7 @@ def evaluate_model(
         dataset, names = _matching_dataset(model, meta, data, dataset)
         chosen = (dataset.val if split == "val" else dataset.train).take(limit)
         start = time.perf_counter()
-        if source is None and model.inputs[0].batch == 1 and len(chosen) > 1:
-            model.batches_allowed()  # probed (and opened to batches) before the samples run, as part of the setup
+        model.prepare(len(chosen))  # what the first run would build (a batch probe, a traced graph) is setup
         setup_seconds += time.perf_counter() - start
         start = time.perf_counter()
         prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
