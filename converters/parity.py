@@ -1,14 +1,14 @@
 """The parity check of an export against its source, with a sample count sized to its claim.
 
 Each sample either meets the precision's criterion or not: its outputs within the float tolerance (fp32, fp16), or
-the same top-1 class (quantized). The claim is that at least ``MIN_SHARE`` of inputs meet it. Samples are checked
-in batches; after each batch one-sided Clopper-Pearson bounds of the share are compared with ``MIN_SHARE``, and the
+the same top-1 class (quantized). The claim is that at least ``MIN_SHARE`` of inputs meet it. Samples are checked in
+batches; after each batch one-sided Clopper-Pearson bounds of the share are compared with ``MIN_SHARE``, and the
 check stops once they decide it (a float export fails at its first sample out of tolerance). Looking after every
 batch would make 95% bounds wrong more often than 5% over the whole sequence, so each look's bounds are widened
 (Bonferroni over the looks at which that bound can cross ``MIN_SHARE``): the sequence as a whole keeps 95% in each
 direction. A float export's criterion is strict (one sample out of tolerance fails it), so it can pass at one look
-only, the one at which every sample meeting it puts the lower bound at ``MIN_SHARE`` (149 samples): its bounds
-need no widening. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
+only, the one at which every sample meeting it puts the lower bound at ``MIN_SHARE`` (149 samples): its bounds need
+no widening. Without an early decision, every planned sample is used and the point estimate gives the verdict, as a
 fixed-size check would.
 
 Top-1 agreement is not meaningful when the float model's top-1 margin is below the resolution of the quantized

@@ -154,12 +154,13 @@ def evaluate_model(
         runtime = detect_runtime(path, device)
     if threads is None and runtime != "tensorflow":  # TensorFlow uses every core by default; the others do not
         threads = usable_cores()
+    ahead = dataset_ahead(path, data) if dataset is None else None
     start = time.perf_counter()
     source = _conversion_source(path) if (runtime, device) == ("tensorflow", "cpu") else None
     model = source.reference() if source else devices.load_model(path, runtime=runtime, device=device, threads=threads)
     setup_seconds = time.perf_counter() - start
     try:
-        dataset, names = _matching_dataset(model, meta, data, dataset)
+        dataset, names = _matching_dataset(model, meta, data, dataset, ahead)
         chosen = (dataset.val if split == "val" else dataset.train).take(limit)
         start = time.perf_counter()
         model.prepare(len(chosen))  # what the first run would build (a batch probe, a traced graph) is setup
@@ -180,11 +181,11 @@ def evaluate_model(
             model.close()
 
 
-def _matching_dataset(model, meta: dict, data: str, dataset):
+def _matching_dataset(model, meta: dict, data: str, dataset, ahead=None):
     """(the dataset at the model's input size, the model's class names), refused when they do not match."""
     size = int(meta["input_shape"][0]) if meta.get("input_shape") else int(model.inputs[0].shape[1])
     if dataset is None:
-        dataset = dataset_for(meta, data, size)
+        dataset = loaded_ahead(ahead, size) or dataset_for(meta, data, size)
     elif dataset.image_size != size:
         raise EdgexError(f"dataset image size {dataset.image_size} does not match the model input {size}")
     classes = model.outputs[0].shape[-1]

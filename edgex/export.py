@@ -8,7 +8,7 @@ from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
-from edgex.evaluation import dataset_ahead, image_side, loaded_ahead
+from edgex.evaluation import dataset_ahead, dataset_for, image_side, loaded_ahead
 
 
 def with_preprocessing(source, name: str | None):
@@ -101,7 +101,6 @@ def _checked_precision(to: str, precision: str | None, calib_samples: int, parit
 def _sample_inputs(source, spec: str | None, dataset, preprocessing, calib_samples: int, parity_samples: int | None):
     """(dataset, calibration inputs or None when calib_samples is 0, parity inputs), prepared as the model expects."""
     from converters.parity import DEFAULT_PARITY_SAMPLES
-    from edgex.evaluation import dataset_for
 
     meta = source.metadata
     size = image_side(source.input_shape)

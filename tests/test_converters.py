@@ -52,18 +52,22 @@ def test_every_format_and_precision_passes_its_parity_check(model_dir, to, preci
 def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_takes(tiny_copy, monkeypatch):
     import threading
 
-    import edgex.evaluation
+    import edgex.data
+    from edgex.evaluation import evaluate_model
 
-    loads, load = [], edgex.evaluation.dataset_for
+    loads, load = [], edgex.data.load_dataset
 
-    def recorded(meta, spec, size):
-        loads.append((threading.current_thread().name.split("_")[0], size))
-        return load(meta, spec, size)
+    def recorded(spec, image_size, **options):
+        loads.append((threading.current_thread().name.split("_")[0], image_size))
+        return load(spec, image_size, **options)
 
-    monkeypatch.setattr(edgex.evaluation, "dataset_for", recorded)
+    monkeypatch.setattr(edgex.data, "load_dataset", recorded)
     keras_path = tiny_copy("ahead")
     result = export_model(keras_path, "tflite", "fp32", data="digits")
     assert loads == [("edgex-data", 32)] and result.parity.inputs == "data"
+    loads.clear()
+    assert evaluate_model(result.path, "digits", limit=20).accuracy.samples == 20  # eval loads it ahead too
+    assert loads == [("edgex-data", 32)]
     meta = read_metadata(keras_path)
     metadata_path(keras_path).write_text(json.dumps({**meta, "input_shape": [48, 48, 3]}))
     loads.clear()
