@@ -208,7 +208,7 @@ def evaluate(
     console.print(
         f"{result.model} on {result.data} ({result.split}, {acc.samples} samples) with {result.runtime} "
         f"on {result.device}: top-1 [bold]{100 * acc.top1:.2f}%[/bold], top-5 {100 * acc.top5:.2f}%"
-        f" ({result.images_per_s:,.1f} images/s; {result.setup_seconds:.1f} s to load the model)"
+        f" ({result.images_per_s:,.1f} images/s; {result.setup_seconds:.1f} s to load and prepare the model)"
     )
     for line in result.notes:
         console.print(line)
