@@ -72,6 +72,11 @@ def dataset_for(meta: dict, data: str, image_size: int):
     )
 
 
+def data_spec(meta: dict, data: str | None) -> str | None:
+    """The data a command on a model uses: ``data``, or the dataset its metadata says it was trained on."""
+    return data or (meta.get("dataset") or {}).get("spec")
+
+
 def image_side(input_shape: tuple[int, ...]) -> int | None:
     """The square RGB side of an image model's input, or None for other inputs."""
     if len(input_shape) == 3 and input_shape[0] == input_shape[1] and input_shape[2] == 3:
@@ -88,7 +93,7 @@ def dataset_ahead(model: str | Path, data: str | None):
     import edgex.data  # noqa: F401 - imported here, not in the thread while this one imports TensorFlow
 
     meta = read_metadata(model)
-    spec = data or (meta.get("dataset") or {}).get("spec")
+    spec = data_spec(meta, data)
     size = image_side(tuple(meta.get("input_shape") or ()))
     if not spec or size is None:
         return None

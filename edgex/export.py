@@ -8,7 +8,7 @@ from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.artifacts import preprocessing_of
-from edgex.evaluation import dataset_ahead, dataset_for, image_side, loaded_ahead
+from edgex.evaluation import data_spec, dataset_ahead, dataset_for, image_side, loaded_ahead
 
 
 def with_preprocessing(source, name: str | None):
@@ -57,7 +57,7 @@ def export_model(
     ahead = dataset_ahead(model, data) if source is None and dataset is None else None
     source = with_preprocessing(source or load_source(model), preprocessing)
     preprocessing = preprocessing_of(source.metadata)
-    spec = data or (source.metadata.get("dataset") or {}).get("spec")
+    spec = data_spec(source.metadata, data)
     calibration = parity_inputs = None
     if spec or dataset is not None:
         dataset = dataset or loaded_ahead(ahead, image_side(source.input_shape))

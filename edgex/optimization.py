@@ -72,13 +72,13 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     model's metadata records, for models edgex did not make."""
     from converters.source import load_source
     from edgex.artifacts import class_names_of, preprocessing_of
-    from edgex.evaluation import dataset_ahead, dataset_for, loaded_ahead
+    from edgex.evaluation import data_spec, dataset_ahead, dataset_for, loaded_ahead
     from edgex.export import with_preprocessing
 
     ahead = dataset_ahead(model, data)
     source = with_preprocessing(load_source(model), preprocessing)
     meta = source.metadata
-    spec = data or (meta.get("dataset") or {}).get("spec")
+    spec = data_spec(meta, data)
     if not spec:
         raise EdgexError(f"{needs}: pass --data digits, an image folder or tfds:NAME")
     size = int(source.input_shape[0])
