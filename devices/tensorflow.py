@@ -18,7 +18,7 @@ from pathlib import Path
 
 from devices.base import LoadedModel, TensorInfo
 from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing
-from devices.tfkeras import keras, tensorflow
+from devices.tfkeras import grouped_convolution_path, keras, tensorflow
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _ARCHIVE_PATCH = threading.Lock()
@@ -150,11 +150,15 @@ def _archive_members_in_memory():
 
 
 def native_grouped_convolutions(model):
-    """``model``, its grouped convolutions set to run on TensorFlow's own kernel. tf-keras compiles each one with
-    XLA, a workaround from when TensorFlow had no grouped kernel for the CPU; TensorFlow 2.21 has one, with the
-    same outputs and gradients, and trains them 7-190x faster (``python -m benchmarks.grouped_conv``)."""
-    for layer in model.submodules:
-        if getattr(layer, "groups", 1) > 1 and hasattr(layer, "_jit_compiled_convolution_op"):
+    """``model``, its grouped convolutions set to run on TensorFlow's own kernel where that kernel has gradients
+    (``devices.tfkeras.grouped_convolution_path``). tf-keras compiles each one with XLA, a workaround from when
+    TensorFlow had no grouped kernel for the CPU; TensorFlow 2.21 has one, with the same outputs and gradients,
+    and trains them 7-190x faster (``python -m benchmarks.grouped_conv``). Elsewhere the XLA path stays."""
+    grouped = [layer for layer in model.submodules if getattr(layer, "groups", 1) > 1]
+    if not grouped or not grouped_convolution_path().native:
+        return model
+    for layer in grouped:
+        if hasattr(layer, "_jit_compiled_convolution_op"):
             layer._jit_compiled_convolution_op = layer.convolution_op
     return model
 

@@ -37,11 +37,28 @@ def system_info(probe_gpus: bool = True) -> dict:
             "usable_cores": sysinfo.usable_cores(),
             "features": sysinfo.cpu_features(),
         },
+        "onednn": _onednn(imported=probe_gpus),
         "board": sysinfo.board_model() or None,
         "onnxruntime_providers": _ort_providers(),
         "tensorflow_gpus": _tf_gpus() if probe_gpus else None,
     }
     return info
+
+
+def _onednn(imported: bool) -> dict:
+    """TensorFlow's oneDNN CPU kernels, on or off and why, and the path grouped convolutions train on. Without
+    importing TensorFlow (``--no-gpus``), what edgex sets before it is imported."""
+    from devices.errors import RuntimeMissing
+    from devices.tfkeras import grouped_convolution_path, onednn_enabled, onednn_setting
+
+    if imported:
+        try:
+            path = grouped_convolution_path()
+            return {"on": onednn_enabled(), "reason": onednn_setting().reason, "grouped": path.to_dict()}
+        except RuntimeMissing:
+            pass
+    setting = onednn_setting()
+    return {"on": setting.on, "reason": setting.reason, "grouped": None}
 
 
 def _ort_providers() -> list[str]:

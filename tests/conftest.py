@@ -137,8 +137,10 @@ def tiny_copy(trained_tiny, tmp_path_factory):
     return lambda name: copy_model(trained_tiny, tmp_path_factory.mktemp(name))
 
 
-def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300, env: dict | None = None):
-    """Run Python code in a fresh interpreter (optionally with TensorFlow made unimportable)."""
+def run_python(
+    code: str, *, block_tensorflow: bool = False, timeout: int = 300, env: dict | None = None, args: list | None = None
+):
+    """Run Python code in a fresh interpreter (optionally with TensorFlow made unimportable), ``args`` as sys.argv."""
     import subprocess
 
     prelude = ""
@@ -152,7 +154,7 @@ def run_python(code: str, *, block_tensorflow: bool = False, timeout: int = 300,
             "sys.meta_path.insert(0, _Block())\n"
         )
     return subprocess.run(
-        [sys.executable, "-c", prelude + code],
+        [sys.executable, "-c", prelude + code, *(args or [])],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -54,6 +54,8 @@ def userland(tmp_path_factory):
     folder = os.environ.get("EDGEX_ARM64_CACHE") or tmp_path_factory.mktemp("arm64")
     try:
         return userland_module.build(folder, [LITERT, TFLITE], cpu="cortex-a72")
+    except userland_module.NoMirror as exc:
+        pytest.skip(str(exc))
     except userland_module.UserlandError as exc:
         pytest.fail(f"arm64 userland: {exc}")
 
@@ -266,3 +268,30 @@ def test_bad_input_on_the_device_gets_one_line_errors(userland, bundles, tmp_pat
     for name, (code, start) in expected.items():
         assert runs[name].returncode == code and runs[name].stderr.startswith(start), runs[name].stderr
         assert "Traceback" not in runs[name].stderr
+
+
+def test_the_debian_mirror_comes_from_the_machines_apt_configuration(tmp_path):
+    """Issue 28: no host name in the code; deb822 .sources first-come, one-line lists, disabled and security-only
+    entries skipped, and a machine without any gets NoMirror (the userland fixture skips with its reason)."""
+    listed = tmp_path / "sources.list.d"
+    listed.mkdir()
+    (listed / "a-security.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n"
+    )
+    (listed / "b-off.sources").write_text(
+        "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nEnabled: no\n"
+    )
+    (listed / "c-src.sources").write_text("Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n")
+    with pytest.raises(userland_module.NoMirror, match="no Debian mirror is configured in"):
+        userland_module.apt_mirror((listed, tmp_path / "sources.list"))
+    (tmp_path / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb http://security.example/debian-security bookworm-security main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one-line.example/debian/ bookworm main\n"
+    )
+    assert userland_module.apt_mirror((listed, tmp_path / "sources.list")) == "http://one-line.example/debian"
+    (listed / "d-mirror.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    assert userland_module.apt_mirror((listed, tmp_path / "sources.list")) == "http://mirror.example/debian"

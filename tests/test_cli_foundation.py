@@ -78,6 +78,21 @@ def test_info_json_lists_versions_cpu_and_providers(cli):
     assert isinstance(data["cpu"]["features"], list)
 
 
+@pytest.mark.parametrize("setting, on", [("", True), ("0", False), ("1", True)])
+def test_info_says_whether_onednn_is_on_and_why_next_to_the_isa(setting, on, monkeypatch, cli):
+    """Issue 28: without importing TensorFlow (--no-gpus), the setting edgex makes before it is imported; on x86-64
+    oneDNN is turned on unless TF_ENABLE_ONEDNN_OPTS says otherwise."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", setting)
+    result = cli("info", "--no-gpus")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "tensorflow onednn" in line)
+    assert ("│ on (" if on else "│ off (TF_ENABLE_ONEDNN_OPTS=0 in the environment)") in row
+    assert "isa features" in result.stdout and "grouped convolutions" in result.stdout
+
+
 def test_devices_package_never_imports_tensorflow_at_module_level():
     # Not even inside functions: the TensorFlow backend gets TensorFlow through devices.tfkeras, by name.
     pattern = re.compile(r"^\s*(import tensorflow|from tensorflow|import tf_keras|from tf_keras)", re.M)

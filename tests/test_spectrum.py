@@ -53,34 +53,79 @@ def test_grouped_conv_with_c_groups_computes_the_depthwise_separable_conv():
     assert grouped.count_params() + one_by_one.count_params() == spec.segment_params(16) == spec.params("separable")
 
 
+# A child process builds a grouped tiny model, saves and loads it, and computes its outputs and gradients on the
+# path edgex chose for that process (TensorFlow's grouped kernel, or tf-keras' XLA one); with oneDNN on it also
+# computes them on the XLA path. The oneDNN setting must be made before TensorFlow is imported, hence the children.
+_GROUPED_GRADIENTS = """
+import json, sys, numpy as np
+from devices.tensorflow import load_keras_model
+from devices.tfkeras import grouped_convolution_path, keras, onednn_enabled, tensorflow
+from edgex.models import build_xception, preset_config
+
+tf, out = tensorflow(), sys.argv[1]
+keras().utils.set_random_seed(7)
+model = build_xception(preset_config("tiny", segments=sys.argv[2]))
+model.save(out + "/grouped.keras")
+loaded = [l for l in load_keras_model(out + "/grouped.keras").submodules if getattr(l, "groups", 1) > 1]
+x = tf.constant(np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(np.float32))
+
+def outputs_and_gradients():
+    with tf.GradientTape() as tape:
+        y = model(x, training=True)
+        loss = tf.reduce_sum(y * tf.range(10, dtype=tf.float32))
+    grads = tape.gradient(loss, model.trainable_weights)
+    return y.numpy(), np.concatenate([g.numpy().ravel() for g in grads])
+
+path = grouped_convolution_path()
+np.savez(out + "/chosen.npz", *outputs_and_gradients())
+native = [l for l in model.submodules if "_jit_compiled_convolution_op" in vars(l)]
+for layer in native:
+    vars(layer).pop("_jit_compiled_convolution_op")  # back to tf-keras' XLA path
+if native:
+    np.savez(out + "/xla.npz", *outputs_and_gradients())
+print(json.dumps({"onednn": onednn_enabled(), "native": path.native, "line": path.describe(),
+                  "native_layers": len(native), "loaded_native": sum("_jit_compiled_convolution_op" in vars(l)
+                  for l in loaded), "grouped_layers": len(loaded)}))
+"""
+
+
+def _grouped_run(segments: str, onednn: str, folder):
+    import json
+
+    from tests.conftest import run_python
+
+    folder.mkdir()
+    done = run_python(_GROUPED_GRADIENTS, env={"TF_ENABLE_ONEDNN_OPTS": onednn}, args=[str(folder), segments])
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    chosen = np.load(folder / "chosen.npz")
+    return report, chosen["arr_0"], chosen["arr_1"]
+
+
+def _same_outputs_and_gradients(a, b):
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-6)
+    assert np.linalg.norm(a[1] - b[1]) <= 1e-4 * np.linalg.norm(b[1])  # float rounding of another sum order
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("segments", ["2", "C/4"])
-def test_grouped_convolutions_run_natively_with_the_xla_paths_outputs_and_gradients(segments, tmp_path):
-    """Built and loaded grouped models run TensorFlow's grouped kernel instead of tf-keras' XLA-compiled one (the
-    slow path that made grouped models train 7-190x slower), with the same outputs and gradients."""
-    from devices.tensorflow import load_keras_model
-    from devices.tfkeras import tensorflow
+def test_grouped_convolutions_train_with_onednn_on_and_off(segments, tmp_path):
+    """Issue 28: grouped models train on any x86-64 CPU. With oneDNN on (edgex's choice on x86-64, whatever the
+    ISA), built and loaded grouped layers run TensorFlow's own kernel, with the XLA path's outputs and gradients;
+    with oneDNN forced off (TensorFlow's default on AVX2-only CPUs, whose Eigen kernels have no grouped gradient)
+    they stay on the XLA path and train, with the same outputs and gradients as the native run."""
+    on, *native = _grouped_run(segments, "", tmp_path / "on")
+    assert on["onednn"] and on["native"], on
+    assert on["native_layers"] == on["grouped_layers"] == on["loaded_native"] > 0
+    assert "TensorFlow's grouped kernel: oneDNN on" in on["line"]
+    xla = np.load(tmp_path / "on" / "xla.npz")
+    _same_outputs_and_gradients(native, (xla["arr_0"], xla["arr_1"]))
 
-    tf = tensorflow()
-    x = tf.constant(np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(np.float32))
-    model = _seeded(preset_config("tiny", segments=segments))
-    path = tmp_path / "grouped.keras"
-    model.save(path)
-    grouped = [layer for layer in load_keras_model(path).submodules if getattr(layer, "groups", 1) > 1]
-    assert grouped and all("_jit_compiled_convolution_op" in vars(layer) for layer in grouped)
-
-    def outputs_and_gradients():
-        with tf.GradientTape() as tape:
-            y = model(x, training=True)
-            loss = tf.reduce_sum(y * tf.range(10, dtype=tf.float32))
-        return [y.numpy(), *(g.numpy() for g in tape.gradient(loss, model.trainable_weights))]
-
-    native = outputs_and_gradients()
-    for layer in model.submodules:
-        vars(layer).pop("_jit_compiled_convolution_op", None)  # back to tf-keras' XLA path
-    xla = outputs_and_gradients()
-    np.testing.assert_allclose(native[0], xla[0], rtol=1e-4, atol=1e-6)
-    ours, theirs = (np.concatenate([g.ravel() for g in grads[1:]]) for grads in (native, xla))
-    assert np.linalg.norm(ours - theirs) <= 1e-4 * np.linalg.norm(theirs)  # float rounding of another sum order
+    off, *fallback = _grouped_run(segments, "0", tmp_path / "off")
+    assert not off["onednn"] and not off["native"], off
+    assert off["native_layers"] == off["loaded_native"] == 0 < off["grouped_layers"]
+    assert off["line"].startswith("grouped convolutions train on tf-keras' XLA path: oneDNN off")
+    _same_outputs_and_gradients(fallback, native)
 
 
 @pytest.mark.parametrize("segments", ["1", "2", "8", "C/4", "C"])

@@ -25,6 +25,8 @@ def info(
     rows += [
         ("cpu", f"{cpu['model']} ({cpu['machine']}, {cpu['cores']} cores, {cpu['usable_cores']} usable)"),
         ("isa features", ", ".join(cpu["features"]) or "-"),
+        ("tensorflow onednn", _onednn_line(data["onednn"])),
+        ("grouped convolutions", (data["onednn"]["grouped"] or {}).get("line", "not probed (--no-gpus)")),
         ("board", data["board"] or "-"),
         ("onnxruntime providers", ", ".join(data["onnxruntime_providers"]) or "-"),
         (
@@ -33,6 +35,11 @@ def info(
         ),
     ]
     console.print(table("edgex info", ["what", "value"], rows, justify_right=[]))
+
+
+def _onednn_line(onednn: dict) -> str:
+    state = {True: "on", False: "off", None: "TensorFlow's default"}[onednn["on"]]
+    return f"{state} ({onednn['reason']})"
 
 
 def register(app: typer.Typer) -> None:

@@ -8,12 +8,14 @@ Python starts (sys.executable) is emulated too.
 
     python tests/arm64/userland.py CACHE [RUNTIME ...]     e.g. ai-edge-litert==2.1.6 tflite-runtime==2.14.0
 
-CACHE is reused when it holds a finished build (local reruns are quick); CI starts from an empty one.
+CACHE is reused when it holds a finished build (local reruns are quick); CI starts from an empty one. The Debian
+mirror is the one this machine's apt is configured with (``apt_mirror``); none is written here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 PYTHON = "python3.11"
 # pip (23) does not widen manylinux_2_17 to older tags for foreign platforms: every glibc up to bookworm's 2.36.
 PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
@@ -33,6 +35,52 @@ DONE = ".complete"  # written last: a folder without it is an interrupted build,
 
 class UserlandError(Exception):
     """The userland cannot be built here; the message says what is missing or what failed."""
+
+
+class NoMirror(UserlandError):
+    """This machine's apt configuration names no Debian mirror to download the userland from."""
+
+
+def _deb822_uris(text: str) -> list[str]:
+    """URIs of the ``Types: deb`` stanzas of a deb822 ``.sources`` file that are enabled and not security ones."""
+    uris = []
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line.startswith(("#", " ", "\t")):
+                fields[key.strip().lower()] = value.strip()
+        enabled = fields.get("enabled", "yes").lower() != "no"
+        if enabled and "deb" in fields.get("types", "").split() and "-security" not in fields.get("suites", ""):
+            uris += fields.get("uris", "").split()
+    return uris
+
+
+def _one_line_uris(text: str) -> list[str]:
+    """URIs of the ``deb URI SUITE ...`` lines of a sources.list that are not security ones."""
+    uris = []
+    for line in text.splitlines():
+        words = re.sub(r"\[[^]]*\]", " ", line.split("#")[0]).split()  # without its [option=value ...]
+        if len(words) >= 3 and words[0] == "deb" and "-security" not in words[2]:
+            uris.append(words[1])
+    return uris
+
+
+def apt_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The first Debian mirror this machine's apt uses (deb822 ``*.sources``, then one-line ``*.list`` files)."""
+    files = []
+    for place in sources:
+        files += sorted(place.glob("*.sources")) + sorted(place.glob("*.list")) if place.is_dir() else [place]
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        uris = _deb822_uris(text) if path.suffix == ".sources" else _one_line_uris(text)
+        if uris:
+            return uris[0].rstrip("/")
+    names = ", ".join(str(place) for place in sources)
+    raise NoMirror(f"no Debian mirror is configured in {names}: the arm64 userland has nowhere to download from")
 
 
 @dataclass(frozen=True)
@@ -80,10 +128,11 @@ def build_root(folder: Path, timeout: float = 600) -> Path:
     if (root / DONE).exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
+    mirror = apt_mirror()
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     command = [debootstrap, "--arch=arm64", "--variant=minbase", "--download-only"]
-    command += ["--include=python3,libpython3.11", SUITE, str(root), MIRROR]
-    _step(command, f"debootstrap (downloading {SUITE} arm64 from {MIRROR})", timeout)
+    command += ["--include=python3,libpython3.11", SUITE, str(root), mirror]
+    _step(command, f"debootstrap (downloading {SUITE} arm64 from {mirror})", timeout)
     for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
         _step(["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name}", 120)
     if not (root / "usr/bin" / PYTHON).exists():
