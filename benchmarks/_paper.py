@@ -38,7 +38,7 @@ def paper_keras(conv: str = "separable", classes: int = 10) -> Path:
 def paper_export(to: str, precision: str, conv: str = "separable") -> tuple[Path, float | None]:
     """(artifact, conversion seconds or None when cached)."""
     from converters import default_output
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     source = paper_keras(conv)
     out = default_output(source, to, precision)

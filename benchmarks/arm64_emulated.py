@@ -53,9 +53,9 @@ def _userland_module():
 
 def _bundles(work: Path) -> dict[str, Path]:
     from devices.bundle import safe_extract
+    from edgex.artifacts.convert import export_model
     from edgex.deploy import build_bundle
-    from edgex.export import export_model
-    from edgex.training import TrainConfig, train
+    from edgex.training.trainer import TrainConfig, train
 
     model = Path(train(TrainConfig(preset="tiny", epochs=5), work / "train").model_path)
     found = {}

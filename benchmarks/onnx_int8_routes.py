@@ -15,9 +15,9 @@ from pathlib import Path
 
 def main() -> None:
     from devices.bench import BenchConfig, benchmark
-    from edgex.evaluation import evaluate_model
-    from edgex.export import export_model
-    from edgex.training import TrainConfig, train
+    from edgex.artifacts.accuracy import evaluate_model
+    from edgex.artifacts.convert import export_model
+    from edgex.training.trainer import TrainConfig, train
 
     work = Path(tempfile.mkdtemp(prefix="edgex-onnx-routes-"))
     model = (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    from edgex.prune import prune
-    from edgex.quantize import quantize
-    from edgex.training import TrainConfig, train
+    from edgex.optimize.prune import prune
+    from edgex.optimize.quantize import quantize
+    from edgex.training.trainer import TrainConfig, train
 
     work = Path(tempfile.mkdtemp(prefix="edgex-optimize-"))
     if len(sys.argv) > 1:

@@ -42,7 +42,7 @@ def run(
     split: int, per_class: int, pretrain_epochs: int, head_epochs: int, epochs: int, fine_tune_lr: float, seeds: int
 ) -> dict:
     """Pretrain once; then, per seed, another draw of the target images and another training seed for both arms."""
-    from edgex.training import TrainConfig, train
+    from edgex.training.trainer import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -114,7 +114,7 @@ def digits():
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> Path:
     """A tiny Xception trained on digits for a few epochs (about 10 s), with its metadata."""
-    from edgex.training import TrainConfig, train
+    from edgex.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny")
     result = train(TrainConfig(preset="tiny", epochs=5), out)
@@ -166,7 +166,7 @@ def run_python(
 @pytest.fixture(scope="session")
 def tiny_artifacts(tiny_copy) -> dict[str, Path]:
     """The tiny model exported once: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     keras_path = tiny_copy("artifacts")
     found = {"keras": keras_path}

@@ -21,7 +21,7 @@ from edgex.deploy import build_bundle
 pytestmark = pytest.mark.arm64
 
 # The newest ai-edge-litert that runs bundles on the emulated Cortex-A72 (2.2.0 and 2.3.0 crash there), and the
-# tflite-runtime fallback; edgex.deploy.LITERT_BOUNDS says the same to the device.
+# tflite-runtime fallback; edgex.deploy.bundle.LITERT_BOUNDS says the same to the device.
 LITERT = "ai-edge-litert==2.1.6"
 TFLITE = "tflite-runtime==2.14.0"
 SAMPLES = 8  # images predicted on both sides
@@ -65,7 +65,7 @@ def bundles(tiny_artifacts, tmp_path_factory) -> dict[str, Path]:
     """fp32, dynamic-range and int8 bundles for a Raspberry Pi 4, unpacked, with sample images beside them."""
     from PIL import Image
 
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     folder = tmp_path_factory.mktemp("rpi4")
     models = {

@@ -17,7 +17,7 @@ from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, ModelFileError
 from devices.files import metadata_path, read_metadata
 from devices.sysinfo import int8_dot_products_saturate
-from edgex.export import export_model
+from edgex.artifacts.convert import export_model
 
 CASES = [(to, precision) for to, target in FORMATS.items() for precision in target.precisions]
 
@@ -53,7 +53,7 @@ def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_tak
     import threading
 
     import edgex.data
-    from edgex.evaluation import evaluate_model
+    from edgex.artifacts.accuracy import evaluate_model
 
     loads, load = [], edgex.data.load_dataset
 

@@ -147,7 +147,7 @@ def test_verify_catches_a_changed_manifest_and_stray_bytecode(bundle, tmp_path):
 
 
 def test_a_remote_step_that_hangs_times_out_in_one_line():
-    from edgex.remote import _RemoteError, _run
+    from edgex.deploy.remote import _RemoteError, _run
 
     with pytest.raises(_RemoteError, match=r"^pi: timed out after 0.5 s during benchmarking$"):
         _run([sys.executable, "-c", "import time; time.sleep(10)"], "pi", "benchmarking", 0.5)
@@ -301,7 +301,7 @@ def test_setup_creates_a_virtual_environment_on_the_device(ssh_server, tiny_arti
 def test_requirements_bound_ai_edge_litert_with_reasons_and_name_a_fallback_the_model_can_use(tiny_artifacts, tmp_path):
     from devices.smoke import requirements_fallback
     from devices.tflite_schema import min_runtime_version, version_tuple
-    from edgex.deploy import LITERT_BOUNDS, TFLITE_RUNTIME
+    from edgex.deploy.bundle import LITERT_BOUNDS, TFLITE_RUNTIME
 
     for target, machine in (("rpi4", "aarch64"), ("generic-x86_64", "x86_64")):
         bundle = build_bundle(tiny_artifacts["tflite-int8"], target, tmp_path / f"{target}.tar.gz")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from devices.files import read_metadata
-from edgex.training import TrainConfig, train
+from edgex.training.trainer import TrainConfig, train
 
 
 def _one_error_line(result) -> str:
@@ -42,7 +42,7 @@ def mobilenet(tmp_path_factory) -> Path:
     """A foreign classifier as a user would save one: keras.applications.MobileNetV2 (alpha 0.35, 96 px)."""
     from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
-    from edgex.transfer import recompute_bn_statistics
+    from edgex.training.transfer import recompute_bn_statistics
 
     path = tmp_path_factory.mktemp("foreign") / "mobilenet.keras"
     model = keras().applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10)
@@ -58,7 +58,7 @@ def mobilenet(tmp_path_factory) -> Path:
 def test_imagenet_constants_are_those_of_keras_applications():
     import tf_keras.src.applications.xception as keras_xception
 
-    from edgex.weights import IMAGENET_XCEPTION_NOTOP as published
+    from edgex.training.weights import IMAGENET_XCEPTION_NOTOP as published
 
     source = Path(keras_xception.__file__).read_text()
     assert published.origin == keras_xception.TF_WEIGHTS_PATH_NO_TOP
@@ -67,7 +67,7 @@ def test_imagenet_constants_are_those_of_keras_applications():
 
 @pytest.mark.slow
 def test_imagenet_weights_come_from_the_keras_cache_into_every_backbone_tensor(tmp_path, monkeypatch):
-    import edgex.weights as weights
+    import edgex.training.weights as weights
     from edgex.models import build_xception, preset_config
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
@@ -98,7 +98,7 @@ def test_imagenet_weights_come_from_the_keras_cache_into_every_backbone_tensor(t
 
 
 def test_imagenet_offline_names_the_file_and_the_folder(cli, tmp_path, monkeypatch):
-    import edgex.weights as weights
+    import edgex.training.weights as weights
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
     unreachable = replace(weights.IMAGENET_XCEPTION_NOTOP, origin="http://127.0.0.1:9/xception_notop.h5")
@@ -147,7 +147,7 @@ def test_from_a_foreign_classifier_replaces_the_head_and_trains_only_the_top_blo
     cli, tmp_path, few_photos, mobilenet
 ):
     from devices.tensorflow import load_keras_model
-    from edgex.transfer import block_of, model_blocks
+    from edgex.training.transfer import block_of, model_blocks
 
     result = train(
         TrainConfig(
@@ -215,7 +215,7 @@ def test_a_new_head_starts_at_zero_every_class_equally_likely(trained_tiny, digi
     the saturated loss a random head gives on large pretrained features."""
     from devices.preprocess import XCEPTION
     from edgex.models import build_xception, preset_config
-    from edgex.weights import backbone_tensors, load_starting_weights
+    from edgex.training.weights import backbone_tensors, load_starting_weights
 
     config = preset_config("tiny", classes=3)
     model = build_xception(config)
@@ -239,7 +239,7 @@ def test_a_small_photo_folder_from_scratch_is_not_silently_broken(photos, tmp_pa
 
 
 def test_high_training_accuracy_at_chance_on_validation_is_said():
-    from edgex.training_steps import chance_notes
+    from edgex.training.steps import chance_notes
 
     (line,) = chance_notes({"accuracy": [0.6, 1.0]}, 0.5, 2, bn_recomputed=False)
     assert "100%" in line and "50%" in line and "BatchNormalization" in line

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgex.prune import int8_weight_sparsity, prune, pruning_schedule_steps
-from edgex.quantize import quantize
+from edgex.optimize.prune import int8_weight_sparsity, prune, pruning_schedule_steps
+from edgex.optimize.quantize import quantize
 
 
 @pytest.fixture(scope="module")

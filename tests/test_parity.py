@@ -222,7 +222,7 @@ def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits
 def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digits, monkeypatch):
     from converters.source import forget_conversions, load_source, reference_outputs
     from devices.tfkeras import keras
-    from edgex.evaluation import evaluate_model
+    from edgex.artifacts.accuracy import evaluate_model
 
     calls = _counting_predictions(monkeypatch)
     images = digits.val.take(40, seed=0).arrays()[0]
@@ -252,7 +252,7 @@ def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digit
 
 def test_the_float_accuracy_is_shared_and_keyed_by_data_and_preprocessing(source_copy, digits, monkeypatch):
     from converters.source import load_source, reference_outputs
-    from edgex.evaluation import evaluate_model, source_accuracy
+    from edgex.artifacts.accuracy import evaluate_model, source_accuracy
 
     source = load_source(source_copy)
     calls = _counting_predictions(monkeypatch)
@@ -312,7 +312,7 @@ def test_eval_prepares_batches_before_it_times_the_samples(tiny_artifacts, digit
     import time
 
     from devices.base import LoadedModel
-    from edgex.evaluation import evaluate_model
+    from edgex.artifacts.accuracy import evaluate_model
 
     probe = LoadedModel._probe_batches
     monkeypatch.setattr(LoadedModel, "_probe_batches", lambda self: time.sleep(0.5) or probe(self))
@@ -349,7 +349,7 @@ def test_a_model_that_cannot_take_a_batch_falls_back_and_says_so(tmp_path):
 
 
 def test_class_mismatch_gives_counts_and_the_first_difference(tiny_artifacts, tmp_path, cli):
-    from edgex.evaluation import class_mismatch
+    from edgex.artifacts.accuracy import class_mismatch
 
     thousand = [str(i) for i in range(1000)]
     ten = [str(i) for i in range(10)]

@@ -48,7 +48,7 @@ def test_predict_on_the_host_with_every_format(cli, tiny_artifacts, digit_images
 
 @pytest.mark.slow
 def test_predict_an_edge_tpu_model_on_the_cpu(cli, tiny_artifacts, digit_images, tmp_path):
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     result = export_model(tiny_artifacts["keras"], "edgetpu", data="digits", out=tmp_path / "model_quant.tflite")
     folder, _ = digit_images

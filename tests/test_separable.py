@@ -10,7 +10,7 @@ import pytest
 from devices.bench import results_from_json
 from devices.errors import EdgexError
 from edgex.models.costs import ConvSpec
-from edgex.sweep import Roof, SweepConfig, load_shapes, speedup_table, xception_shapes
+from edgex.sepconv.sweep import Roof, SweepConfig, load_shapes, speedup_table, xception_shapes
 
 
 def _png_ok(path):
@@ -56,7 +56,7 @@ def test_shapes_file_csv_yaml_and_errors(tmp_path):
 
 
 def test_speedup_table_pairs_regular_with_separable():
-    from edgex.sweep import SweepRow
+    from edgex.sepconv.sweep import SweepRow
 
     spec = ConvSpec(19, 19, 728, 728, 3)
     rows = [
@@ -163,7 +163,7 @@ def test_compare_tiny_preset_ab_and_breakdown(tour):
 
 
 def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
-    from edgex.compare import CompareConfig, compare
+    from edgex.sepconv.compare import CompareConfig, compare
 
     result = compare(
         CompareConfig(
@@ -183,13 +183,13 @@ def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
 def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifacts, tmp_path, monkeypatch):
     """The pipeline hands compare the files its convert and quantize stages made (and the twin's, made the same
     way): compare times and scores those, and converts only what it was not given."""
-    import edgex.compare
-    from edgex.compare import CompareConfig, compare
+    import edgex.sepconv.compare
+    from edgex.sepconv.compare import CompareConfig, compare
 
     model = str(tiny_artifacts["keras"])
     exported = []
-    original = edgex.compare._export
-    monkeypatch.setattr(edgex.compare, "_export", lambda *a: exported.append(a[2]) or original(*a))
+    original = edgex.sepconv.compare._export
+    monkeypatch.setattr(edgex.sepconv.compare, "_export", lambda *a: exported.append(a[2]) or original(*a))
     given = {(model, "litert", "int8"): str(tiny_artifacts["tflite-int8"])}
     result = compare(
         CompareConfig(

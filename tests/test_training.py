@@ -17,7 +17,7 @@ import pytest
 from devices.errors import EdgexError, ModelFileError
 from devices.files import read_metadata, sha256_file
 from edgex.data import load_dataset, scan_folder
-from edgex.training import TrainConfig, TrainingDiverged, train
+from edgex.training.trainer import TrainConfig, TrainingDiverged, train
 from tests.conftest import ROOT
 
 
@@ -120,7 +120,7 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
 
 
 def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, monkeypatch):
-    import edgex.training as training
+    import edgex.training.trainer as training
 
     def crash(model):
         raise KeyboardInterrupt("killed while saving")
@@ -137,7 +137,7 @@ def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, m
 
 
 def test_nan_stops_cleanly_keeps_the_last_good_model_and_checkpoint(tmp_path, trained_tiny, monkeypatch):
-    import edgex.training as training
+    import edgex.training.trainer as training
     from devices.tfkeras import keras, tensorflow
 
     tf, k = tensorflow(), keras()

@@ -34,7 +34,7 @@ def bench(
     """Latency statistics (p50/p90/p99, CI of the median, CV), throughput, load time and memory."""
     from devices.bench import BenchConfig
     from devices.errors import EdgexError
-    from edgex.benchmarking import run_bench, write_results
+    from edgex.artifacts.latency import run_bench, write_results
 
     options = {}
     for item in delegate_option or []:
@@ -60,7 +60,7 @@ def _row(r) -> tuple:
     """One benchmark result as the table's cells."""
     from pathlib import Path
 
-    from edgex.render import human_bytes
+    from edgex.cli.render import human_bytes
 
     lat = r.latency
     return (
@@ -84,7 +84,7 @@ def _row(r) -> tuple:
 
 def show_results(results, title: str = "benchmark") -> None:
 
-    from edgex.render import console, table, warn
+    from edgex.cli.render import console, table, warn
 
     rows = [_row(r) for r in results]
     console.print(
@@ -129,7 +129,7 @@ def list_devices(json_out: o.Json = False):
     from dataclasses import asdict
 
     from devices import available_devices, sysinfo
-    from edgex.render import console, print_json, table
+    from edgex.cli.render import console, print_json, table
 
     found = available_devices()
     env = sysinfo.environment()

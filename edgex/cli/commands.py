@@ -6,13 +6,13 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, separable, study, train
+    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, sepconv, study, train
 
     train.register(app)
     convert.register(app)
     optimize.register(app)
     bench.register(app)
-    separable.register(app)
+    sepconv.register(app)
     deploy.register(app)
     pipeline.register(app)
     study.register(app)

@@ -46,8 +46,8 @@ def convert(
     json_out: o.Json = False,
 ):
     """Convert MODEL and check the result against it in its own runtime (LiteRT, ONNX Runtime)."""
-    from edgex.export import export_model
-    from edgex.render import print_json
+    from edgex.artifacts.convert import export_model
+    from edgex.cli.render import print_json
 
     result = export_model(
         model,
@@ -74,7 +74,7 @@ def convert(
 
 
 def show_conversion(result) -> None:
-    from edgex.render import console, human_bytes, table, warn
+    from edgex.cli.render import console, human_bytes, table, warn
 
     p = result.parity
     rows = [

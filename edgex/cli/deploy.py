@@ -39,8 +39,8 @@ def deploy(
     force: o.Force = False,
 ):
     """Build a bundle for a board (no TensorFlow needed on it) and optionally run it there over SSH."""
+    from edgex.cli.render import console
     from edgex.deploy import SshOptions, build_bundle, deploy_remote, read_hosts
-    from edgex.render import console
 
     bundle = build_bundle(model, target.value, out, eval_data=eval_data, force=force)
     console.print(f"bundle {bundle.path}: {len(bundle.files)} files, runs {bundle.model} on {target.value}")
@@ -91,7 +91,7 @@ def _write_hosts(json_file: str, results) -> None:
 
 
 def show_hosts(results) -> None:
-    from edgex.render import console, table
+    from edgex.cli.render import console, table
 
     rows = []
     for r in results:
@@ -131,8 +131,8 @@ def show_hosts(results) -> None:
 
 def verify(bundle: Annotated[str, typer.Argument(help="A bundle .tar.gz or an unpacked bundle folder.")]):
     """Check every file of a bundle against its manifest (SHA-256); unsafe archives are refused."""
+    from edgex.cli.render import console
     from edgex.deploy import verify_bundle
-    from edgex.render import console
 
     problems = verify_bundle(bundle)
     for problem in problems:

@@ -12,8 +12,8 @@ def info(
     gpus: Annotated[bool, typer.Option("--gpus/--no-gpus", help="Import TensorFlow to list the GPUs it sees.")] = True,
 ):
     """Show versions of every relevant package, the CPU and its ISA features, and the GPUs."""
+    from edgex.cli.render import console, print_json, table
     from edgex.info import system_info
-    from edgex.render import console, print_json, table
 
     data = system_info(probe_gpus=gpus)
     if json_out:

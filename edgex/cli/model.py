@@ -23,9 +23,9 @@ def summary(
     json_out: o.Json = False,
 ):
     """Per-block table of output shape, parameters and MACs, with totals and the cost against the regular twin."""
+    from edgex.cli.render import console, human_count, print_json, table
     from edgex.models import preset_config
     from edgex.models.summary import summarize
-    from edgex.render import console, human_count, print_json, table
 
     overrides = o.model_overrides(conv, input_size, classes, width, middle_blocks, intermediate_activation, residual)
     config = preset_config(preset, **overrides, segments=segments)

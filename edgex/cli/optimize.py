@@ -8,8 +8,8 @@ import typer
 
 from converters.registry import CALIBRATION_SAMPLES
 from edgex.cli import options as o
-from edgex.prune import SCHEDULES
-from edgex.quantize import MODES, QUANTIZE_FORMATS
+from edgex.optimize.prune import SCHEDULES
+from edgex.optimize.quantize import MODES, QUANTIZE_FORMATS
 
 GATE_FAILED = 3
 
@@ -48,8 +48,8 @@ def quantize(
 ):
     """Quantize MODEL and report top-1 before and after (through the artifact's runtime), sizes and the gate."""
     from edgex.cli.progress import EpochProgress
-    from edgex.quantize import quantize as run_quantize
-    from edgex.render import print_json
+    from edgex.cli.render import print_json
+    from edgex.optimize.quantize import quantize as run_quantize
 
     report = run_quantize(
         model,
@@ -77,7 +77,7 @@ def quantize(
 
 
 def _show_quantize(r) -> None:
-    from edgex.render import console, human_bytes, table, warn
+    from edgex.cli.render import console, human_bytes, table, warn
 
     rows = [
         ("artifact", r.artifact),
@@ -130,7 +130,7 @@ def _show_quantize(r) -> None:
 
 
 def _layer_error_table(errors):
-    from edgex.render import table
+    from edgex.cli.render import table
 
     return table(
         "largest per-layer quantization errors (RMSE in quantization steps; ~0.29 is rounding alone)",
@@ -168,8 +168,8 @@ def prune(
 ):
     """Magnitude pruning with tfmot; reports sparsity per layer, accuracy, raw and gzip sizes, measured latency."""
     from edgex.cli.progress import EpochProgress
-    from edgex.prune import prune as run_prune
-    from edgex.render import print_json
+    from edgex.cli.render import print_json
+    from edgex.optimize.prune import prune as run_prune
 
     report = run_prune(
         model,
@@ -191,7 +191,7 @@ def prune(
 
 
 def _show_prune(report) -> None:
-    from edgex.render import console, human_bytes, table
+    from edgex.cli.render import console, human_bytes, table
 
     s = report.sizes
     rows = [

@@ -21,8 +21,8 @@ def pipeline(
 ):
     """Run the whole job on the embedded default (digits, mini, cpu) or your own recipe."""
     from edgex.cli.progress import EpochProgress
+    from edgex.cli.render import console, human_bytes, table
     from edgex.pipeline import resolve_recipe, run_pipeline
-    from edgex.render import console, human_bytes, table
 
     recipe = resolve_recipe(config, {"data": data, "preset": preset, "devices": device, "train.epochs": epochs})
     epoch_progress = EpochProgress()

@@ -20,8 +20,8 @@ def predict(
     json_out: o.Json = False,
 ):
     """Classify images with MODEL, using its recorded preprocessing and class names."""
-    from edgex.predict import predict_images
-    from edgex.render import console, note, print_json
+    from edgex.artifacts.predict import predict_images
+    from edgex.cli.render import console, note, print_json
 
     result = predict_images(
         model,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgex.render import console
+from edgex.cli.render import console
 
 
 class EpochProgress:
-    """Receives ``progress(event, **info)`` calls from ``edgex.training.train`` and fine-tuning loops."""
+    """Receives ``progress(event, **info)`` calls from ``edgex.training.trainer.train`` and fine-tuning loops."""
 
     def __init__(self, label: str = "epoch"):
         self.label = label

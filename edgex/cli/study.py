@@ -34,7 +34,7 @@ def study(
 ):
     """Train every variant of a study with several seeds; report top-1 with 95% intervals, learning curves,
     parameters, MACs and latency, and whether the paper's orderings hold on this data."""
-    from edgex.render import console
+    from edgex.cli.render import console
     from edgex.study import StudyConfig, run_study
     from edgex.study.report import accuracy_table
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from edgex.cli import options as o
-from edgex.training import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
+from edgex.training.trainer import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
 
 Optimizer = o.choices("Optimizer", OPTIMIZERS)
 Strategy = o.choices("Strategy", STRATEGIES)
@@ -54,7 +54,7 @@ def train(
     json_out: o.Json = False,
 ):
     """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
-    from edgex.training import train as run_train
+    from edgex.training.trainer import train as run_train
 
     config = TrainConfig(
         data=data,
@@ -97,7 +97,7 @@ def _model_options(conv, input_size, width, middle_blocks, intermediate_activati
 
 
 def _show_result(result, json_out: bool) -> None:
-    from edgex.render import console, human_count, print_json, table, warn
+    from edgex.cli.render import console, human_count, print_json, table, warn
 
     if json_out:
         from dataclasses import asdict
@@ -134,7 +134,7 @@ def _weights_lines(weights: dict | None) -> list[str]:
     if "from" in weights:
         replaced = "replaced (new classes)" if weights["head_replaced"] else "kept"
         return [f"started from {weights['from']}: classifier head {replaced}"]
-    from edgex.weights import WeightsReport
+    from edgex.training.weights import WeightsReport
 
     return WeightsReport(**{**weights, "mismatched": tuple(weights["mismatched"])}).summary_lines()
 
@@ -148,7 +148,7 @@ class _PhaseProgress:
         self.epochs = EpochProgress()
 
     def __call__(self, event: str, **info):
-        from edgex.render import console, note
+        from edgex.cli.render import console, note
 
         if event == "weights":
             for line in _weights_lines(info["report"]):
@@ -168,8 +168,8 @@ def _report_scan(config) -> None:
 
     if config.data == "digits" or config.data.startswith("tfds:") or not Path(config.data).is_dir():
         return
+    from edgex.cli.render import note
     from edgex.data import scan_folder
-    from edgex.render import note
 
     _, report = scan_folder(config.data)
     for line in report.summary_lines():
@@ -188,8 +188,8 @@ def evaluate(
     json_out: o.Json = False,
 ):
     """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of any model format."""
-    from edgex.evaluation import evaluate_model
-    from edgex.render import console, print_json, table
+    from edgex.artifacts.accuracy import evaluate_model
+    from edgex.cli.render import console, print_json, table
 
     result = evaluate_model(
         model,

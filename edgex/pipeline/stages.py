@@ -37,7 +37,7 @@ class Context:
 
             size = preset_config(self.recipe.preset).input_size
             if self.recipe.train.from_model:  # the model to fine-tune sets the input size, not the preset
-                from edgex.transfer import inspect_classifier
+                from edgex.training.transfer import inspect_classifier
 
                 size = inspect_classifier(self.recipe.train.from_model)[1].input_size
             self.dataset = load_dataset(self.recipe.data, size, seed=self.recipe.seed)
@@ -66,7 +66,7 @@ def stage_data(ctx: Context) -> list[str]:
 
 
 def stage_train(ctx: Context) -> list[str]:
-    from edgex.training import transfer_options
+    from edgex.training.trainer import transfer_options
 
     _train_into(ctx, ctx.recipe.train.epochs, {}, "train", transfer_options(ctx.recipe.to_json()["train"]))
     return ["train/model.keras", "train/model.keras.json"]
@@ -81,7 +81,7 @@ def stage_twin(ctx: Context) -> list[str]:
 
 def _train_into(ctx: Context, epochs: int, model: dict, folder: str, transfer: dict | None = None) -> None:
     """Continue an interrupted training run with the same options; start over when the options changed."""
-    from edgex.training import TrainConfig, changed_options, train
+    from edgex.training.trainer import TrainConfig, changed_options, train
 
     r, t = ctx.recipe, ctx.recipe.train
     config = TrainConfig(
@@ -117,7 +117,7 @@ def _convert_twin(ctx: Context) -> list[str]:
 def _export(ctx: Context, source, to: str, precision: str, out: str):
     """How this run converts a model (Xception in the convert stage, its twin for the A/B): the recipe's data,
     calibration samples and opset."""
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     r = ctx.recipe
     return export_model(
@@ -136,7 +136,7 @@ def _export(ctx: Context, source, to: str, precision: str, out: str):
 
 def stage_prune(ctx: Context) -> list[str]:
     from converters.registry import artifact_name
-    from edgex.prune import prune
+    from edgex.optimize.prune import prune
 
     p = ctx.recipe.prune
     if not p.enabled:
@@ -162,7 +162,7 @@ def stage_prune(ctx: Context) -> list[str]:
 
 
 def stage_quantize(ctx: Context) -> list[str]:
-    from edgex.quantize import REPORT_FILE, quantize
+    from edgex.optimize.quantize import REPORT_FILE, quantize
 
     q = ctx.recipe.quantize
     outputs = []
@@ -196,7 +196,7 @@ def stage_convert(ctx: Context) -> list[str]:
 
 
 def stage_evaluate(ctx: Context) -> list[str]:
-    from edgex.evaluation import evaluate_model
+    from edgex.artifacts.accuracy import evaluate_model
 
     dataset = ctx.load_dataset()
     metrics = {}
@@ -252,7 +252,7 @@ def stage_separable(ctx: Context) -> list[str]:
 
 def _model_ab(ctx: Context) -> list[str]:
     """Xception against its twin, timed on the files the convert, quantize and twin stages made."""
-    from edgex.compare import CompareConfig, compare
+    from edgex.sepconv.compare import CompareConfig, compare
 
     r, c = ctx.recipe, ctx.recipe.compare
     xception, twin = str(ctx.out / "train/model.keras"), str(ctx.out / "twin/model.keras")
@@ -277,7 +277,7 @@ def _model_ab(ctx: Context) -> list[str]:
 
 
 def _layer_sweep(ctx: Context) -> list[str]:
-    from edgex.sweep import SweepConfig, sweep
+    from edgex.sepconv.sweep import SweepConfig, sweep
 
     s = ctx.recipe.sweep
     shapes = str(ctx.out / "train/model.keras") if s.shapes == "model" else s.shapes
@@ -345,7 +345,7 @@ def stage_study(ctx: Context) -> list[str]:
 
 
 def stage_report(ctx: Context) -> list[str]:
-    from edgex.report import write_report
+    from edgex.pipeline.report import write_report
 
     return [ctx.rel(p) for p in write_report(ctx.out, ctx.recipe)]
 

@@ -91,7 +91,7 @@ def _seed_run(config: StudyConfig, variant: Variant, seed: int, out: Path, say) 
 
 
 def _train_xception(config: StudyConfig, variant: Variant, seed: int, folder: Path):
-    from edgex.training import TrainConfig, train
+    from edgex.training.trainer import TrainConfig, train
 
     train_config = TrainConfig(
         data=config.data,
@@ -112,7 +112,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
     from edgex.data import load_dataset
-    from edgex.training import settle_bn_statistics, without_optimizer
+    from edgex.training.trainer import settle_bn_statistics, without_optimizer
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -174,7 +174,7 @@ def _latency(config: StudyConfig, variant: Variant, out: Path, say) -> list[Late
 
 def _time(config: StudyConfig, out: Path, variant: Variant, runtime: str, precision: str) -> Latency:
     from devices.bench import benchmark
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     model = _model_path(out, variant, 0)
     to = "tflite" if runtime == "litert" else "onnx"

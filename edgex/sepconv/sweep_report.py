@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from edgex.benchmarking import invalid_note, write_study
-from edgex.spectrum import is_segments, plot_spectrum, spectrum_markdown
-
-if TYPE_CHECKING:
-    from edgex.sweep import SweepResult
+from edgex.artifacts.latency import invalid_note, write_study
+from edgex.sepconv.spectrum import is_segments, plot_spectrum, spectrum_markdown
+from edgex.sepconv.sweep_results import SweepResult
 
 
 def speedup_table(rows) -> list[dict]:

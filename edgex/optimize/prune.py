@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
-from edgex.optimization import setup
-from edgex.training import steps_per_epoch
+from edgex.optimize.common import setup
+from edgex.training.trainer import steps_per_epoch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -223,7 +223,7 @@ def _wrap_for_pruning(keras_model, sparsity, schedule, pattern, end_step, freque
 def _fine_tune_and_strip(wrapped, s, epochs: int, lr: float, progress):
     """Fine-tune with the pruning schedule running, then remove the wrappers; returns (model, history)."""
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.training import fine_tune
+    from edgex.training.trainer import fine_tune
 
     sparsity_api = import_tfmot().sparsity.keras
     callbacks = [sparsity_api.UpdatePruningStep()]
@@ -232,7 +232,7 @@ def _fine_tune_and_strip(wrapped, s, epochs: int, lr: float, progress):
 
 
 def _save_pruned(stripped, path: Path, metadata: dict) -> None:
-    from edgex.training import without_optimizer
+    from edgex.training.trainer import without_optimizer
 
     with atomic_path(path, overwrite=True) as tmp:
         without_optimizer(stripped).save(tmp)
@@ -287,7 +287,7 @@ def _wrapped_weights(wrapped, original) -> list[np.ndarray]:
 
 
 def _latency(dense: Path, pruned: Path) -> dict:
-    from edgex.optimization import latency_pair
+    from edgex.optimize.common import latency_pair
 
     dense_p50, pruned_p50 = latency_pair(dense, pruned, warmup=5, runs=50, min_seconds=0.5)
     return {"dense_p50": dense_p50, "pruned_p50": pruned_p50, "speedup": dense_p50 / pruned_p50}
@@ -313,8 +313,8 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
     from converters import convert
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimization import save_qat_model
-    from edgex.training import fine_tune
+    from edgex.optimize.common import save_qat_model
+    from edgex.training.trainer import fine_tune
 
     tfmot = import_tfmot()
     annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)

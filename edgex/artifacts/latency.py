@@ -12,7 +12,7 @@ import numpy as np
 from devices.bench import BenchConfig, BenchResult, benchmark, results_from_json, results_to_csv, results_to_json
 from devices.errors import EdgexError, InputMismatch
 from devices.files import read_metadata, write_json_atomic, write_text_atomic
-from edgex.artifacts import preprocessing_of
+from devices.metadata import preprocessing_of
 
 
 def invalid_note(flagged: int, total: int) -> str | None:
@@ -28,7 +28,7 @@ def invalid_note(flagged: int, total: int) -> str | None:
 def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16) -> list[np.ndarray]:
     """Real, preprocessed validation samples for a model, as ``batches`` batches of ``batch``."""
     import devices
-    from edgex.evaluation import dataset_for
+    from edgex.artifacts.accuracy import dataset_for
 
     meta = read_metadata(model_path)
     if meta.get("input_shape"):

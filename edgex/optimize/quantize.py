@@ -10,7 +10,7 @@ from pathlib import Path
 from converters.registry import CALIBRATION_SAMPLES, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
 from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
-from edgex.optimization import Setup, setup
+from edgex.optimize.common import Setup, setup
 
 MODES = {"dynamic": "dynamic", "float16": "fp16", "int8": "int8", "qat": "int8"}  # mode -> export precision
 QUANTIZE_FORMATS = ("tflite", "onnx", "edgetpu")  # what `edgex quantize --to` writes
@@ -192,7 +192,7 @@ def _export_quantized(s: Setup, source, stem: str, mode: str, to: str, out_dir: 
 
 
 def _export(s: Setup, source, to: str, precision: str, out: Path, **options):
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     return export_model(
         source.path, to, precision, data=s.data, out=out, force=True, source=source, dataset=s.dataset, **options
@@ -200,7 +200,7 @@ def _export(s: Setup, source, to: str, precision: str, out: Path, **options):
 
 
 def _latency_pair(first: Path, second: Path) -> tuple[float, float]:
-    from edgex.optimization import latency_pair
+    from edgex.optimize.common import latency_pair
 
     return latency_pair(first, second, warmup=3, runs=30, min_seconds=0.3)
 
@@ -226,8 +226,8 @@ def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, p
     fine-tuning; the QAT Keras model is saved (as HDF5) and is the source of the int8 export."""
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimization import save_qat_model
-    from edgex.training import fine_tune
+    from edgex.optimize.common import save_qat_model
+    from edgex.training.trainer import fine_tune
 
     start = time.perf_counter()
     qat_model = import_tfmot().quantization.keras.quantize_model(s.source.keras_model)

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from converters.onnx_graph import drop_layout_transposes
-from devices.bench import BenchConfig, BenchResult, benchmark
+from devices.bench import BenchConfig, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
-from edgex.layer_shapes import load_shapes, model_shapes, resolve_shapes, variants_for, xception_shapes
 from edgex.models.costs import VARIANTS, ConvSpec
-from edgex.spectrum import is_segments, op_placement, segments_costs, segments_layer, segments_variant, spectrum_shapes
-from edgex.sweep_report import load_sweep, speedup_table, summary_markdown, write_sweep
+from edgex.sepconv.layer_shapes import load_shapes, model_shapes, resolve_shapes, variants_for, xception_shapes
+from edgex.sepconv.spectrum import (
+    is_segments,
+    op_placement,
+    segments_costs,
+    segments_layer,
+    segments_variant,
+    spectrum_shapes,
+)
+from edgex.sepconv.sweep_report import load_sweep, speedup_table, summary_markdown, write_sweep
+from edgex.sepconv.sweep_results import Roof, SweepResult, SweepRow
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
 SWEEP_BENCH = BenchConfig(warmup=2, min_warmup_seconds=0.05, runs=10, min_seconds=0.15, max_seconds=3.0)
@@ -65,67 +73,6 @@ class SweepConfig:
             raise EdgexError(
                 f"the sweep uses the paper Xception's shapes; --input-size must be >= 71, got {self.input_size}"
             )
-
-
-@dataclass(frozen=True)
-class Roof:
-    runtime: str
-    precision: str
-    compute_gops: float  # attainable operations per second (2 per MAC), in G/s
-    bandwidth_gbs: float  # attainable bytes per second, in GB/s
-
-    @property
-    def ridge(self) -> float:
-        """Arithmetic intensity (ops/byte) where a layer stops being memory-bound."""
-        return self.compute_gops / self.bandwidth_gbs
-
-    def attainable(self, intensity: float) -> float:
-        return min(self.compute_gops, intensity * self.bandwidth_gbs)
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    shape: str
-    variant: str
-    runtime: str
-    precision: str
-    h: int
-    w: int
-    c_in: int
-    c_out: int
-    k: int
-    stride: int
-    macs: int
-    params: int
-    bytes_moved: int
-    intensity: float  # ops per byte
-    p50_ms: float
-    gops: float  # achieved G(FL)OP/s: 2 * MACs / p50
-    roof_fraction: float  # achieved / attainable at this intensity
-    valid: bool
-    count: int = 1  # how many layers of the network have this shape
-    groups: int = 0  # segments G of a "segments:..." variant
-    placement: str = ""  # where the runtime ran the layer's convolutions (delegated / fallback), for segments
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    rows: tuple[SweepRow, ...]
-    roofs: tuple[Roof, ...]
-    speedups: tuple[dict, ...]  # per shape, runtime, precision: measured and theoretical separable speedup
-    bench: tuple[BenchResult, ...]
-    out_dir: str
-    seconds: float
-    files: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "roofs": [{**asdict(r), "ridge": r.ridge} for r in self.roofs],
-            "rows": [asdict(r) for r in self.rows],
-            "speedups": list(self.speedups),
-            "seconds": self.seconds,
-            "files": self.files,
-        }
 
 
 # -- one-layer models ----------------------------------------------------------------------------------------------

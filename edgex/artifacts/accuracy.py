@@ -9,8 +9,8 @@ from pathlib import Path
 from devices.errors import EdgexError
 from devices.evaluate import Accuracy, evaluate
 from devices.files import read_metadata
+from devices.metadata import class_names_of, preprocessing_of
 from devices.preprocess import preprocessing_named
-from edgex.artifacts import class_names_of, preprocessing_of
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import numpy as np
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import read_metadata, refuse_overwrite, write_metadata
-from edgex.benchmarking import invalid_note, write_study
-from edgex.breakdown import KINDS
+from edgex.artifacts.latency import invalid_note, write_study
+from edgex.sepconv.breakdown import KINDS
 
 RUNTIMES = ("litert", "onnxruntime")  # the runtimes compared; each runs the format converters.registry names
 COMPARE_BENCH = BenchConfig(warmup=3, min_warmup_seconds=0.1, runs=20, min_seconds=0.5, max_seconds=30.0)
@@ -174,7 +174,7 @@ def compare(
                 rows.append(row)
                 results.append(result)
                 if config.breakdown and model.cost is not None and runtime in config.breakdown_runtimes:
-                    from edgex.breakdown import time_breakdown
+                    from edgex.sepconv.breakdown import time_breakdown
 
                     shares = time_breakdown(
                         model.cost, runtime, precision, artifact, row.p50_ms, config, models_dir / "layers"
@@ -202,8 +202,8 @@ class _Model:
     @classmethod
     def load(cls, path: Path, label: str, config: CompareConfig) -> _Model:
         from converters import load_source
-        from edgex.artifacts import class_names_of
-        from edgex.evaluation import dataset_for
+        from devices.metadata import class_names_of
+        from edgex.artifacts.accuracy import dataset_for
         from edgex.models.costs import model_cost
 
         source = load_source(path)
@@ -232,8 +232,8 @@ def _artifact(model: _Model, runtime: str, precision: str, given: str | None, mo
 
 
 def _measure(model: _Model, runtime: str, precision: str, artifact: Path, config) -> tuple[CompareRow, BenchResult]:
-    from edgex.artifacts import preprocessing_of
-    from edgex.optimization import artifact_accuracy
+    from devices.metadata import preprocessing_of
+    from edgex.optimize.common import artifact_accuracy
 
     result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
     top1 = None
@@ -288,7 +288,7 @@ def _labels(paths: list[Path]) -> dict[Path, str]:
 
 
 def _export(source, to, precision, artifact, dataset, config) -> None:
-    from edgex.export import export_model
+    from edgex.artifacts.convert import export_model
 
     if precision == "int8" and dataset is None:
         # Latency does not depend on the calibration data: random samples stand in without --data.

@@ -1,8 +1,9 @@
-"""The named steps of ``edgex.training.train``: the starting model and its data, the per-epoch callbacks, and
+"""The named steps of ``edgex.training.trainer.train``: the starting model and its data, the per-epoch callbacks, and
 what is measured and recorded at the end."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -12,13 +13,22 @@ from devices.files import utc_now, write_json_atomic
 from devices.preprocess import XCEPTION
 from devices.sysinfo import versions
 
+HISTORY_FILE = "history.json"
+
+
+def read_epoch_history(backup_dir: Path) -> list[dict]:
+    """The metrics of every finished epoch of the run checkpointed in ``backup_dir``."""
+    path = Path(backup_dir) / HISTORY_FILE
+    try:
+        return list(json.loads(path.read_text())) if path.is_file() else []
+    except ValueError:
+        return []
+
 
 def epoch_callbacks(progress, backup_dir: Path, epochs: int):
     from devices.tfkeras import keras
 
     k = keras()
-
-    from edgex.training import HISTORY_FILE, read_epoch_history
 
     history_file = backup_dir / HISTORY_FILE
 
@@ -80,11 +90,11 @@ def progress_callback(k, epochs, progress):
 def starting_model(config):
     """(model, Starting) for --from, else None (after checking --weights, before any data is loaded)."""
     if config.from_model is None:
-        from edgex.weights import check_weights_spec
+        from edgex.training.weights import check_weights_spec
 
         check_weights_spec(config.weights, config.model_config(2), config.preset)
         return None
-    from edgex.transfer import inspect_classifier
+    from edgex.training.transfer import inspect_classifier
 
     return inspect_classifier(config.from_model)
 
@@ -112,12 +122,12 @@ def run_preprocessing(config, start):
 def initial_model(config, start, dataset):
     """(model, its XceptionConfig or None for --from, a report of the starting weights)."""
     if start is not None:
-        from edgex.transfer import with_head
+        from edgex.training.transfer import with_head
 
         model, replaced = with_head(start[0], dataset.classes)
         return model, None, {"from": start[1].path, "head_replaced": replaced, "classes_before": start[1].classes}
     from edgex.models import build_xception
-    from edgex.weights import load_starting_weights
+    from edgex.training.weights import load_starting_weights
 
     model_config = config.model_config(dataset.classes)
     model = build_xception(model_config)

@@ -43,7 +43,7 @@ def time_breakdown(cost, runtime, precision, artifact, total_ms, config, layers_
 
 def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
     """Sum of one-layer sub-model latencies per kind (each distinct shape timed once)."""
-    from edgex.sweep import SWEEP_BENCH, export_layer, layer_model
+    from edgex.sepconv.sweep import SWEEP_BENCH, export_layer, layer_model
 
     cache: dict = {}
     times = defaultdict(float)

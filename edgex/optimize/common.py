@@ -56,7 +56,7 @@ class Setup:
     def source_top1(self) -> float:
         """The accuracy of the model being optimized, computed once per source content, data and preprocessing in
         this process (quantize, prune and evaluate share it)."""
-        from edgex.evaluation import source_accuracy
+        from edgex.artifacts.accuracy import source_accuracy
 
         return source_accuracy(self.source, self.dataset, self.preprocessing, self.class_names).top1
 
@@ -71,9 +71,9 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     raised when there is neither ("pruning fine-tunes on data"). ``preprocessing`` (a name) replaces the one the
     model's metadata records, for models edgex did not make."""
     from converters.source import load_source
-    from edgex.artifacts import class_names_of, preprocessing_of
-    from edgex.evaluation import data_spec, dataset_ahead, dataset_for, loaded_ahead
-    from edgex.export import with_preprocessing
+    from devices.metadata import class_names_of, preprocessing_of
+    from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, loaded_ahead
+    from edgex.artifacts.convert import with_preprocessing
 
     ahead = dataset_ahead(model, data)
     source = with_preprocessing(load_source(model), preprocessing)

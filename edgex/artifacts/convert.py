@@ -7,8 +7,8 @@ from pathlib import Path
 from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
-from edgex.artifacts import preprocessing_of
-from edgex.evaluation import data_spec, dataset_ahead, dataset_for, image_side, loaded_ahead
+from devices.metadata import preprocessing_of
+from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, image_side, loaded_ahead
 
 
 def with_preprocessing(source, name: str | None):

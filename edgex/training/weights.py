@@ -283,7 +283,7 @@ def load_starting_weights(model, spec: str, config, preset: str, class_names=())
     is kept only when its recorded class names are ``class_names``."""
     if spec in ("none", "", None):
         return None
-    from edgex.transfer import zero_head
+    from edgex.training.transfer import zero_head
 
     if spec == "imagenet":
         check_imagenet_compatible(config, preset)

@@ -1,5 +1,5 @@
 """`edgex deploy` and `edgex verify`: bundles for a Raspberry Pi, a Coral or any Linux board; the benchmark run on
-the device itself over SSH lives in edgex.remote (its public names are re-exported here)."""
+the device itself over SSH lives in edgex.deploy.remote."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import json
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from devices.bundle import BundleError, safe_extract, verify, write_manifest
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, read_metadata, refuse_overwrite, utc_now
 from devices.smoke import FALLBACK_PREFIX, requirements_fallback
-from edgex.remote import HostResult as HostResult
-from edgex.remote import SshOptions as SshOptions
-from edgex.remote import deploy_remote as deploy_remote
-from edgex.remote import read_hosts as read_hosts
-from edgex.remote import read_manifest_of_archive as read_manifest_of_archive
+from edgex.deploy.boards import DEPLOY_TARGETS, Bundle, Target
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CORAL_APT = [
     'echo "deb https://packages.cloud.google.com/apt coral-edgetpu-stable main" | '
     "sudo tee /etc/apt/sources.list.d/coral-edgetpu.list",
@@ -28,37 +23,6 @@ CORAL_APT = [
     "sudo gpg --dearmor -o /etc/apt/trusted.gpg.d/coral-edgetpu.gpg",
     "sudo apt-get update && sudo apt-get install -y libedgetpu1-std",
 ]
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    description: str
-    machine: str  # uname -m of the board
-    cores: int | None  # threads by default (None: whatever the device has)
-    device: str  # the --device the runner uses by default
-    coral: bool = False
-
-
-DEPLOY_TARGETS = {
-    "rpi4": Target("rpi4", "Raspberry Pi 4 (Cortex-A72, 64-bit OS)", "aarch64", 4, "cpu"),
-    "rpi5": Target("rpi5", "Raspberry Pi 5 (Cortex-A76, 64-bit OS)", "aarch64", 4, "cpu"),
-    "coral-usb": Target("coral-usb", "Coral USB Accelerator on a Linux host", "aarch64", 4, "edgetpu:usb", True),
-    "coral-devboard": Target(
-        "coral-devboard", "Coral Dev Board (i.MX 8M, Edge TPU on PCIe)", "aarch64", 4, "edgetpu:pci", True
-    ),
-    "generic-arm64": Target("generic-arm64", "any 64-bit Arm Linux board", "aarch64", None, "cpu"),
-    "generic-x86_64": Target("generic-x86_64", "any x86-64 Linux machine", "x86_64", None, "cpu"),
-}
-
-
-@dataclass(frozen=True)
-class Bundle:
-    path: str
-    target: str
-    model: str  # the model the runner uses, relative to the bundle
-    files: dict
-    notes: tuple[str, ...] = ()
 
 
 # ai-edge-litert versions that run bundles, per board architecture: (requirement, why each bound). The arm64 figures
@@ -259,7 +223,7 @@ def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:
     """Validation images at the model's input size, uint8, with labels: evaluation on the device needs no data."""
     import numpy as np
 
-    from edgex.evaluation import dataset_for
+    from edgex.artifacts.accuracy import dataset_for
 
     shape = meta.get("input_shape")
     if not shape:

@@ -19,9 +19,9 @@ from devices.errors import EdgexError
 
 if TYPE_CHECKING:
     from devices.bench import BenchResult
-    from edgex.deploy import Bundle
+    from edgex.deploy.boards import Bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 q = shlex.quote
 
 

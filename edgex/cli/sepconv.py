@@ -37,10 +37,10 @@ def sweep(
 ):
     """Time every convolution shape of Xception as regular, separable, depthwise and pointwise layers, with
     achieved GOP/s, arithmetic intensity and the fraction of the measured roofline."""
+    from edgex.cli.render import console
     from edgex.models.costs import VARIANTS
-    from edgex.render import console
-    from edgex.sweep import SweepConfig
-    from edgex.sweep import sweep as run_sweep
+    from edgex.sepconv.sweep import SweepConfig
+    from edgex.sepconv.sweep import sweep as run_sweep
 
     config = SweepConfig(
         input_size=input_size,
@@ -65,7 +65,7 @@ def sweep(
 
 def show_sweep(result) -> None:
     """The roofs, the separable speedups, the spectrum and where the files are."""
-    from edgex.render import console, table
+    from edgex.cli.render import console, table
 
     console.print(
         table(
@@ -116,8 +116,8 @@ def show_sweep(result) -> None:
 
 
 def show_spectrum(rows) -> None:
-    from edgex.render import console, table
-    from edgex.spectrum import is_segments
+    from edgex.cli.render import console, table
+    from edgex.sepconv.spectrum import is_segments
 
     rows = [r for r in rows if is_segments(r.variant)]
     if rows:
@@ -150,9 +150,9 @@ def compare(
 ):
     """Model-level A/B: Xception against its regular-convolution twin (and other models), per format and
     precision, with where the time goes by operation type."""
-    from edgex.compare import CompareConfig
-    from edgex.compare import compare as run_compare
-    from edgex.render import console
+    from edgex.cli.render import console
+    from edgex.sepconv.compare import CompareConfig
+    from edgex.sepconv.compare import compare as run_compare
 
     config = CompareConfig(
         preset=None if (preset or "none") == "none" else preset,
@@ -174,7 +174,7 @@ def compare(
 
 
 def show_compare(result) -> None:
-    from edgex.render import console, human_bytes, table
+    from edgex.cli.render import console, human_bytes, table
 
     console.print(
         table(
@@ -233,8 +233,8 @@ def show_compare(result) -> None:
 
 
 def _warn_invalid(flagged: int, total: int) -> None:
-    from edgex.benchmarking import invalid_note
-    from edgex.render import warn
+    from edgex.artifacts.latency import invalid_note
+    from edgex.cli.render import warn
 
     note = invalid_note(flagged, total)
     if note:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from devices.errors import EdgexError, choice_error
 from devices.preprocess import PREPROCESSINGS
-from edgex.transfer import Phase, parse_unfreeze
+from edgex.training.transfer import Phase, parse_unfreeze
 
 OPTIMIZERS = ("adam", "paper")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")

@@ -13,19 +13,18 @@ from pathlib import Path
 from devices.errors import EdgexError
 from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
 from devices.preprocess import XCEPTION
-from edgex import training_steps as steps
-from edgex.train_config import OPTIMIZERS as OPTIMIZERS
-from edgex.train_config import PRECISIONS as PRECISIONS
-from edgex.train_config import RECIPE_TRANSFER_KEYS as RECIPE_TRANSFER_KEYS
-from edgex.train_config import STRATEGIES as STRATEGIES
-from edgex.train_config import TrainConfig
-from edgex.train_config import transfer_options as transfer_options
-from edgex.transfer import Phase
+from edgex.training import steps
+from edgex.training.config import OPTIMIZERS as OPTIMIZERS
+from edgex.training.config import PRECISIONS as PRECISIONS
+from edgex.training.config import RECIPE_TRANSFER_KEYS as RECIPE_TRANSFER_KEYS
+from edgex.training.config import STRATEGIES as STRATEGIES
+from edgex.training.config import TrainConfig
+from edgex.training.config import transfer_options as transfer_options
+from edgex.training.transfer import Phase
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "train_run.json"
-HISTORY_FILE = "history.json"
 PHASE_DONE_FILE = "finished_phase.h5"  # the weights a finished phase hands to the next one (kept for --resume)
 BN_RECOMPUTE_SAMPLES = 1024
 BN_RECOMPUTE_GAIN = 0.01  # recomputed BatchNormalization statistics are kept when validation top-1 gains this much
@@ -117,8 +116,8 @@ def train(
     starts over. ``progress(event, **info)`` receives phase, epoch and batch events (for progress bars).
     """
     from devices.tfkeras import keras, tensorflow
-    from edgex.distribute import strategy_named
-    from edgex.transfer import set_trainable
+    from edgex.training.distribute import strategy_named
+    from edgex.training.transfer import set_trainable
 
     run = _run_folder(out_dir, config)
     done = _check_previous_run(run, config, resume, force)
@@ -158,7 +157,7 @@ def train(
 
 
 def _run_folder(out_dir: str | Path, config: TrainConfig) -> _Run:
-    from edgex.distribute import is_chief
+    from edgex.training.distribute import is_chief
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -210,14 +209,14 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
 def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
     """Train one phase (or take its saved result when a resumed run had finished it); returns its epochs' metrics
     and the blocks that trained."""
-    from edgex.transfer import set_trainable
+    from edgex.training.transfer import set_trainable
 
     folder = run.phase_dir(phase)
     blocks = set_trainable(model, phase)
     finished = folder / PHASE_DONE_FILE
     if resume and len(run.phases) > 1 and finished.is_file():
         model.load_weights(str(finished))
-        return read_epoch_history(folder), blocks
+        return steps.read_epoch_history(folder), blocks
     if progress is not None:
         progress("phase_begin", phase=phase.number, phases=len(run.phases), text=phase.describe(), blocks=blocks)
     with strategy.scope():
@@ -237,7 +236,7 @@ def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, 
     )
     _raise_if_diverged(nan_guard, backup, folder, run.model_path)
     # Every epoch of the phase, those before a resume included (BackupAndRestore's history has only the last part).
-    epochs = read_epoch_history(folder) or [
+    epochs = steps.read_epoch_history(folder) or [
         {key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))
     ]
     if len(run.phases) > 1 and phase is not run.phases[-1]:
@@ -270,7 +269,7 @@ def _settle_bn_statistics(model, config, inputs, records) -> dict:
 def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: float) -> dict:
     """``_settle_bn_statistics`` for any Keras classifier: ``val`` the validation tf.data set, ``before`` the
     validation top-1 of the weights as trained (NaN when unknown)."""
-    from edgex.transfer import recompute_bn_statistics
+    from edgex.training.transfer import recompute_bn_statistics
 
     trained = model.get_weights()
     images, _ = dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=seed).arrays()
@@ -284,7 +283,7 @@ def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: 
 
 def _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from) -> TrainResult:
     """Settle BatchNormalization statistics after training from scratch, measure, save model and metadata."""
-    from edgex.transfer import unfreeze_all
+    from edgex.training.transfer import unfreeze_all
 
     if config.precision != "float32":
         model = _as_float32(model, model_config)
@@ -325,15 +324,6 @@ def _as_float32(model, model_config):
     clone = build_xception(model_config)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def read_epoch_history(backup_dir: Path) -> list[dict]:
-    """The metrics of every finished epoch of the run checkpointed in ``backup_dir``."""
-    path = Path(backup_dir) / HISTORY_FILE
-    try:
-        return list(json.loads(path.read_text())) if path.is_file() else []
-    except ValueError:
-        return []
 
 
 def _checkpoint_epoch(backup_dir: Path) -> int:
