@@ -160,6 +160,7 @@ def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
         _variants_section(rows, best),
         *_separable_sections(compare, read_json(out / "sweep.json")),
         *_study_sections(out),
+        *_tune_sections(out),
         Section("Plots", figures=tuple(plots.values())),
         Section("Environment", table=Table(("item", "value"), tuple((str(k), str(v)) for k, v in env.items()), (0, 0))),
         Section(
@@ -259,6 +260,40 @@ def _study_sections(out: Path) -> list[Section]:
         bullets = tuple(c["sentence"] for c in study["comparisons"])
         sections.append(Section(f"Study: {study['study']}", text=text, table=table, bullets=bullets, figures=figures))
     return sections
+
+
+def _tune_sections(out: Path) -> list[Section]:
+    """The tune stage: its winner against the default int8 artifact, what each lever bought, the Pareto plot."""
+    tune = read_json(out / "tune" / "tune.json")
+    if not tune:
+        return []
+    winner, counts = tune["winner"], tune["counts"]
+    text = (
+        f"{len(tune['candidates'])} candidates in {tune['seconds']:.0f} s ({counts['done']} measured, "
+        f"{counts['pruned']} stopped early, {counts['failed']} failed); gate {tune['max_drop']:g} points on "
+        f"{tune['selection_samples']} selection samples, the winner re-checked on {tune['heldout_samples']} held out."
+    )
+    bullets = ()
+    if winner:
+        versus = winner["versus_default"].get("line", "")
+        bullets = (
+            f"winner: trial {winner['trial']}, {winner['runtime']} {winner['precision']}, {winner['threads']} "
+            f"thread(s): `{Path(winner['artifact']).relative_to(out)}`",
+            f"top-1 {100 * winner['selection_top1']:.2f}% selection, {100 * winner['heldout_top1']:.2f}% held out "
+            f"(model {100 * tune['float_selection']:.2f}% / {100 * tune['float_heldout']:.2f}%)",
+            *([f"against the default int8 artifact: {versus}"] if versus else []),
+        )
+    rows = tuple(
+        (r["lever"], r["setting"], str(r["candidates"]), str(r["passing"]),
+         "-" if r["best_p50_ms"] is None else f"{r['best_p50_ms']:.3f}",
+         f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+        for r in tune["levers"]
+    )  # fmt: skip
+    header = ("lever", "setting", "candidates", "passed", "fastest passing ms", "vs default int8")
+    table = Table(header, rows, (0, 0, 1, 1, 1, 1), id="tune-levers")
+    figures = (("tune/pareto.png", "tune candidates: top-1 against latency"),)
+    return [Section("Tune: the fastest artifact within the gate", text=text, table=table, bullets=bullets,
+                    figures=figures if (out / "tune" / "pareto.png").is_file() else ())]  # fmt: skip
 
 
 def _study_row(variant: dict, pairs) -> tuple[str, ...]:

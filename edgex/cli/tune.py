@@ -1,0 +1,117 @@
+"""``edgex tune``: the fastest artifact of a model within an accuracy budget, measured on the target device."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgex.cli import options as o
+
+GATE_FAILED = 3
+
+
+def tune(
+    model: Annotated[str, typer.Argument(help="The trained Keras model to tune (.keras or .h5).")],
+    data: Annotated[
+        str | None, typer.Option(help="digits, PATH or tfds:NAME [default: the data the model records].")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="Where latency is measured: cpu, gpu[:N], edgetpu[:usb|pci[:N]].")
+    ] = "cpu",
+    ssh: Annotated[
+        str | None, typer.Option(help="USER@HOST[:PORT] of a board: latency measured there, by the bundle runner.")
+    ] = None,
+    ssh_config: Annotated[str | None, typer.Option(help="An ssh_config file for --ssh.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Deploy target of the winner's bundle (rpi4, coral-usb...; with --ssh).")
+    ] = None,
+    max_drop: Annotated[float, typer.Option(help="Points of top-1 a candidate may lose against MODEL.")] = 1.0,
+    budget: Annotated[str, typer.Option(help="Search time: 90s, 20m, 2h (the winner's checks come after).")] = "20m",
+    levers: Annotated[
+        str | None, typer.Option(help="Network levers, comma-separated: drop-blocks, prune, resolution, student.")
+    ] = None,
+    runtimes: Annotated[
+        str | None, typer.Option(help="Runtimes to try, comma-separated [default: those for the device].")
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option(help="Thread counts to try, e.g. 1,2,4 [default: 1 to the cores].")
+    ] = None,
+    layer_errors: Annotated[
+        bool, typer.Option("--layer-errors", help="Also int8 with the 1, 2 or 4 most sensitive layers in float.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="The most epochs a changed network trains (students twice).")] = 12,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler and of training.")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder.")] = "runs/tune",
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the tune in --out.")] = False,
+    force: o.Force = False,
+    json_out: o.Json = False,
+):
+    """Search for the fastest artifact of MODEL whose top-1 stays within --max-drop points, measured on the device:
+    runtimes, precisions, threads and runtime options on the unchanged network, and network changes (dropped
+    blocks, pruned channels, a lower resolution, a distilled student). Exit 3 when no candidate passes."""
+    from edgex.cli.render import console, print_json
+    from edgex.tune import TuneConfig, parse_budget
+    from edgex.tune import tune as run_tune
+
+    config = TuneConfig(
+        data=data,
+        device=device,
+        ssh=ssh,
+        ssh_config=ssh_config,
+        target=target,
+        max_drop=max_drop,
+        budget_s=parse_budget(budget),
+        **({"levers": _names(levers)} if levers is not None else {}),
+        runtimes=_names(runtimes),
+        threads=_counts(threads),
+        layer_errors=layer_errors,
+        max_epochs=epochs,
+        seed=seed,
+        storage=storage,
+    )
+    result = run_tune(model, config, out, resume=resume, force=force, progress=None if json_out else console.print)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _show(result)
+    if result.winner is None:
+        raise typer.Exit(GATE_FAILED)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _counts(text: str | None) -> tuple[int, ...]:
+    from devices.errors import EdgexError
+
+    try:
+        return tuple(int(n) for n in _names(text))
+    except ValueError:
+        raise EdgexError(f"--threads takes whole numbers separated by commas, e.g. 1,2,4; got {text!r}") from None
+
+
+def _show(result) -> None:
+    from edgex.cli.render import console, table
+    from edgex.tune.report import winner_lines
+
+    for line in winner_lines(result):
+        console.print(line)
+    rows = [
+        (r.lever, r.setting, r.candidates, r.passing, "-" if r.best_p50_ms is None else f"{r.best_p50_ms:.3f}",
+         f"{r.speedup:.2f}x" if r.speedup else "-")
+        for r in result.levers
+    ]  # fmt: skip
+    columns = ["lever", "setting", "candidates", "passed", "fastest passing ms", "vs default int8"]
+    console.print(table("what each lever bought", columns, rows))
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"results in {result.out_dir} ({', '.join(result.files)})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
