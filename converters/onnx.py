@@ -14,7 +14,7 @@ import numpy as np
 
 from converters.registry import ExportInfo, ExportOptions
 from converters.source import CONVERTED_MAX_BYTES, SourceModel, converted_once, reuses_conversions
-from devices.errors import EdgexError, RuntimeMissing
+from devices.errors import EdgexError, RuntimeMissing, first_line
 from devices.logs import quiet_native_logs
 
 INPUT_NAME = "input"
@@ -50,9 +50,7 @@ def check_onnx(path: str | Path, name: str = "") -> None:
         model = onnx.load(str(path), load_external_data=False)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
-        raise EdgexError(
-            f"the ONNX file {name or path} fails the checker: {str(exc).strip().splitlines()[0][:300]}"
-        ) from exc
+        raise EdgexError(f"the ONNX file {name or path} fails the checker: {first_line(exc, 300)}") from exc
 
 
 def _rename(model, old: str, new: str) -> None:
@@ -145,9 +143,7 @@ def _tf2onnx_fp32(source: SourceModel, options: ExportOptions):
                 function = tf.function(source.concrete_function(options.batch_size))
                 model, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=options.opset)
     except Exception as exc:
-        raise EdgexError(
-            f"tf2onnx cannot convert this model to opset {options.opset}: {str(exc).strip().splitlines()[0][:300]}"
-        ) from exc
+        raise EdgexError(f"tf2onnx cannot convert this model to opset {options.opset}: {first_line(exc, 300)}") from exc
     _check_ops(model, options)
     _name_io(model, dynamic=options.batch_size is None)
     return model
@@ -240,7 +236,7 @@ def _int8_from_tflite(source: SourceModel, path: Path, options: ExportOptions) -
                 warnings.simplefilter("ignore")
                 model, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=options.opset)
         except Exception as exc:
-            raise EdgexError(f"tf2onnx cannot convert the int8 TFLite model: {str(exc).splitlines()[0][:300]}") from exc
+            raise EdgexError(f"tf2onnx cannot convert the int8 TFLite model: {first_line(exc, 300)}") from exc
     _name_io(model, dynamic=options.batch_size is None)
     save_onnx(model, path, options.final_name)
     return {"onnx_int8_route": "tflite", "quantizer": "int8 TFLite (TFLiteConverter) then tf2onnx.convert.from_tflite"}

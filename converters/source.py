@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devices.errors import ModelFileError
+from devices.errors import ModelFileError, first_line
 from devices.files import read_metadata, sha256_file
 from devices.memo import forget_outputs, kept_outputs, sample_digest
 
@@ -99,7 +99,7 @@ def _load_source(path: Path, sha256: str) -> SourceModel:
             loaded = tf.saved_model.load(str(path))
             signature = loaded.signatures["serving_default"]
         except Exception as exc:
-            raise ModelFileError(f"cannot load SavedModel {path}: {str(exc).splitlines()[0][:200]}") from exc
+            raise ModelFileError(f"cannot load SavedModel {path}: {first_line(exc, 200)}") from exc
         specs = signature.structured_input_signature[1]
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.errors import InputMismatch
+from devices.errors import InputMismatch, first_line
 from devices.files import sha256_file
 from devices.memo import kept_outputs
 
 BATCH_MEMORY_BYTES = 1 << 30  # activations of one batch in ``predict``
-ACTIVATIONS_PER_INPUT = 40  # float elements alive per input element, at most (Xception at 299 px: about 30)
+# Float elements alive per input element, at most: Xception at 299 px keeps 26 alive at its peak (layer outputs
+# counted until their last reader), its largest one alone 10; the rest is room for the runtime's scratch buffers.
+ACTIVATIONS_PER_INPUT = 40
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ class LoadedModel(abc.ABC):
 
     def fitting_batch(self, budget_bytes: int = BATCH_MEMORY_BYTES, most: int = 64) -> int:
         """The largest power-of-two batch (up to ``most``) whose activations fit ``budget_bytes``, estimated
-        from the input size (an image classifier's largest activations are about ten times its input)."""
+        from the input size: ``ACTIVATIONS_PER_INPUT`` float elements per input element."""
         elements = int(np.prod([d if d > 0 else 1 for d in self.inputs[0].shape[1:]]))
         per_sample = 4 * ACTIVATIONS_PER_INPUT * max(elements, 1)
         batch = 1
@@ -243,7 +245,7 @@ class LoadedModel(abc.ABC):
             if self._enable_batches():
                 together = self.run(probe, any_batch=True)
         except Exception as exc:  # runtimes raise their own types when a graph does not take another batch
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            why = first_line(exc, 160)
         if together is not None and _same_outputs(alone, together, self.outputs):
             return True
         if together is not None:

@@ -33,6 +33,14 @@ def choice_error(what: str, value: object, allowed) -> EdgexError:
     return EdgexError(f"unknown {what} {value!r}; choose one of: {', '.join(map(str, allowed))}")
 
 
+def first_line(error: BaseException | str, limit: int | None = None) -> str:
+    """The first non-blank line of an error's message (its type's name when the message is empty), cut at ``limit``
+    characters: native libraries raise messages of many lines, and a report or a CLI error shows one."""
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__ if isinstance(error, BaseException) else ""
+    return line[:limit]
+
+
 def require(module: str, extra: str, purpose: str = ""):
     """Import an optional dependency, or raise RuntimeMissing naming the pip extra that provides it."""
     import importlib

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.base import LoadedModel, TensorInfo
-from devices.errors import EdgexError, ModelFileError, RuntimeMissing
+from devices.errors import EdgexError, ModelFileError, RuntimeMissing, first_line
 from devices.logs import quiet_native_logs
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -32,7 +32,7 @@ def interpreter_module(name: str | None = None):
         except ImportError as exc:
             error = exc
     raise RuntimeMissing(
-        f"{name} cannot be imported ({_first_line(error)})"
+        f"{name} cannot be imported ({first_line(error)})"
         if name
         else "no LiteRT runtime is installed: pip install ai-edge-litert (or 'edgex[runtime]'); "
         "tflite-runtime works as a fallback on old Raspberry Pi OS images"
@@ -108,7 +108,7 @@ class LiteRTModel(LoadedModel):
                 )
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"LiteRT cannot load {self.path}: {_first_line(exc)}") from exc
+            raise ModelFileError(f"LiteRT cannot load {self.path}: {first_line(exc)}") from exc
         self._refresh()
         self._declared = [_info(d) for d in self._in]  # as the file has them, whatever batch they are resized to
 
@@ -200,11 +200,6 @@ def _info(detail: dict) -> TensorInfo:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def graph_interpreter(path: str | Path):
     """An interpreter for inspecting a model's graph: no default delegates (XNNPACK would fold the ops into
     DELEGATE nodes), tensors allocated so that constants can be read."""
@@ -235,12 +230,12 @@ def load_delegate(library: str, options: dict | None = None):
         # Checked first: LiteRT's Delegate raises from its __del__ when the library cannot be opened.
         ctypes.CDLL(library)
     except OSError as exc:
-        raise EdgexError(f"cannot load delegate {library}: {_first_line(exc)}") from exc
+        raise EdgexError(f"cannot load delegate {library}: {first_line(exc)}") from exc
     try:
         with quiet_native_logs():
             return module.load_delegate(library, options or {})
     except (ValueError, OSError, RuntimeError) as exc:
-        raise EdgexError(f"cannot load delegate {library}: {_first_line(exc)}") from exc
+        raise EdgexError(f"cannot load delegate {library}: {first_line(exc)}") from exc
 
 
 def load(

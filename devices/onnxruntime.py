@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.base import LoadedModel, TensorInfo
-from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing, choice_error
+from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing, choice_error, first_line
 from devices.onnx_external import check_external_data
 
 # Device name prefix -> execution providers to ask for, most specific first.
@@ -121,8 +121,7 @@ class OnnxRuntimeModel(LoadedModel):
         try:
             session = module.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for every load failure
-            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelFileError(f"ONNX Runtime cannot load {self.path}: {line[:300]}") from exc
+            raise ModelFileError(f"ONNX Runtime cannot load {self.path}: {first_line(exc, 300)}") from exc
         first = providers[0] if isinstance(providers[0], str) else providers[0][0]
         if first not in session.get_providers():
             raise DeviceNotFound(f"{first} failed to initialise for device {device!r}; ONNX Runtime fell back to CPU")

@@ -33,6 +33,17 @@ RUNTIMES: dict[str, Runtime] = {
     ),
 }
 DEVICE_KINDS = ("cpu", "gpu", "edgetpu", "delegate", "tensorrt", "openvino", "coreml", "dml")
+# How each kind is named on --device (what parse_device takes).
+DEVICE_NAMES = (
+    "cpu",
+    "gpu[:N]",
+    "edgetpu[:usb|pci[:N]]",
+    "delegate:PATH",
+    "tensorrt[:N]",
+    "openvino",
+    "coreml",
+    "dml[:N]",
+)
 
 
 @dataclass(frozen=True)
@@ -48,20 +59,7 @@ def parse_device(name: str) -> tuple[str, str]:
     """``"edgetpu:usb:0"`` -> ``("edgetpu", "usb:0")``; raises for unknown kinds."""
     kind, _, rest = (name or "").strip().partition(":")
     if kind not in DEVICE_KINDS:
-        raise choice_error(
-            "device",
-            name,
-            [
-                "cpu",
-                "gpu[:N]",
-                "edgetpu[:usb|pci[:N]]",
-                "delegate:PATH",
-                "tensorrt[:N]",
-                "openvino",
-                "coreml",
-                "dml[:N]",
-            ],
-        )
+        raise choice_error("device", name, DEVICE_NAMES)
     if kind == "delegate" and not rest:
         raise EdgexError("device 'delegate:' needs a library path, e.g. delegate:/usr/lib/libvx_delegate.so")
     return kind, rest

@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from devices.errors import EdgexError, RuntimeMissing
+from devices.errors import EdgexError, RuntimeMissing, first_line
 
 EXIT_ERROR = 2  # the model or the input is at fault: another runtime would fail the same way
 EXIT_UNUSABLE = 3  # this runtime cannot be imported here, or is too old for the model: the next one may do
@@ -190,10 +190,10 @@ def _child(argv: list[str] | None = None) -> int:
         )
         model.run(model.sample_inputs())
     except RuntimeMissing as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_UNUSABLE
     except EdgexError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     return 0
 

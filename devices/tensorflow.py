@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from devices.base import LoadedModel, TensorInfo
-from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing
+from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing, first_line
 from devices.tfkeras import grouped_convolution_path, keras, tensorflow
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -113,8 +113,7 @@ def load_keras_model(path: str | Path):
                 f"{path} contains a Lambda layer, which safe mode refuses to load (it would run arbitrary code); "
                 "rebuild the model without Lambda layers"
             ) from exc
-        line = (text.strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelFileError(f"cannot load Keras model {path}: {line[:300]}") from exc
+        raise ModelFileError(f"cannot load Keras model {path}: {first_line(exc, 300)}") from exc
 
 
 class _MembersInMemory(zipfile.ZipFile):
@@ -149,12 +148,17 @@ def _archive_members_in_memory():
             saving_lib.zipfile = zipfile
 
 
+def grouped_convolutions(model) -> list:
+    """The convolutions of ``model`` (wrapped ones included) that split their channels into groups."""
+    return [layer for layer in model.submodules if getattr(layer, "groups", 1) > 1]
+
+
 def native_grouped_convolutions(model):
     """``model``, its grouped convolutions set to run on TensorFlow's own kernel where that kernel has gradients
     (``devices.tfkeras.grouped_convolution_path``). tf-keras compiles each one with XLA, a workaround from when
     TensorFlow had no grouped kernel for the CPU; TensorFlow 2.21 has one, with the same outputs and gradients,
     and trains them 7-190x faster (``python -m benchmarks.grouped_conv``). Elsewhere the XLA path stays."""
-    grouped = [layer for layer in model.submodules if getattr(layer, "groups", 1) > 1]
+    grouped = grouped_convolutions(model)
     if not grouped or not grouped_convolution_path().native:
         return model
     for layer in grouped:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.errors import EdgexError, RuntimeMissing
+from devices.errors import EdgexError, RuntimeMissing, first_line
 from devices.preprocess import IMAGE_SUFFIXES, XCEPTION, Preprocessing, load_image, resize_uint8
 
 AUGMENTATIONS = ("flip", "crop")
@@ -290,7 +290,7 @@ def _check_image(path: Path) -> ScanIssue | None:
     except UnidentifiedImageError:  # named like an image, but its bytes are not one (or are cut short)
         return ScanIssue("corrupt", str(path), "unreadable image data")
     except (OSError, ValueError, SyntaxError) as exc:
-        return ScanIssue("corrupt", str(path), str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__)
+        return ScanIssue("corrupt", str(path), first_line(exc, 80))
     if mode != "RGB":
         return ScanIssue("converted", str(path), mode)
     return None
@@ -410,7 +410,7 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
     try:
         builder = tfds.builder(name)
     except Exception as exc:
-        raise EdgexError(f"TensorFlow Datasets has no dataset {name!r}: {str(exc).splitlines()[0]}") from exc
+        raise EdgexError(f"TensorFlow Datasets has no dataset {name!r}: {first_line(exc)}") from exc
     splits = list(builder.info.splits.keys())
     val_name = next((s for s in ("validation", "test") if s in splits), None)
     if "train" not in splits or val_name is None:
@@ -420,7 +420,7 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
     except Exception as exc:
         raise EdgexError(
             f"tfds:{name} is not available locally (edgex never downloads by itself): "
-            f"run `tfds build {name}` or download it first ({str(exc).splitlines()[0][:120]})"
+            f"run `tfds build {name}` or download it first ({first_line(exc, 120)})"
         ) from exc
     class_names = tuple(builder.info.features["label"].names)
 
@@ -444,11 +444,11 @@ def _tfds(spec: str, image_size: int, seed: int) -> Dataset:
 
     train, val = materialise(train_ds), materialise(val_ds)
     return Dataset(
-        spec,
-        class_names,
-        image_size,
-        train,
-        val,
-        _fingerprint("tfds", name, image_size, len(train), len(val)),
+        name=spec,
+        class_names=class_names,
+        image_size=image_size,
+        train=train,
+        val=val,
+        fingerprint=_fingerprint("tfds", name, image_size, len(train), len(val)),
         info={"source": f"TensorFlow Datasets {name} (train, {val_name})"},
     )

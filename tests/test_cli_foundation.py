@@ -61,6 +61,66 @@ def test_bad_input_is_one_line_exit_2_without_traceback(cli, args, fragment):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bench", "model.tflite", "--runtime", "nope"),
+        ("predict", "model.tflite", "image.png", "--runtime", "nope"),
+        ("sweep", "--runtime", "litert,nope"),
+        ("compare", "--runtime", "nope,onnxruntime"),
+        ("study", "residual", "--runtime", "nope"),
+    ],
+)
+def test_runtime_options_take_the_registrys_runtimes(cli, args):
+    """Issue 26: --runtime is checked against devices.registry.RUNTIMES before anything runs, one name or each
+    name of a comma-separated list; the error lists the registry's runtimes."""
+    from devices.registry import RUNTIMES
+
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "'nope'" in result.stderr and ", ".join(RUNTIMES) in result.stderr.replace("'", "")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_device_options_take_the_registrys_device_names(cli):
+    from devices.registry import DEVICE_NAMES
+
+    result = cli("bench", "model.tflite", "--device", "cpu", "--device", "npu")
+    assert result.exit_code == 2
+    assert "unknown device 'npu'" in result.stderr and ", ".join(DEVICE_NAMES) in result.stderr
+
+
+def _options(command, path=()):
+    """(command path, option) of every option of a click command and its subcommands."""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _options(sub, (*path, name))
+    for param in command.params:
+        for opt in getattr(param, "opts", ()):
+            yield " ".join(path), opt, param
+
+
+def test_shared_options_read_the_same_in_every_command():
+    """Issue 26: the options several commands take are declared once (edgex/cli/options.py), so their help cannot
+    drift apart, and their choices come from the registries."""
+    import typer.main
+
+    from devices.registry import DEVICE_NAMES, RUNTIMES
+    from edgex.cli import app
+    from edgex.cli.options import DATA_FORMS
+
+    helps: dict[str, set] = {}
+    for command, opt, param in _options(typer.main.get_command(app)):
+        helps.setdefault(opt, set()).add(param.help)
+        if opt == "--device":
+            assert ", ".join(DEVICE_NAMES) in param.help, command
+        if opt == "--data":
+            assert DATA_FORMS in param.help, command
+        if opt == "--runtime" and hasattr(param.type, "choices"):
+            assert [getattr(c, "value", c) for c in param.type.choices] == ["auto", *RUNTIMES], command
+    assert len(helps["--threads"]) == len(helps["--force"]) == 1
+    assert len(helps["--device"]) == 2  # one device, or several (repeatable)
+
+
 def test_debug_flag_shows_the_traceback(cli):
     result = cli("--debug", "model", "summary", "--width", "0")
     assert result.exit_code == 2
@@ -138,3 +198,18 @@ def test_devices_imports_and_runs_a_tflite_model_without_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_the_terminal_shows_notes_and_epochs_and_lets_other_events_pass(capsys):
+    """Issue 26: the library sends typed events (edgex.progress), the CLI renders them; an event a view has no use
+    for passes silently."""
+    from edgex.cli.progress import TrainingProgress
+    from edgex.progress import EpochEnd, Measured, Note
+
+    progress = TrainingProgress("qat epoch")
+    progress(Note("grouped convolutions train on TensorFlow's grouped kernel: oneDNN on"))
+    progress(Measured(row=None, index=1, total=2))
+    progress(EpochEnd(epoch=1, epochs=2, metrics={"loss": 0.5, "accuracy": 0.75, "lr": 0.1}, seconds=1.25))
+    out, err = capsys.readouterr()
+    assert err == "grouped convolutions train on TensorFlow's grouped kernel: oneDNN on\n"
+    assert out == "qat epoch   1/2  loss 0.5000  accuracy 0.7500  1.2s\n"

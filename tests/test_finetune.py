@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devices.files import read_metadata
+from edgex.progress import EpochEnd, PhaseBegin, WeightsLoaded
 from edgex.training.trainer import TrainConfig, train
 
 
@@ -188,19 +189,21 @@ def test_both_phases_resume_in_the_phase_they_stopped_in(tmp_path, trained_tiny,
     )
     events = []
 
-    def crash_in_phase_2(event, **info):
-        events.append((event, info.get("phase") or info.get("epoch")))
-        if event == "epoch_end" and ("phase_begin", 2) in events:
+    def crash_in_phase_2(event):
+        events.append(event)
+        if isinstance(event, EpochEnd) and any(isinstance(e, PhaseBegin) and e.number == 2 for e in events):
             raise KeyboardInterrupt("killed after phase 2's first epoch")
 
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path, progress=crash_in_phase_2)
     assert (tmp_path / "checkpoints" / "phase1" / "finished_phase.h5").is_file()
     events.clear()
-    result = train(config, tmp_path, resume=True, progress=lambda event, **info: events.append((event, info)))
+    result = train(config, tmp_path, resume=True, progress=events.append)
     assert result.resumed_from_epoch == 2 and result.epochs == 3
     assert result.history["phase"] == [1, 2, 2] and len(result.history["loss"]) == 3
-    assert [info["phase"] for event, info in events if event == "phase_begin"] == [2]  # phase 1 was not redone
+    assert [e.number for e in events if isinstance(e, PhaseBegin)] == [2]  # phase 1 was not redone
+    (weights,) = [e.report for e in events if isinstance(e, WeightsLoaded)]
+    assert weights.to_dict() == result.weights
     assert result.weights["loaded"] > 0 and result.weights["head_skipped"] == 2  # digits' head, photos' classes
     meta = read_metadata(result.model_path)
     assert [p["name"] for p in meta["phases"]] == ["head", "fine-tune"] and meta["phases"][1]["blocks"] == [

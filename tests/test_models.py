@@ -70,12 +70,22 @@ def test_regular_twin_matches_the_analytic_formulas(paper_model):
 @pytest.mark.parametrize(
     "spec, variant, macs, params",
     [
-        (ConvSpec(19, 19, 728, 728, 3), "regular", 19 * 19 * 9 * 728 * 728, 9 * 728 * 728),
-        (ConvSpec(19, 19, 728, 728, 3), "separable", 19 * 19 * (9 * 728 + 728 * 728), 9 * 728 + 728 * 728),
-        (ConvSpec(147, 147, 64, 128, 3), "depthwise", 147 * 147 * 9 * 64, 9 * 64),
-        (ConvSpec(147, 147, 64, 128, 3), "pointwise", 147 * 147 * 64 * 128, 64 * 128),
-        (ConvSpec(299, 299, 3, 32, 3, 2, "valid"), "regular", 149 * 149 * 9 * 3 * 32, 9 * 3 * 32),
-        (ConvSpec(147, 147, 64, 128, 1, 2), "regular", 74 * 74 * 64 * 128, 64 * 128),
+        (ConvSpec(h=19, w=19, c_in=728, c_out=728, k=3), "regular", 19 * 19 * 9 * 728 * 728, 9 * 728 * 728),
+        (
+            ConvSpec(h=19, w=19, c_in=728, c_out=728, k=3),
+            "separable",
+            19 * 19 * (9 * 728 + 728 * 728),
+            9 * 728 + 728 * 728,
+        ),
+        (ConvSpec(h=147, w=147, c_in=64, c_out=128, k=3), "depthwise", 147 * 147 * 9 * 64, 9 * 64),
+        (ConvSpec(h=147, w=147, c_in=64, c_out=128, k=3), "pointwise", 147 * 147 * 64 * 128, 64 * 128),
+        (
+            ConvSpec(h=299, w=299, c_in=3, c_out=32, k=3, stride=2, padding="valid"),
+            "regular",
+            149 * 149 * 9 * 3 * 32,
+            9 * 3 * 32,
+        ),
+        (ConvSpec(h=147, w=147, c_in=64, c_out=128, k=1, stride=2), "regular", 74 * 74 * 64 * 128, 64 * 128),
     ],
 )
 def test_conv_spec_arithmetic_by_hand(spec, variant, macs, params):
@@ -84,7 +94,7 @@ def test_conv_spec_arithmetic_by_hand(spec, variant, macs, params):
 
 
 def test_separable_ratio_is_one_over_cout_plus_one_over_k_squared():
-    spec = ConvSpec(19, 19, 728, 728, 3)
+    spec = ConvSpec(h=19, w=19, c_in=728, c_out=728, k=3)
     assert spec.macs("separable") / spec.macs("regular") == pytest.approx(1 / 728 + 1 / 9)
     assert spec.theoretical_ratio() == pytest.approx(1 / 728 + 1 / 9)
 
@@ -101,7 +111,7 @@ def test_separable_ratio_is_one_over_cout_plus_one_over_k_squared():
     ],
 )
 def test_bytes_moved_by_hand(variant, precision, expected):
-    assert ConvSpec(10, 10, 8, 16, 3).bytes_moved(variant, precision) == expected
+    assert ConvSpec(h=10, w=10, c_in=8, c_out=16, k=3).bytes_moved(variant, precision) == expected
 
 
 @pytest.mark.parametrize(

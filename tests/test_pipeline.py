@@ -366,7 +366,21 @@ def test_best_variants_are_the_smallest_and_fastest_within_the_gate():
     from edgex.pipeline import SummaryRow, best_variants
 
     def row(name, fmt, size, drop, p50):
-        return SummaryRow(name, fmt, "fp32", 0.0, size, 0.9, drop, p50, p50, None, None, "x", "edgex ...")
+        return SummaryRow(
+            variant=name,
+            format=fmt,
+            precision="fp32",
+            sparsity=0.0,
+            size_bytes=size,
+            top1=0.9,
+            drop_points=drop,
+            p50_ms=p50,
+            p90_ms=p50,
+            images_per_s=None,
+            speedup_vs_keras=None,
+            path="x",
+            command="edgex ...",
+        )
 
     rows = [
         row("keras fp32", "keras", 10, 0.0, 1.0),  # the reference is never a deployable variant

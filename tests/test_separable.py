@@ -23,7 +23,7 @@ def _png_ok(path):
 
 
 def test_arithmetic_intensity_by_hand():
-    spec = ConvSpec(19, 19, 728, 728, 3)
+    spec = ConvSpec(h=19, w=19, c_in=728, c_out=728, k=3)
     ops = 2 * 19 * 19 * 9 * 728 * 728
     moved = 9 * 728 * 728 + 19 * 19 * 728 * 2  # int8: weights, input and output, one byte each
     assert spec.arithmetic_intensity("regular", "int8") == pytest.approx(ops / moved)
@@ -47,7 +47,7 @@ def test_shapes_file_csv_yaml_and_errors(tmp_path):
     (tmp_path / "s.csv").write_text("h,w,c_in,c_out,k,stride\n19,19,64,64,3,1\n8,8,32,16,1,2\n")
     (tmp_path / "s.yaml").write_text("- {h: 19, w: 19, c_in: 64, c_out: 64}\n")
     assert [s.label for _, s, _ in load_shapes(tmp_path / "s.csv")] == ["19x19x64->64 k3", "8x8x32->16 k1/2"]
-    assert load_shapes(tmp_path / "s.yaml")[0][1] == ConvSpec(19, 19, 64, 64, 3, 1)
+    assert load_shapes(tmp_path / "s.yaml")[0][1] == ConvSpec(h=19, w=19, c_in=64, c_out=64, k=3, stride=1)
     (tmp_path / "bad.csv").write_text("h,w\n1,2\n")
     with pytest.raises(EdgexError, match="needs integer h, w, c_in, c_out"):
         load_shapes(tmp_path / "bad.csv")
@@ -58,27 +58,27 @@ def test_shapes_file_csv_yaml_and_errors(tmp_path):
 def test_speedup_table_pairs_regular_with_separable():
     from edgex.sepconv.sweep import SweepRow
 
-    spec = ConvSpec(19, 19, 728, 728, 3)
+    spec = ConvSpec(h=19, w=19, c_in=728, c_out=728, k=3)
     rows = [
         SweepRow(
-            spec.label,
-            v,
-            "litert",
-            "fp32",
-            19,
-            19,
-            728,
-            728,
-            3,
-            1,
-            spec.macs(v),
-            spec.params(v),
-            spec.bytes_moved(v),
-            spec.arithmetic_intensity(v),
-            ms,
-            1.0,
-            0.5,
-            True,
+            shape=spec.label,
+            variant=v,
+            runtime="litert",
+            precision="fp32",
+            h=19,
+            w=19,
+            c_in=728,
+            c_out=728,
+            k=3,
+            stride=1,
+            macs=spec.macs(v),
+            params=spec.params(v),
+            bytes_moved=spec.bytes_moved(v),
+            intensity=spec.arithmetic_intensity(v),
+            p50_ms=ms,
+            gops=1.0,
+            roof_fraction=0.5,
+            valid=True,
         )
         for v, ms in (("regular", 9.0), ("separable", 1.5), ("depthwise", 0.5), ("pointwise", 1.0))
     ]
@@ -107,7 +107,7 @@ def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     assert all(r["compute_gops"] > 0 and r["bandwidth_gbs"] > 0 for r in data["roofs"])
     assert len(data["rows"]) == 2 * 4 * 4
     for row in data["rows"]:
-        spec = ConvSpec(row["h"], row["w"], row["c_in"], row["c_out"], row["k"], row["stride"])
+        spec = ConvSpec(h=row["h"], w=row["w"], c_in=row["c_in"], c_out=row["c_out"], k=row["k"], stride=row["stride"])
         assert row["macs"] == spec.macs(row["variant"])
         assert row["gops"] == pytest.approx(2 * row["macs"] / row["p50_ms"] / 1e6)
         assert row["roof_fraction"] > 0

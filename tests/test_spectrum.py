@@ -49,7 +49,7 @@ def test_grouped_conv_with_c_groups_computes_the_depthwise_separable_conv():
     grouped.set_weights([depthwise.reshape(3, 3, 1, 16)])  # (k, k, C, 1) -> (k, k, C / G, C)
     one_by_one.set_weights([pointwise])
     np.testing.assert_allclose(one_by_one(grouped(x)).numpy(), expected, atol=1e-5)
-    spec = ConvSpec(9, 9, 16, 24, 3)
+    spec = ConvSpec(h=9, w=9, c_in=16, c_out=24, k=3)
     assert grouped.count_params() + one_by_one.count_params() == spec.segment_params(16) == spec.params("separable")
 
 
@@ -128,6 +128,60 @@ def test_grouped_convolutions_train_with_onednn_on_and_off(segments, tmp_path):
     _same_outputs_and_gradients(fallback, native)
 
 
+class _FirstEpoch(Exception):
+    pass
+
+
+def _events_until_the_first_epoch(run) -> list:
+    """The progress events ``run(progress)`` sends until its first epoch begins (where it is stopped: nothing
+    trains, the model is only built and compiled)."""
+    from edgex.progress import EpochBegin
+
+    events = []
+
+    def stop_at_the_first_epoch(event):
+        events.append(event)
+        if isinstance(event, EpochBegin):
+            raise _FirstEpoch
+
+    with pytest.raises(_FirstEpoch):
+        run(stop_at_the_first_epoch)
+    return events
+
+
+def test_fine_tuning_grouped_convolutions_says_their_path_once_before_the_first_epoch(digits):
+    """Issue 28: fine_tune() (QAT, pruning) says in one Note, before the first epoch, which kernel grouped
+    convolutions train on and why; a model without grouped convolutions gets no such line."""
+    from devices.tfkeras import grouped_convolution_path, keras
+    from edgex.progress import Note
+    from edgex.training.steps import say_grouped_path
+    from edgex.training.trainer import fine_tune
+
+    k = keras()
+    layers = [k.layers.Conv2D(8, 3), k.layers.Conv2D(8, 3, groups=2), k.layers.DepthwiseConv2D(3)]
+    grouped = k.Sequential([k.Input((32, 32, 3)), *layers, k.layers.GlobalAveragePooling2D(), k.layers.Dense(10)])
+    events = _events_until_the_first_epoch(lambda progress: fine_tune(grouped, digits, epochs=1, progress=progress))
+    assert events[0] == Note(grouped_convolution_path().describe())
+    assert sum(isinstance(e, Note) for e in events) == 1
+    said = []
+    say_grouped_path(
+        k.Sequential([k.Input((8, 8, 4)), k.layers.Conv2D(4, 3), k.layers.DepthwiseConv2D(3)]), said.append
+    )
+    assert said == []
+
+
+def test_training_grouped_convolutions_says_their_path_before_the_first_phase(tmp_path):
+    """Issue 28: train() (edgex train --segments, the spectrum study) says it once, before the run's first phase."""
+    from devices.tfkeras import grouped_convolution_path
+    from edgex.progress import Note
+    from edgex.training.trainer import TrainConfig, train
+
+    config = TrainConfig(preset="tiny", model={"segments": "2"}, epochs=1)
+    events = _events_until_the_first_epoch(lambda progress: train(config, tmp_path, progress=progress))
+    assert events == [Note(grouped_convolution_path().describe()), *events[1:]]
+    assert [type(e).__name__ for e in events] == ["Note", "PhaseBegin", "EpochBegin"]
+
+
 @pytest.mark.parametrize("segments", ["1", "2", "8", "C/4", "C"])
 def test_counted_params_and_macs_follow_the_analytic_formulas(segments):
     """Built and counted layer by layer, against PAPER.md's H*W*k^2*C*C/G spatial cost applied to the separable
@@ -141,7 +195,7 @@ def test_counted_params_and_macs_follow_the_analytic_formulas(segments):
 
 
 def test_segment_formulas_by_hand():
-    spec = ConvSpec(10, 10, 8, 16, 3)
+    spec = ConvSpec(h=10, w=10, c_in=8, c_out=16, k=3)
     assert spec.segment_macs(1) == 100 * (9 * 8 * 8 + 8 * 16)
     assert spec.segment_macs(4) == 100 * (9 * 8 * 2 + 8 * 16)
     assert spec.segment_macs(8) == spec.macs("separable")
@@ -225,7 +279,7 @@ def test_sweep_segments_times_the_spectrum_and_places_the_ops(tmp_path, cli):
         ("segments:C", 16, "litert"),
         ("segments:C", 16, "onnxruntime"),
     ]
-    spec = ConvSpec(8, 8, 16, 24, 3)
+    spec = ConvSpec(h=8, w=8, c_in=16, c_out=24, k=3)
     for row in rows:
         assert row["macs"] == spec.segment_macs(row["groups"]) and row["params"] == spec.segment_params(row["groups"])
         assert row["gops"] == pytest.approx(2 * row["macs"] / row["p50_ms"] / 1e6)

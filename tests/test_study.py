@@ -28,12 +28,12 @@ def test_t_interval_and_welch_by_hand():
 
 
 def test_study_variants_and_claims():
-    spectrum = StudyConfig("spectrum", segments=("1", "C/2", "C"))
+    spectrum = StudyConfig(study="spectrum", segments=("1", "C/2", "C"))
     assert [v.name for v in spectrum.variants()] == ["segments:1", "segments:C/2", "segments:C"]
     assert all(not c.claimed for c in spectrum.claims())  # the paper leaves the spectrum's middle open
-    activation = StudyConfig("activation")
+    activation = StudyConfig(study="activation")
     assert [(c.better, c.worse) for c in activation.claims()] == [("none", "elu"), ("elu", "relu"), ("none", "relu")]
-    inception = StudyConfig("inception")
+    inception = StudyConfig(study="inception")
     assert inception.preset_name == "paper" and inception.variants()[1].architecture == "inception_v3"
 
 
@@ -90,4 +90,17 @@ def test_tiny_study_writes_a_complete_study_json_and_resumes(cli, tmp_path, monk
 
 def test_zero_seeds_is_an_error_in_the_api_too():
     with pytest.raises(EdgexError, match="seeds"):
-        StudyConfig("residual", seeds=0)
+        StudyConfig(study="residual", seeds=0)
+
+
+def test_a_study_passes_on_each_note_of_its_trainings_once():
+    """Issue 28: a study's trainings say which kernel grouped convolutions train on; the study says it once, not for
+    every variant and seed, and passes none of their epoch events on."""
+    from edgex.progress import EpochEnd, Note, notes_once
+
+    seen = []
+    trainings = notes_once(seen.append)
+    for event in (Note("a"), EpochEnd(epoch=1, epochs=1, metrics={}, seconds=0.0), Note("a"), Note("b"), Note("a")):
+        trainings(event)
+    assert seen == [Note("a"), Note("b")]
+    assert notes_once(None) is None

@@ -179,7 +179,15 @@ def evaluate_model(
         seconds = time.perf_counter() - start
         notes = (model.batch_note,) if model.batch_note else ()
         return EvalResult(
-            str(path), model.runtime, model.device, dataset.name, split, accuracy, seconds, notes, setup_seconds
+            model=str(path),
+            runtime=model.runtime,
+            device=model.device,
+            data=dataset.name,
+            split=split,
+            accuracy=accuracy,
+            seconds=seconds,
+            notes=notes,
+            setup_seconds=setup_seconds,
         )
     finally:
         if source is None:  # a source's model stays loaded for the next command in this process

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +66,10 @@ def run_bench(
     config: BenchConfig = BenchConfig(),
     inputs: str = "random",
     delegate_options: dict | None = None,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[BenchResult]:
-    """One result row per (model, device)."""
+    """One result row per (model, device). ``progress`` is ``devices.bench``'s own: the count of timed runs so far,
+    called inside the timed loop on the device (not an ``edgex.progress`` receiver: ``devices`` knows no edgex)."""
     spec = parse_inputs(inputs)
     results = []
     for model in models:

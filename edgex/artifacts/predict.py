@@ -68,6 +68,13 @@ def predict_images(
         shape = meta.get("input_shape") or list(loaded.inputs[0].shape[1:])
         names = meta.get("class_names") or []
         found = classify(loaded.predict, files, (int(shape[0]), int(shape[1])), prep, names, top_k)
-        return PredictResult(str(path), loaded.runtime, loaded.device, prep.name, tuple(found), tuple(notes))
+        return PredictResult(
+            model=str(path),
+            runtime=loaded.runtime,
+            device=loaded.device,
+            preprocessing=prep.name,
+            predictions=tuple(found),
+            notes=tuple(notes),
+        )
     finally:
         loaded.close()

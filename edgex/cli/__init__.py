@@ -1,4 +1,6 @@
-"""The ``edgex`` command: a thin Typer shell over the Python API (one module per command).
+"""The ``edgex`` command: a thin Typer shell over the Python API. One module per command, or per pair of related
+commands (train and eval, quantize and prune, bench and devices, sweep and compare, deploy and verify), and three
+that serve them all: the options they share (options.py), how results (render.py) and progress (progress.py) look.
 
 Importing this module imports no TensorFlow: every command imports what it needs when it runs.
 """
@@ -12,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 
 app = typer.Typer(
     name="edgex",
@@ -108,6 +110,6 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # an edgex bug or an unexpected library failure
         if _debug():
             traceback.print_exc()
-        line = (str(exc).strip().splitlines() or [""])[0][:300]
+        line = first_line(str(exc), 300)  # a bare message: the type is printed before it
         print(f"error: {type(exc).__name__}: {line} (run 'edgex --debug ...' for the traceback)", file=sys.stderr)
         return 1

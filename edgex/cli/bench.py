@@ -11,14 +11,9 @@ from edgex.cli import options as o
 
 def bench(
     models: Annotated[list[str], typer.Argument(help="Model files (.tflite, .onnx, .keras) or SavedModel folders.")],
-    device: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--device", help="cpu, gpu[:N], edgetpu[:usb|pci[:N]], delegate:PATH, tensorrt, openvino... (repeatable)."
-        ),
-    ] = None,
-    runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: the runtime's).")] = None,
+    device: o.Devices = None,
+    runtime: o.RuntimeOpt = o.Runtime("auto"),
+    threads: o.Threads = None,
     batch: Annotated[int, typer.Option(help="Batch size (models with a dynamic batch).")] = 1,
     warmup: Annotated[int, typer.Option(help="Warm-up runs.")] = 5,
     runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
@@ -26,7 +21,7 @@ def bench(
     max_seconds: Annotated[float, typer.Option(help="Stop after this long even if short (flagged not valid).")] = 60.0,
     inputs: Annotated[str, typer.Option(help="random, or data:SPEC for real samples (data:digits).")] = "random",
     delegate_option: Annotated[list[str] | None, typer.Option(help="key=value for an external delegate.")] = None,
-    json_file: Annotated[str | None, typer.Option("--json", help="Write results to this JSON file.")] = None,
+    json_file: o.JsonFile = None,
     csv_file: Annotated[str | None, typer.Option("--csv", help="Write results to this CSV file.")] = None,
     append: Annotated[bool, typer.Option(help="Append rows to existing --json/--csv files.")] = False,
     interleave: Annotated[
@@ -52,12 +47,12 @@ def bench(
         options[key] = value
     config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, batch=batch)
     if interleave:
-        _interleaved(models, device or ["cpu"], runtime, threads, config, inputs, (json_file, csv_file, append, force))
+        _interleaved(models, device or ["cpu"], runtime.value, threads, config, inputs, (json_file, csv_file, append, force))
         return
     results = run_bench(
         models,
         device or ["cpu"],
-        runtime=runtime,
+        runtime=runtime.value,
         threads=threads,
         config=config,
         inputs=inputs,

@@ -25,7 +25,9 @@ def convert(
         ExportPrecision | None,
         typer.Option(help="fp32, fp16 (weights), dynamic (int8 weights), int8 [default: fp32; int8 for edgetpu]."),
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Calibration and parity data: digits, PATH or tfds:NAME.")] = None,
+    data: Annotated[
+        str | None, o.data_option("calibration and parity [default: the data the model was trained on]")
+    ] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples for int8.")] = CALIBRATION_SAMPLES,
     parity_samples: Annotated[
         int | None,

@@ -35,12 +35,14 @@ def deploy(
     runs: Annotated[int, typer.Option(help="Timed runs on the device.")] = 50,
     min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds on the device.")] = 1.0,
     timeout: Annotated[float, typer.Option(help="Seconds allowed for each remote step.")] = 600.0,
-    json_file: Annotated[str | None, typer.Option("--json", help="Write the device results (bench schema).")] = None,
+    json_file: o.JsonFile = None,
     force: o.Force = False,
 ):
     """Build a bundle for a board (no TensorFlow needed on it) and optionally run it there over SSH."""
+    from edgex.cli.progress import only
     from edgex.cli.render import console
     from edgex.deploy import SshOptions, build_bundle, deploy_remote, read_hosts
+    from edgex.progress import Measured
 
     bundle = build_bundle(model, target.value, out, eval_data=eval_data, force=force)
     console.print(f"bundle {bundle.path}: {len(bundle.files)} files, runs {bundle.model} on {target.value}")
@@ -64,15 +66,17 @@ def deploy(
         min_seconds=min_seconds,
         remote_python=remote_python,
         opts=opts,
-        progress=lambda r: console.print(
-            f"{r.host}: {'ok' if r.ok else r.error} ({r.seconds:.0f} s)" + (f"; {r.runtime}" if r.runtime else "")
-        ),
+        progress=only(Measured, lambda e: console.print(_host_line(e.row))),
     )
     show_hosts(results)
     if json_file:
         _write_hosts(json_file, results)
     if not all(r.ok for r in results):
         raise typer.Exit(HOST_FAILED)
+
+
+def _host_line(r) -> str:
+    return f"{r.host}: {'ok' if r.ok else r.error} ({r.seconds:.0f} s)" + (f"; {r.runtime}" if r.runtime else "")
 
 
 def _write_hosts(json_file: str, results) -> None:

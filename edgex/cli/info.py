@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
+from edgex.cli import options as o
+
 
 def info(
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: o.Json = False,
     gpus: Annotated[bool, typer.Option("--gpus/--no-gpus", help="Import TensorFlow to list the GPUs it sees.")] = True,
 ):
     """Show versions of every relevant package, the CPU and its ISA features, and the GPUs."""

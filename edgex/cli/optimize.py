@@ -22,7 +22,9 @@ Schedule = o.choices("Schedule", SCHEDULES)
 def quantize(
     model: Annotated[str, typer.Argument(help="A Keras model file (QAT needs one) or a SavedModel folder.")],
     mode: Annotated[Mode, typer.Option(help="Post-training dynamic, float16, int8; or qat.")] = Mode("int8"),
-    data: Annotated[str | None, typer.Option(help="digits, PATH or tfds:NAME (calibration, QAT, accuracy).")] = None,
+    data: Annotated[
+        str | None, o.data_option("calibration, QAT and accuracy [default: the data the model was trained on]")
+    ] = None,
     to: Annotated[QuantTarget, typer.Option(help="Format of the quantized model.")] = QuantTarget("tflite"),
     epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
     lr: Annotated[float, typer.Option(help="QAT fine-tuning learning rate (Adam, cosine decay).")] = 5e-6,
@@ -42,12 +44,12 @@ def quantize(
     ] = False,
     calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = CALIBRATION_SAMPLES,
     preprocessing: o.PreprocessingOpt = None,
-    out: Annotated[str | None, typer.Option(help="Output folder (default: next to MODEL).")] = None,
+    out: o.OutBesideModel = None,
     force: o.Force = False,
     json_out: o.Json = False,
 ):
     """Quantize MODEL and report top-1 before and after (through the artifact's runtime), sizes and the gate."""
-    from edgex.cli.progress import EpochProgress
+    from edgex.cli.progress import TrainingProgress
     from edgex.cli.render import print_json
     from edgex.optimize.quantize import quantize as run_quantize
 
@@ -65,7 +67,7 @@ def quantize(
         lr=lr,
         out=out,
         force=force,
-        progress=None if json_out else EpochProgress("qat epoch"),
+        progress=None if json_out else TrainingProgress("qat epoch"),
         preprocessing=preprocessing.value if preprocessing else None,
     )
     if json_out:
@@ -152,22 +154,19 @@ def prune(
     model: Annotated[str, typer.Argument(help="A Keras model file.")],
     sparsity: Annotated[float, typer.Option(help="Target sparsity in (0, 1).")],
     data: Annotated[
-        str | None,
-        typer.Option(
-            help="digits, PATH or tfds:NAME for fine-tuning and accuracy (default: the data the model was trained on)."
-        ),
+        str | None, o.data_option("fine-tuning and accuracy [default: the data the model was trained on]")
     ] = None,
     schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule("polynomial"),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (Adam, cosine decay).")] = 3e-4,
     pattern: Annotated[str | None, typer.Option(help="Structured sparsity: 2:4.")] = None,
     then_qat: Annotated[bool, typer.Option(help="Continue with pruning-preserving QAT and an int8 export.")] = False,
-    out: Annotated[str | None, typer.Option(help="Output folder (default: next to MODEL).")] = None,
+    out: o.OutBesideModel = None,
     force: o.Force = False,
     json_out: o.Json = False,
 ):
     """Magnitude pruning with tfmot; reports sparsity per layer, accuracy, raw and gzip sizes, measured latency."""
-    from edgex.cli.progress import EpochProgress
+    from edgex.cli.progress import TrainingProgress
     from edgex.cli.render import print_json
     from edgex.optimize.prune import prune as run_prune
 
@@ -182,7 +181,7 @@ def prune(
         lr=lr,
         out=out,
         force=force,
-        progress=None if json_out else EpochProgress("prune epoch"),
+        progress=None if json_out else TrainingProgress("prune epoch"),
     )
     if json_out:
         print_json(report.to_json())

@@ -11,27 +11,20 @@ from edgex.cli import options as o
 
 def pipeline(
     config: Annotated[str | None, typer.Option("--config", help="Recipe YAML with the options of every stage.")] = None,
-    data: Annotated[str | None, typer.Option(help="digits (embedded), an image folder PATH or tfds:NAME.")] = None,
+    data: Annotated[str | None, o.data_option("the data of every stage [default: the recipe's]")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset (mini, paper, tiny).")] = None,
-    device: Annotated[list[str] | None, typer.Option("--device", help="Device(s) to benchmark on.")] = None,
+    device: o.Devices = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (train.epochs).")] = None,
     out: Annotated[str, typer.Option(help="Run folder.")] = "runs/pipeline",
     resume: Annotated[bool, typer.Option(help="Skip stages whose inputs and options are unchanged.")] = False,
     force: o.Force = False,
 ):
     """Run the whole job on the embedded default (digits, mini, cpu) or your own recipe."""
-    from edgex.cli.progress import EpochProgress
+    from edgex.cli.progress import TrainingProgress
     from edgex.cli.render import console, human_bytes, table
     from edgex.pipeline import resolve_recipe, run_pipeline
 
     recipe = resolve_recipe(config, {"data": data, "preset": preset, "devices": device, "train.epochs": epochs})
-    epoch_progress = EpochProgress()
-
-    def progress(event, **info):
-        if event == "line":
-            console.print(info["text"])
-        else:
-            epoch_progress(event, **info)
 
     def on_stage(record):
         where = " (in the background, beside the stages above)" if record.background else ""
@@ -40,7 +33,9 @@ def pipeline(
     console.print(
         f"edgex pipeline -> {out} (preset {recipe.preset}, data {recipe.data}, devices {', '.join(recipe.devices)})"
     )
-    result = run_pipeline(recipe, out, resume=resume, force=force, progress=progress, on_stage=on_stage)
+    result = run_pipeline(
+        recipe, out, resume=resume, force=force, progress=TrainingProgress(say=console.print), on_stage=on_stage
+    )
     rows = [
         (
             r.variant,

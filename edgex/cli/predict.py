@@ -14,9 +14,9 @@ def predict(
     images: Annotated[list[str], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per image.")] = 3,
     preprocessing: o.PreprocessingOpt = None,
-    runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu, gpu[:N], edgetpu[:usb|pci], delegate:PATH.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
+    runtime: o.RuntimeOpt = o.Runtime("auto"),
+    device: o.Device = "cpu",
+    threads: o.Threads = None,
     json_out: o.Json = False,
 ):
     """Classify images with MODEL, using its recorded preprocessing and class names."""
@@ -28,7 +28,7 @@ def predict(
         images,
         top_k=top_k,
         preprocessing=preprocessing.value if preprocessing else None,
-        runtime=runtime,
+        runtime=runtime.value,
         device=device,
         threads=threads,
     )

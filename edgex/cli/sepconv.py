@@ -9,10 +9,6 @@ import typer
 from edgex.cli import options as o
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
 def sweep(
     input_size: Annotated[int, typer.Option(help="Input size of the Xception whose layer shapes are swept.")] = 299,
     shapes: Annotated[
@@ -29,38 +25,41 @@ def sweep(
         typer.Option(help="The spectrum: comma-separated segments G per separable shape, e.g. 1,2,4,8,C/8,C/4,C/2,C."),
     ] = None,
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,fp16,int8.")] = "fp32,int8",
-    runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime,tensorflow.")] = "litert",
-    device: Annotated[str, typer.Option(help="cpu, gpu[:N], delegate:PATH...")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = 1,
-    out: Annotated[str, typer.Option(help="Output folder.")] = "runs/sweep",
+    runtime: Annotated[str, o.runtime_list("Comma-separated: litert,onnxruntime,tensorflow.")] = "litert",
+    device: o.Device = "cpu",
+    threads: o.Threads = 1,
+    out: o.Out = "runs/sweep",
     force: o.Force = False,
 ):
     """Time every convolution shape of Xception as regular, separable, depthwise and pointwise layers, with
     achieved GOP/s, arithmetic intensity and the fraction of the measured roofline."""
+    from edgex.cli.progress import only
     from edgex.cli.render import console
     from edgex.models.costs import VARIANTS
+    from edgex.progress import Measured
     from edgex.sepconv.sweep import SweepConfig
     from edgex.sepconv.sweep import sweep as run_sweep
 
     config = SweepConfig(
         input_size=input_size,
         shapes=shapes,
-        variants=_split(variants) if variants is not None else (() if segments else VARIANTS),
-        segments=_split(segments or ""),
-        precisions=_split(precision),
-        runtimes=_split(runtime),
+        variants=o.split_list(variants) if variants is not None else (() if segments else VARIANTS),
+        segments=o.split_list(segments or ""),
+        precisions=o.split_list(precision),
+        runtimes=o.split_list(runtime),
         device=device,
         threads=threads,
     )
 
-    def progress(i, n, row):
+    def measured(event: Measured) -> None:
+        i, n, row = event.index, event.total, event.row
         if console.is_terminal or i % 10 == 0 or i == n:
             console.print(
                 f"[{i}/{n}] {row.shape} {row.variant} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms, "
                 f"{row.gops:.1f} G op/s ({row.roof_fraction:.0%} of roof)"
             )
 
-    show_sweep(run_sweep(config, out, force=force, progress=progress))
+    show_sweep(run_sweep(config, out, force=force, progress=only(Measured, measured)))
 
 
 def show_sweep(result) -> None:
@@ -140,25 +139,27 @@ def compare(
     ] = "mini",
     model: Annotated[list[str] | None, typer.Option("--model", help="Extra model files (repeatable).")] = None,
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32,int8.")] = "fp32,int8",
-    runtime: Annotated[str, typer.Option(help="Comma-separated: litert,onnxruntime.")] = "litert,onnxruntime",
-    device: Annotated[str, typer.Option(help="cpu, gpu[:N], ...")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
-    data: Annotated[str | None, typer.Option(help="Calibration and accuracy data (trained models).")] = None,
+    runtime: Annotated[str, o.runtime_list("Comma-separated: litert,onnxruntime.")] = "litert,onnxruntime",
+    device: o.Device = "cpu",
+    threads: o.Threads = None,
+    data: Annotated[str | None, o.data_option("calibration and accuracy of trained models")] = None,
     breakdown: Annotated[bool, typer.Option(help="Per-op-type time breakdown.")] = True,
-    out: Annotated[str, typer.Option(help="Output folder.")] = "runs/compare",
+    out: o.Out = "runs/compare",
     force: o.Force = False,
 ):
     """Model-level A/B: Xception against its regular-convolution twin (and other models), per format and
     precision, with where the time goes by operation type."""
+    from edgex.cli.progress import only
     from edgex.cli.render import console
+    from edgex.progress import Measured
     from edgex.sepconv.compare import CompareConfig
     from edgex.sepconv.compare import compare as run_compare
 
     config = CompareConfig(
         preset=None if (preset or "none") == "none" else preset,
         models=tuple(model or ()),
-        precisions=_split(precision),
-        runtimes=_split(runtime),
+        precisions=o.split_list(precision),
+        runtimes=o.split_list(runtime),
         device=device,
         threads=threads,
         data=data,
@@ -168,7 +169,9 @@ def compare(
         config,
         out,
         force=force,
-        progress=lambda row: console.print(f"{row.label} {row.runtime} {row.precision}: {row.p50_ms:.3f} ms"),
+        progress=only(
+            Measured, lambda e: console.print(f"{e.row.label} {e.row.runtime} {e.row.precision}: {e.row.p50_ms:.3f} ms")
+        ),
     )
     show_compare(result)
 

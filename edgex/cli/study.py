@@ -9,10 +9,6 @@ import typer
 from edgex.cli import options as o
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
 def study(
     name: Annotated[str, typer.Argument(help="spectrum, activation, residual or inception.")],
     seeds: Annotated[int, typer.Option(help="Trainings per variant (seeds 0..N-1).")] = 3,
@@ -22,7 +18,7 @@ def study(
         str | None, typer.Option(help="Model preset (default: tiny; paper at 75 px for inception).")
     ] = None,
     segments: Annotated[str, typer.Option(help="The spectrum study's points.")] = "1,2,4,8,C/8,C/4,C/2,C",
-    runtime: Annotated[str, typer.Option(help="Latency runtimes: litert,onnxruntime ('' for none).")] = (
+    runtime: Annotated[str, o.runtime_list("Latency runtimes: litert,onnxruntime ('' for none).")] = (
         "litert,onnxruntime"
     ),
     precision: Annotated[str, typer.Option(help="Latency precisions: fp32,int8.")] = "fp32,int8",
@@ -34,22 +30,26 @@ def study(
 ):
     """Train every variant of a study with several seeds; report top-1 with 95% intervals, learning curves,
     parameters, MACs and latency, and whether the paper's orderings hold on this data."""
+    from edgex.cli.progress import only
     from edgex.cli.render import console
+    from edgex.progress import Note
     from edgex.study import StudyConfig, run_study
     from edgex.study.report import accuracy_table
 
     config = StudyConfig(
-        name,
+        study=name,
         seeds=seeds,
         epochs=epochs,
         data=data,
         preset=preset,
-        segments=_split(segments),
-        runtimes=_split(runtime),
-        precisions=_split(precision),
+        segments=o.split_list(segments),
+        runtimes=o.split_list(runtime),
+        precisions=o.split_list(precision),
         batch_size=batch_size,
     )
-    result = run_study(config, out or f"runs/study/{name}", force=force, progress=console.print)
+    result = run_study(
+        config, out or f"runs/study/{name}", force=force, progress=only(Note, lambda e: console.print(e.text))
+    )
     console.print("\n".join(accuracy_table(result)), markup=False, highlight=False)
     for comparison in result.comparisons:
         console.print(f"- {comparison.sentence}", markup=False, highlight=False)

@@ -8,6 +8,7 @@ import typer
 
 from edgex.cli import options as o
 from edgex.training.trainer import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
+from edgex.training.trainer import train as run_train
 
 Optimizer = o.choices("Optimizer", OPTIMIZERS)
 Strategy = o.choices("Strategy", STRATEGIES)
@@ -31,6 +32,7 @@ def train(
     middle_blocks: o.MiddleBlocks = None,
     intermediate_activation: o.Intermediate = o.IntermediateActivation("none"),
     residual: o.Residual = True,
+    segments: o.Segments = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout before the classifier (paper: 0.5).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 32,
@@ -48,19 +50,17 @@ def train(
     unfreeze: Annotated[str, typer.Option(help="Fine-tuning phase 2: top N blocks that train, or all.")] = "all",
     fine_tune_lr: Annotated[float, typer.Option(help="Fine-tuning phase 2's learning rate.")] = 1e-5,
     preprocessing: o.PreprocessingOpt = None,
-    out: Annotated[str, typer.Option(help="Output folder.")] = "runs/train",
+    out: o.Out = "runs/train",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,
     force: o.Force = False,
     json_out: o.Json = False,
 ):
     """Train Xception (or its regular-conv twin) and write OUT/model.keras with its metadata."""
-    from edgex.training.trainer import train as run_train
-
     config = TrainConfig(
         data=data,
         preset=preset,
         model=_model_options(
-            conv, input_size, width, middle_blocks, intermediate_activation, residual, dropout, from_model
+            conv, input_size, width, middle_blocks, intermediate_activation, residual, segments, dropout, from_model
         ),
         epochs=epochs,
         batch_size=batch_size,
@@ -80,16 +80,19 @@ def train(
         preprocessing=preprocessing.value if preprocessing else None,
     )
     _report_scan(config)
-    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _PhaseProgress())
+    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _training_progress())
     _show_result(result, json_out)
 
 
-def _model_options(conv, input_size, width, middle_blocks, intermediate_activation, residual, dropout, from_model):
+def _model_options(
+    conv, input_size, width, middle_blocks, intermediate_activation, residual, segments, dropout, from_model
+):
     """The model options given; with --from, those left at their defaults are not 'given'."""
     from edgex.models import XceptionConfig
 
     model = {
         **o.model_overrides(conv, input_size, None, width, middle_blocks, intermediate_activation, residual),
+        "segments": segments,
         "dropout": dropout,
     }
     defaults = XceptionConfig().to_dict() if from_model else {}
@@ -128,38 +131,25 @@ def _show_result(result, json_out: bool) -> None:
         warn(line)
 
 
-def _weights_lines(weights: dict | None) -> list[str]:
-    if not weights:
-        return []
-    if "from" in weights:
-        replaced = "replaced (new classes)" if weights["head_replaced"] else "kept"
-        return [f"started from {weights['from']}: classifier head {replaced}"]
-    from edgex.training.weights import WeightsReport
+def _training_progress():
+    """Epoch bars and lines, where the weights came from, and a line at the start of each phase of a fine-tuning."""
+    from edgex.cli.progress import TrainingProgress
+    from edgex.cli.render import console, note
+    from edgex.progress import PhaseBegin, WeightsLoaded
 
-    return WeightsReport(**{**weights, "mismatched": tuple(weights["mismatched"])}).summary_lines()
+    progress = TrainingProgress()
 
+    def phase_begin(event: PhaseBegin) -> None:
+        if event.phases > 1 or not event.text.startswith("training"):
+            console.print(event.text)
+        progress.label = f"phase {event.number} epoch" if event.phases > 1 else "epoch"
 
-class _PhaseProgress:
-    """Epoch bars and lines, with a line at the start of each phase of a fine-tuning."""
+    def weights_loaded(event: WeightsLoaded) -> None:
+        for line in event.report.summary_lines():
+            note(line)
 
-    def __init__(self):
-        from edgex.cli.progress import EpochProgress
-
-        self.epochs = EpochProgress()
-
-    def __call__(self, event: str, **info):
-        from edgex.cli.render import console, note
-
-        if event == "weights":
-            for line in _weights_lines(info["report"]):
-                note(line)
-            return
-        if event == "phase_begin":
-            if info["phases"] > 1 or not info["text"].startswith("training"):
-                console.print(info["text"])
-            self.epochs.label = f"phase {info['phase']} epoch" if info["phases"] > 1 else "epoch"
-            return
-        self.epochs(event, **info)
+    progress.views.update({PhaseBegin: phase_begin, WeightsLoaded: weights_loaded})
+    return progress
 
 
 def _report_scan(config) -> None:
@@ -179,9 +169,9 @@ def _report_scan(config) -> None:
 def evaluate(
     model: Annotated[str, typer.Argument(help="A .keras, .tflite, .onnx file or SavedModel folder.")],
     data: o.Data = "digits",
-    runtime: Annotated[str, typer.Option(help="auto, litert, onnxruntime or tensorflow.")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu, gpu[:N], edgetpu[:usb|pci], delegate:PATH.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
+    runtime: o.RuntimeOpt = o.Runtime("auto"),
+    device: o.Device = "cpu",
+    threads: o.Threads = None,
     split: Annotated[str, typer.Option(help="val or train.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Evaluate on at most this many samples.")] = None,
     preprocessing: o.PreprocessingOpt = None,
@@ -194,7 +184,7 @@ def evaluate(
     result = evaluate_model(
         model,
         data,
-        runtime=runtime,
+        runtime=runtime.value,
         device=device,
         threads=threads,
         split=split,

@@ -45,7 +45,7 @@ def tune(
         str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and of training.")] = 0,
-    out: Annotated[str, typer.Option(help="Run folder.")] = "runs/tune",
+    out: o.Out = "runs/tune",
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the tune in --out.")] = False,
     force: o.Force = False,
     json_out: o.Json = False,
@@ -53,7 +53,9 @@ def tune(
     """Search for the fastest artifact of MODEL whose top-1 stays within --max-drop points, measured on the device:
     runtimes, precisions, threads and runtime options on the unchanged network, and network changes (dropped
     blocks, pruned channels, a lower resolution, a distilled student). Exit 3 when no candidate passes."""
+    from edgex.cli.progress import only
     from edgex.cli.render import console, print_json
+    from edgex.progress import Note
     from edgex.tune import TuneConfig, parse_budget
     from edgex.tune import tune as run_tune
 
@@ -73,7 +75,8 @@ def tune(
         seed=seed,
         storage=storage,
     )
-    result = run_tune(model, config, out, resume=resume, force=force, progress=None if json_out else console.print)
+    show = None if json_out else only(Note, lambda event: console.print(event.text))
+    result = run_tune(model, config, out, resume=resume, force=force, progress=show)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -83,7 +86,7 @@ def tune(
 
 
 def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    return o.split_list(text or "")
 
 
 def _counts(text: str | None) -> tuple[int, ...]:

@@ -15,16 +15,29 @@ class Target:
     coral: bool = False
 
 
-DEPLOY_TARGETS = {
-    "rpi4": Target("rpi4", "Raspberry Pi 4 (Cortex-A72, 64-bit OS)", "aarch64", 4, "cpu"),
-    "rpi5": Target("rpi5", "Raspberry Pi 5 (Cortex-A76, 64-bit OS)", "aarch64", 4, "cpu"),
-    "coral-usb": Target("coral-usb", "Coral USB Accelerator on a Linux host", "aarch64", 4, "edgetpu:usb", True),
-    "coral-devboard": Target(
-        "coral-devboard", "Coral Dev Board (i.MX 8M, Edge TPU on PCIe)", "aarch64", 4, "edgetpu:pci", True
+_TARGETS = (
+    Target(name="rpi4", description="Raspberry Pi 4 (Cortex-A72, 64-bit OS)", machine="aarch64", cores=4, device="cpu"),
+    Target(name="rpi5", description="Raspberry Pi 5 (Cortex-A76, 64-bit OS)", machine="aarch64", cores=4, device="cpu"),
+    Target(
+        name="coral-usb",
+        description="Coral USB Accelerator on a Linux host",
+        machine="aarch64",
+        cores=4,
+        device="edgetpu:usb",
+        coral=True,
     ),
-    "generic-arm64": Target("generic-arm64", "any 64-bit Arm Linux board", "aarch64", None, "cpu"),
-    "generic-x86_64": Target("generic-x86_64", "any x86-64 Linux machine", "x86_64", None, "cpu"),
-}
+    Target(
+        name="coral-devboard",
+        description="Coral Dev Board (i.MX 8M, Edge TPU on PCIe)",
+        machine="aarch64",
+        cores=4,
+        device="edgetpu:pci",
+        coral=True,
+    ),
+    Target(name="generic-arm64", description="any 64-bit Arm Linux board", machine="aarch64", cores=None, device="cpu"),
+    Target(name="generic-x86_64", description="any x86-64 Linux machine", machine="x86_64", cores=None, device="cpu"),
+)
+DEPLOY_TARGETS = {target.name: target for target in _TARGETS}
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,9 @@ def build_bundle(
         with atomic_path(out, overwrite=True) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
             for path in sorted(root.rglob("*")):
                 tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
-    return Bundle(str(out), spec.name, f"model/{primary.name}", manifest["files"], tuple(notes))
+    return Bundle(
+        path=str(out), target=spec.name, model=f"model/{primary.name}", files=manifest["files"], notes=tuple(notes)
+    )
 
 
 def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:

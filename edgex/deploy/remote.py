@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.bundle import read_manifest, safe_extract
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
+from edgex.progress import Measured, Progress
 
 if TYPE_CHECKING:
     from devices.bench import BenchResult
@@ -125,8 +126,8 @@ def run_on_host(
         runtime = _set_up_runtime(remote, run, f"{base}/venv/bin/pip") if setup else ""
         identity, bench, accuracy = _measure(remote, run, bench_args, evaluate)
         return HostResult(
-            host,
-            True,
+            host=host,
+            ok=True,
             bench=bench,
             accuracy=accuracy,
             identity=identity,
@@ -134,14 +135,12 @@ def run_on_host(
             runtime=runtime,
         )
     except _RemoteError as exc:
-        return HostResult(host, False, error=str(exc), seconds=time.perf_counter() - start)
+        return HostResult(host=host, ok=False, error=str(exc), seconds=time.perf_counter() - start)
     except (ValueError, KeyError) as exc:
-        return HostResult(
-            host, False, error=f"{host}: unexpected output from the device ({exc})", seconds=time.perf_counter() - start
-        )
+        error = f"{host}: unexpected output from the device ({exc})"
+        return HostResult(host=host, ok=False, error=error, seconds=time.perf_counter() - start)
     except Exception as exc:  # one host's failure must not stop the others: it goes into its row
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return HostResult(host, False, error=f"{host}: {reason}", seconds=time.perf_counter() - start)
+        return HostResult(host=host, ok=False, error=f"{host}: {first_line(exc)}", seconds=time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -254,9 +253,10 @@ def deploy_remote(
     min_seconds: float = 1.0,
     remote_python: str = "python3",
     opts: SshOptions = SshOptions(),
-    progress=None,
+    progress: Progress | None = None,
 ) -> list[HostResult]:
-    """Copy, verify, (set up,) benchmark and (evaluate) on every host in parallel; one result per host."""
+    """Copy, verify, (set up,) benchmark and (evaluate) on every host in parallel; one result per host, each also
+    given to ``progress`` as a ``Measured`` event in the order of ``hosts``."""
     if shutil.which("ssh") is None or shutil.which("scp") is None:
         raise EdgexError("ssh/scp not found: install the OpenSSH client")
     if evaluate and not read_manifest_of_archive(Path(bundle.path)).get("eval"):
@@ -281,5 +281,5 @@ def deploy_remote(
         for future in futures:
             results.append(future.result())
             if progress is not None:
-                progress(results[-1])
+                progress(Measured(row=results[-1], index=len(results), total=len(hosts)))
     return results

@@ -7,7 +7,7 @@ of Xception at 299x299); batch normalization, activations, pooling and additions
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from devices.errors import EdgexError
 
@@ -249,12 +249,14 @@ def _layer_cost(layer) -> LayerCost:
         stride = int(layer.strides[0])
         c_in = int(in_shape[-1])
         c_out = int(out_shape[-1])
-        spec = ConvSpec(int(in_shape[1]), int(in_shape[2]), c_in, c_out, k, stride, layer.padding)
+        spec = ConvSpec(
+            h=int(in_shape[1]), w=int(in_shape[2]), c_in=c_in, c_out=c_out, k=k, stride=stride, padding=layer.padding
+        )
         if kind_of == "SeparableConv2D":
             kind = "separable"
         elif kind_of == "DepthwiseConv2D":
             kind = "depthwise"
-            spec = ConvSpec(spec.h, spec.w, c_in, c_in * int(layer.depth_multiplier), k, stride, layer.padding)
+            spec = replace(spec, c_out=c_in * int(layer.depth_multiplier))
         elif k == 1:
             kind = "shortcut" if "shortcut" in layer.name else "pointwise"
         groups = int(getattr(layer, "groups", 1) or 1)
@@ -266,13 +268,16 @@ def _layer_cost(layer) -> LayerCost:
             macs = spec.macs("separable")
         else:
             macs = spec.macs("regular") // groups
-        return LayerCost(layer.name, block, kind, out_shape, params, macs, spec)
+        return LayerCost(
+            name=layer.name, block=block, kind=kind, output_shape=out_shape, params=params, macs=macs, spec=spec
+        )
     if kind_of == "Dense":
         c_in = int(_shape(layer.input_shape)[-1])
         units = int(layer.units)
         positions = math.prod(int(d) for d in out_shape[1:-1]) if len(out_shape) > 2 else 1
-        return LayerCost(layer.name, block, "dense", out_shape, params, positions * c_in * units)
-    return LayerCost(layer.name, block, "other", out_shape, params, 0)
+        macs = positions * c_in * units
+        return LayerCost(name=layer.name, block=block, kind="dense", output_shape=out_shape, params=params, macs=macs)
+    return LayerCost(name=layer.name, block=block, kind="other", output_shape=out_shape, params=params, macs=0)
 
 
 def _shape(shape) -> tuple:

@@ -84,7 +84,9 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     size = int(source.input_shape[0])
     dataset = loaded_ahead(ahead, size) or dataset_for(meta, spec, size)
     names = class_names_of(meta, len(dataset.class_names))
-    return Setup(source, spec, dataset, preprocessing_of(meta), tuple(names))
+    return Setup(
+        source=source, data=spec, dataset=dataset, preprocessing=preprocessing_of(meta), class_names=tuple(names)
+    )
 
 
 def save_qat_model(qat_model, path: Path, metadata: dict) -> None:

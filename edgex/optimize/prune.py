@@ -12,6 +12,7 @@ from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
 from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
 from edgex.optimize.common import setup
+from edgex.progress import Progress
 from edgex.training.trainer import steps_per_epoch
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def prune(
     out: str | Path | None = None,
     force: bool = False,
     measure_latency: bool = True,
-    progress=None,
+    progress: Progress | None = None,
 ) -> PruneReport:
     """Prune ``model`` to ``sparsity`` while fine-tuning, strip the wrappers, and measure the result
     (``measure_latency=False`` leaves latency to the caller, who may be running other work on the machine)."""

@@ -11,6 +11,7 @@ from converters.registry import CALIBRATION_SAMPLES, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
 from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
 from edgex.optimize.common import Setup, setup
+from edgex.progress import Progress
 
 MODES = {"dynamic": "dynamic", "float16": "fp16", "int8": "int8", "qat": "int8"}  # mode -> export precision
 QUANTIZE_FORMATS = ("tflite", "onnx", "edgetpu")  # what `edgex quantize --to` writes
@@ -103,7 +104,7 @@ def quantize(
     calib_samples: int = CALIBRATION_SAMPLES,
     lr: float = 5e-6,
     auto_keep_limit: int = AUTO_KEEP_LIMIT,
-    progress=None,
+    progress: Progress | None = None,
     preprocessing: str | None = None,
 ) -> QuantizeReport:
     """Quantize ``model`` and measure what it costs in accuracy; see QuantizeReport. ``layer_errors``: report the
@@ -117,7 +118,8 @@ def quantize(
     result = _export_quantized(s, convert_source, model.stem, mode, to, out_dir, keep_float, calib_samples)
     notes = list(result.notes)
     errors = _layer_errors(s, mode, to, calib_samples, layer_errors or auto_keep_float, layer_errors, notes)
-    q = _Quantized(Path(result.path), s.artifact_top1(result.path), result.parity, tuple(keep_float))
+    path = Path(result.path)
+    q = _Quantized(artifact=path, top1=s.artifact_top1(path), parity=result.parity, kept=tuple(keep_float))
     if auto_keep_float and 100 * (float_top1 - q.top1) > max_drop:
         q = _auto_keep_float(s, errors, q.artifact, float_top1, max_drop, calib_samples, auto_keep_limit)
     drop, quant_size = 100 * (float_top1 - q.top1), file_size(q.artifact)
@@ -235,7 +237,9 @@ def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, p
     history = fine_tune(qat_model, s.dataset, epochs=epochs, lr=lr, augment=(), progress=progress)
     save_qat_model(qat_model, path, {**read_metadata(s.source.path), "qat": True, "qat_history": history})
     seconds = time.perf_counter() - start
-    result = QatResult(str(path), epochs, lr, history, seconds, s.keras_top1(qat_model))
+    result = QatResult(
+        keras_model=str(path), epochs=epochs, lr=lr, history=history, seconds=seconds, top1=s.keras_top1(qat_model)
+    )
     return result, source_from_keras(qat_model, path)
 
 
@@ -261,4 +265,4 @@ def _auto_keep_float(s: Setup, errors, artifact: Path, float_top1, max_drop, cal
             break
     full_int8_p50, selective_p50 = _latency_pair(artifact, path)
     latency = {"full_int8_p50": full_int8_p50, "selective_p50": selective_p50}
-    return _Quantized(path, top1, None, tuple(kept), tuple(steps), latency)
+    return _Quantized(artifact=path, top1=top1, parity=None, kept=tuple(kept), steps=tuple(steps), latency=latency)

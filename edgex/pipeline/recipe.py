@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from converters.registry import CALIBRATION_SAMPLES
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def _read_yaml(config: str | Path) -> dict:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise EdgexError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise EdgexError(f"recipe {path} is not valid YAML: {first_line(exc)}") from exc
     if not isinstance(loaded, dict):
         raise EdgexError(f"recipe {path} must be a mapping of stage options")
     return loaded
@@ -351,7 +351,7 @@ def study_configs(recipe: Recipe) -> list:
     s = recipe.study
     return [
         StudyConfig(
-            name,
+            study=name,
             seeds=s.seeds,
             epochs=s.epochs,
             data=recipe.data,

@@ -155,26 +155,29 @@ def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
     stages = {p.stem: json.loads(p.read_text()) for p in sorted((out / "stages").glob("*.json"))}
     commands = reproduce_commands(out, recipe, rows)
     return [
-        Section("edgex report", level=1, text=head),
-        Section("Best for this device", bullets=tuple(bullets)),
+        Section(title="edgex report", level=1, text=head),
+        Section(title="Best for this device", bullets=tuple(bullets)),
         _variants_section(rows, best),
         *_separable_sections(compare, read_json(out / "sweep.json")),
         *_study_sections(out),
         *_tune_sections(out),
-        Section("Plots", figures=tuple(plots.values())),
-        Section("Environment", table=Table(("item", "value"), tuple((str(k), str(v)) for k, v in env.items()), (0, 0))),
+        Section(title="Plots", figures=tuple(plots.values())),
         Section(
-            "Reproduce",
+            title="Environment",
+            table=Table(header=("item", "value"), rows=tuple((str(k), str(v)) for k, v in env.items()), numeric=(0, 0)),
+        ),
+        Section(
+            title="Reproduce",
             text="Every artifact, one command each:",
-            table=Table(("artifact", "command"), tuple((n, f"`{c}`") for n, c in commands), (0, 0)),
+            table=Table(header=("artifact", "command"), rows=tuple((n, f"`{c}`") for n, c in commands), numeric=(0, 0)),
             note=f"The whole run: `edgex pipeline --config {out / 'recipe.yaml'} --out NEW_FOLDER`",
         ),
         Section(
-            "Stages",
+            title="Stages",
             table=Table(
-                ("stage", "time (last run)", "input hash"),
-                tuple((n, f"{s.get('seconds', 0):.1f} s", f"`{s['hash']}`") for n, s in stages.items()),
-                (0, 1, 0),
+                header=("stage", "time (last run)", "input hash"),
+                rows=tuple((n, f"{s.get('seconds', 0):.1f} s", f"`{s['hash']}`") for n, s in stages.items()),
+                numeric=(0, 1, 0),
             ),
         ),
     ]
@@ -183,10 +186,10 @@ def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
 def _variants_section(rows: list[SummaryRow], best) -> Section:
     cells = tuple(tuple(_fmt(getattr(r, key), kind) for key, _, kind in COLUMNS) for r in rows)
     table = Table(
-        tuple(label for _, label, _ in COLUMNS),
-        cells,
-        tuple(bool(kind) for _, _, kind in COLUMNS),
-        tuple(r.variant in (best.smallest, best.fastest) for r in rows),
+        header=tuple(label for _, label, _ in COLUMNS),
+        rows=cells,
+        numeric=tuple(bool(kind) for _, _, kind in COLUMNS),
+        highlight=tuple(r.variant in (best.smallest, best.fastest) for r in rows),
         id="variants",
     )
     note = (
@@ -194,7 +197,7 @@ def _variants_section(rows: list[SummaryRow], best) -> Section:
         "(bench.json). Pruning shrinks compressed size, not latency, unless the runtime has sparse kernels: the "
         "latency column is what was measured."
     )
-    return Section("Variants", table=table, note=note)
+    return Section(title="Variants", table=table, note=note)
 
 
 def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Section]:
@@ -213,15 +216,16 @@ def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Sectio
             )
             for a in compare["ab"]
         )
-        table = Table(header, rows, (0, 0, 1, 1, 1, 1, 1), id="ab")
-        sections.append(Section("Separable vs regular convolutions", table=table))
+        table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1, 1), id="ab")
+        sections.append(Section(title="Separable vs regular convolutions", table=table))
     if sweep:
         rows = tuple(
             (r["runtime"], r["precision"], f"{r['compute_gops']:.1f}", f"{r['bandwidth_gbs']:.1f}")
             for r in sweep["roofs"]
         )
-        table = Table(("runtime", "precision", "compute G op/s", "bandwidth GB/s"), rows, (0, 0, 1, 1))
-        sections.append(Section("Layer sweep: measured roofs", level=3, table=table))
+        header = ("runtime", "precision", "compute G op/s", "bandwidth GB/s")
+        table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1))
+        sections.append(Section(title="Layer sweep: measured roofs", level=3, table=table))
     return sections
 
 
@@ -241,7 +245,8 @@ def _study_sections(out: Path) -> list[Section]:
             *(f"{r} {p} ms" for r, p in pairs),
         )
         rows = tuple(_study_row(v, pairs) for v in study["variants"])
-        table = Table(header, rows, (0, 1, 1, 1, 1, 0, *(1 for _ in pairs)), id=f"study-{study['study']}")
+        numeric = (0, 1, 1, 1, 1, 0, *(1 for _ in pairs))
+        table = Table(header=header, rows=rows, numeric=numeric, id=f"study-{study['study']}")
         folder = path.parent.relative_to(out)
         figures = tuple(
             (str(folder / name), caption)
@@ -258,7 +263,9 @@ def _study_sections(out: Path) -> list[Section]:
             "t-interval."
         )
         bullets = tuple(c["sentence"] for c in study["comparisons"])
-        sections.append(Section(f"Study: {study['study']}", text=text, table=table, bullets=bullets, figures=figures))
+        sections.append(
+            Section(title=f"Study: {study['study']}", text=text, table=table, bullets=bullets, figures=figures)
+        )
     return sections
 
 
@@ -290,10 +297,12 @@ def _tune_sections(out: Path) -> list[Section]:
         for r in tune["levers"]
     )  # fmt: skip
     header = ("lever", "setting", "candidates", "passed", "fastest passing ms", "vs default int8")
-    table = Table(header, rows, (0, 0, 1, 1, 1, 1), id="tune-levers")
-    figures = (("tune/pareto.png", "tune candidates: top-1 against latency"),)
-    return [Section("Tune: the fastest artifact within the gate", text=text, table=table, bullets=bullets,
-                    figures=figures if (out / "tune" / "pareto.png").is_file() else ())]  # fmt: skip
+    table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1), id="tune-levers")
+    figures = (
+        (("tune/pareto.png", "tune candidates: top-1 against latency"),) if (out / "tune/pareto.png").is_file() else ()
+    )
+    title = "Tune: the fastest artifact within the gate"
+    return [Section(title=title, text=text, table=table, bullets=bullets, figures=figures)]
 
 
 def _study_row(variant: dict, pairs) -> tuple[str, ...]:

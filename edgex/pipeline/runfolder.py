@@ -63,31 +63,35 @@ class Variant:
 
 def candidate_variants(out: Path, recipe: Recipe) -> list[Variant]:
     """Every variant the recipe asks for, made or not."""
-    run, data = shlex.quote(str(out)), shlex.quote(recipe.data)
-    t, q, c, p = recipe.train, recipe.quantize, recipe.convert, recipe.prune
-    source = f"{run}/train/model.keras"
-    calib = f"--data {data} --calib-samples {q.calib_samples}"
-    found = [
-        Variant(
-            "keras fp32",
-            "train/model.keras",
-            "keras",
-            "fp32",
-            0.0,
-            f"edgex train {train_options(recipe)}{transfer_flags(recipe)} --epochs {t.epochs} --out {run}/train",
-        )
-    ]
+    run = shlex.quote(str(out))
+    command = (
+        f"edgex train {train_options(recipe)}{transfer_flags(recipe)} --epochs {recipe.train.epochs} --out {run}/train"
+    )
+    keras = Variant(
+        name="keras fp32", path="train/model.keras", format="keras", precision="fp32", sparsity=0.0, command=command
+    )
+    return [keras, *_converted_variants(run, recipe), *_pruned_variants(run, recipe)]
+
+
+def _converted_variants(run: str, recipe: Recipe) -> list[Variant]:
+    """The variants of the convert and quantize stages."""
+    source, data, c = f"{run}/train/model.keras", shlex.quote(recipe.data), recipe.convert
+    calib = f"--data {data} --calib-samples {recipe.quantize.calib_samples}"
+    found = []
     for precision in c.tflite:
         path = artifact_file("tflite", precision)
         command = f"edgex convert {source} --to tflite --precision {precision} {calib} --out {run}/{path}"
-        found.append(Variant(f"tflite {precision}", path, "tflite", precision, 0.0, command))
-    if q.int8:
-        command = f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8"
-        found.append(Variant("tflite int8 (PTQ)", PTQ_INT8_FILE, "tflite", "int8", 0.0, command))
-    if q.qat:
-        command = f"edgex quantize {source} --mode qat --epochs {q.qat_epochs} {calib} --out {run}/quantize/qat"
-        path = "quantize/qat/" + artifact_name("model", "tflite", "qat")
-        found.append(Variant("tflite int8 (QAT)", path, "tflite", "int8", 0.0, command))
+        found.append(
+            Variant(
+                name=f"tflite {precision}",
+                path=path,
+                format="tflite",
+                precision=precision,
+                sparsity=0.0,
+                command=command,
+            )
+        )
+    found += _quantized_variants(run, source, calib, recipe.quantize)
     for precision in c.onnx:
         path = artifact_file("onnx", precision)
         command = (
@@ -95,20 +99,57 @@ def candidate_variants(out: Path, recipe: Recipe) -> list[Variant]:
             + (f" {calib}" if precision == "int8" else f" --data {data}")
             + f" --out {run}/{path}"
         )
-        found.append(Variant(f"onnx {precision}", path, "onnx", precision, 0.0, command))
+        found.append(
+            Variant(
+                name=f"onnx {precision}", path=path, format="onnx", precision=precision, sparsity=0.0, command=command
+            )
+        )
     if c.edgetpu:
         path = artifact_file("edgetpu", "int8")
         command = f"edgex convert {source} --to edgetpu {calib} --out {run}/{path}"
-        found.append(Variant("edgetpu int8", path, "edgetpu", "int8", 0.0, command))
-    if p.enabled:
-        pct = round(p.sparsity * 100)
-        command = (
-            f"edgex prune {source} --sparsity {p.sparsity} --schedule {p.schedule} --epochs {p.epochs} "
-            f"--data {data} --out {run}/prune"
+        found.append(
+            Variant(name="edgetpu int8", path=path, format="edgetpu", precision="int8", sparsity=0.0, command=command)
         )
-        path = "prune/" + artifact_name(f"model_pruned{pct}", "tflite", "fp32")
-        found.append(Variant(f"tflite fp32 pruned {pct}%", path, "tflite", "fp32", p.sparsity, command))
     return found
+
+
+def _quantized_variants(run: str, source: str, calib: str, q) -> list[Variant]:
+    found = []
+    if q.int8:
+        command = f"edgex quantize {source} --mode int8 {calib} --out {run}/quantize/int8"
+        found.append(
+            Variant(
+                name="tflite int8 (PTQ)",
+                path=PTQ_INT8_FILE,
+                format="tflite",
+                precision="int8",
+                sparsity=0.0,
+                command=command,
+            )
+        )
+    if q.qat:
+        command = f"edgex quantize {source} --mode qat --epochs {q.qat_epochs} {calib} --out {run}/quantize/qat"
+        path = "quantize/qat/" + artifact_name("model", "tflite", "qat")
+        found.append(
+            Variant(
+                name="tflite int8 (QAT)", path=path, format="tflite", precision="int8", sparsity=0.0, command=command
+            )
+        )
+    return found
+
+
+def _pruned_variants(run: str, recipe: Recipe) -> list[Variant]:
+    p = recipe.prune
+    if not p.enabled:
+        return []
+    pct = round(p.sparsity * 100)
+    command = (
+        f"edgex prune {run}/train/model.keras --sparsity {p.sparsity} --schedule {p.schedule} --epochs {p.epochs} "
+        f"--data {shlex.quote(recipe.data)} --out {run}/prune"
+    )
+    path = "prune/" + artifact_name(f"model_pruned{pct}", "tflite", "fp32")
+    name = f"tflite fp32 pruned {pct}%"
+    return [Variant(name=name, path=path, format="tflite", precision="fp32", sparsity=p.sparsity, command=command)]
 
 
 def variants(out: Path, recipe: Recipe) -> dict[str, Variant]:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 from devices.files import write_json_atomic
 from edgex.pipeline.recipe import Recipe, as_recipe, check_recipe, write_recipe_yaml
 from edgex.pipeline.runfolder import SummaryRow, summary_rows
 from edgex.pipeline.stages import STAGE_SPECS, STAGES, TIMED_STAGES, Context, StageSpec
+from edgex.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ class _Run:
         for name, (stage, digest) in list(self.running.items()):
             outputs, seconds = stage.result()
             del self.running[name]
-            self.finish(StageRecord(name, "ran", seconds, digest, tuple(outputs), background=True))
+            record = StageRecord(
+                name=name, status="ran", seconds=seconds, hash=digest, outputs=tuple(outputs), background=True
+            )
+            self.finish(record)
 
     def unchanged(self, name: str, digest: str) -> tuple[str, ...] | None:
         """The outputs of the last run of this stage, when resuming and nothing it depends on changed."""
@@ -130,13 +134,14 @@ class _Run:
         digest = stage_hash(spec, recipe, self.hashes, extra)
         outputs = self.unchanged(name, digest)
         if outputs is not None:
-            self.finish(StageRecord(name, "skipped", 0.0, digest, outputs))
+            self.finish(StageRecord(name=name, status="skipped", seconds=0.0, hash=digest, outputs=outputs))
         elif name == "twin" and recipe.twin.enabled and recipe.twin.background and not _gpus():
             self.running[name] = (BackgroundStage(name, self.ctx.out), digest)
         else:
             began = time.perf_counter()
             outputs = tuple(spec.run(self.ctx))
-            self.finish(StageRecord(name, "ran", time.perf_counter() - began, digest, outputs))
+            seconds = time.perf_counter() - began
+            self.finish(StageRecord(name=name, status="ran", seconds=seconds, hash=digest, outputs=outputs))
 
 
 def run_pipeline(
@@ -145,10 +150,11 @@ def run_pipeline(
     *,
     resume: bool = False,
     force: bool = False,
-    progress: Callable | None = None,
+    progress: Progress | None = None,
     on_stage: Callable | None = None,
 ) -> PipelineResult:
-    """Run (or resume) every stage into ``out``; ``on_stage(record)`` after each stage."""
+    """Run (or resume) every stage into ``out``; ``on_stage(record)`` after each stage; ``progress`` receives the
+    stages' Notes and their trainings' events (``edgex.progress``)."""
     recipe, out = as_recipe(recipe), Path(out)
     _prepare_folder(out, recipe, resume, force)
     run = _Run(Context(out, recipe, progress), resume, on_stage)
@@ -161,7 +167,13 @@ def run_pipeline(
         for stage, _ in run.running.values():  # the run failed or was interrupted
             stage.stop()
     records = sorted(run.records, key=lambda record: STAGES.index(record.name))
-    return PipelineResult(str(out), recipe, tuple(records), time.perf_counter() - start, tuple(summary_rows(out)))
+    return PipelineResult(
+        out=str(out),
+        recipe=recipe,
+        stages=tuple(records),
+        seconds=time.perf_counter() - start,
+        summary=tuple(summary_rows(out)),
+    )
 
 
 class BackgroundStage:
@@ -240,7 +252,7 @@ def run_background_stage(name: str, out: Path, result_file: Path) -> None:
             "status": "error",
             "error": type(exc).__name__,
             "exit_code": exc.exit_code if isinstance(exc, EdgexError) else None,
-            "message": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
+            "message": first_line(exc, 500),
             "traceback": traceback.format_exc(),
         }
     write_json_atomic(result_file, result)

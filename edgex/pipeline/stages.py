@@ -14,6 +14,7 @@ from devices.errors import EdgexError
 from devices.files import file_size, write_json_atomic, write_text_atomic
 from edgex.pipeline.recipe import Recipe
 from edgex.pipeline.runfolder import ab_files, artifact_file, best_variants, summary_rows, variants
+from edgex.progress import Note, Progress
 
 STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "tune",
           "deploy", "report")  # fmt: skip
@@ -24,7 +25,7 @@ TIMED_STAGES = ("bench", "separable", "study", "tune")  # nothing runs beside th
 class Context:
     out: Path
     recipe: Recipe
-    progress: Callable | None = None
+    progress: Progress | None = None
     dataset: object = None
 
     def rel(self, path) -> str:
@@ -45,7 +46,7 @@ class Context:
 
     def line(self, text: str) -> None:
         if self.progress:
-            self.progress("line", text=text)
+            self.progress(Note(text))
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ def stage_tune(ctx: Context) -> list[str]:
         return []
     result = tune(
         ctx.out / "train/model.keras", tune_config(ctx.recipe), ctx.out / "tune", force=True,
-        progress=lambda text: ctx.line(f"tune {text}"),
+        progress=lambda event: _prefixed_line(ctx, "tune", event),
     )  # fmt: skip
     winner = [ctx.rel(result.winner.artifact), ctx.rel(result.winner.artifact) + ".json"] if result.winner else []
     return [*(ctx.rel(path) for path in result.files.values()), *winner]
@@ -369,10 +370,16 @@ def stage_study(ctx: Context) -> list[str]:
     for config in study_configs(ctx.recipe):
         folder = ctx.out / "study" / config.study
         restart = changed_training(folder, config) != {}
-        result = run_study(config, folder, force=restart, progress=lambda message: ctx.line(f"study {message}"))
+        result = run_study(config, folder, force=restart, progress=lambda event: _prefixed_line(ctx, "study", event))
         files += [ctx.rel(folder / name) for name in ("study.json", "study.csv", "summary.md")]
         files += [ctx.rel(path) for path in result.files.values() if str(path).endswith(".png")]
     return files
+
+
+def _prefixed_line(ctx: Context, stage: str, event) -> None:
+    """A stage's Note as one line of the pipeline's output, the stage's name before it."""
+    if isinstance(event, Note):
+        ctx.line(f"{stage} {event.text}")
 
 
 def stage_report(ctx: Context) -> list[str]:

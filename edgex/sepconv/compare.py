@@ -16,6 +16,7 @@ from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import read_metadata, refuse_overwrite, write_metadata
 from edgex.artifacts.latency import invalid_note, write_study
+from edgex.progress import Measured, Progress
 from edgex.sepconv.breakdown import KINDS
 
 RUNTIMES = ("litert", "onnxruntime")  # the runtimes compared; each runs the format converters.registry names
@@ -139,11 +140,12 @@ def compare(
     out_dir: str | Path = "runs/compare",
     *,
     force: bool = False,
-    progress=None,
+    progress: Progress | None = None,
     plots: bool = True,
     artifacts: dict | None = None,
 ) -> CompareResult:
-    """Convert every model for every runtime and precision, then time it and measure its accuracy.
+    """Convert every model for every runtime and precision, then time it and measure its accuracy; ``progress``
+    receives each row as a ``Measured`` event.
 
     ``artifacts``: files converted already, ``{(model path, runtime, precision): file}``, used instead of
     converting again (the pipeline's convert and quantize stages made them); give both models of a pair made the
@@ -162,6 +164,7 @@ def compare(
     paths += [Path(m) for m in config.models]
     given = {(Path(m).resolve(), runtime, precision): f for (m, runtime, precision), f in (artifacts or {}).items()}
     labels = _labels(paths)
+    total = len(paths) * len(config.runtimes) * len(config.precisions)
     rows, results, breakdown = [], [], {}
     for path in paths:
         model = _Model.load(path, labels[path], config)
@@ -181,9 +184,14 @@ def compare(
                     )
                     breakdown.setdefault(model.label, {}).setdefault(runtime, {})[precision] = shares
                 if progress is not None:
-                    progress(row)
+                    progress(Measured(row=row, index=len(rows), total=total))
     result = CompareResult(
-        tuple(rows), breakdown, tuple(_ab(rows)), tuple(results), str(out_dir), time.perf_counter() - start
+        rows=tuple(rows),
+        breakdown=breakdown,
+        ab=tuple(_ab(rows)),
+        bench=tuple(results),
+        out_dir=str(out_dir),
+        seconds=time.perf_counter() - start,
     )
     return _write(result, out_dir, plots)
 
@@ -215,7 +223,7 @@ class _Model:
             and meta.get("weights") != "random"
             and tuple(class_names_of(meta, 0) if meta.get("class_names") else ()) == tuple(dataset.class_names)
         )
-        return cls(path, label, source, cost, dataset, trained)
+        return cls(path=path, label=label, source=source, cost=cost, dataset=dataset, trained=trained)
 
 
 def _artifact(model: _Model, runtime: str, precision: str, given: str | None, models_dir: Path, config) -> Path:
@@ -243,19 +251,19 @@ def _measure(model: _Model, runtime: str, precision: str, artifact: Path, config
         )
     cost = model.cost
     row = CompareRow(
-        str(model.path),
-        model.label,
-        runtime,
-        precision,
-        str(artifact),
-        cost.total_params if cost else 0,
-        cost.macs if cost else 0,
-        result.model_size_bytes,
-        result.latency.p50,
-        result.latency.p90,
-        result.images_per_s,
-        top1,
-        result.valid,
+        model=str(model.path),
+        label=model.label,
+        runtime=runtime,
+        precision=precision,
+        artifact=str(artifact),
+        params=cost.total_params if cost else 0,
+        macs=cost.macs if cost else 0,
+        size_bytes=result.model_size_bytes,
+        p50_ms=result.latency.p50,
+        p90_ms=result.latency.p90,
+        images_per_s=result.images_per_s,
+        top1=top1,
+        valid=result.valid,
     )
     extra = {"top1": top1} if top1 is not None else {}
     labelled = result.with_extra(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 from edgex.models.costs import ConvSpec
 
 
@@ -57,7 +57,7 @@ def load_shapes(path: str | Path) -> list[tuple[str, ConvSpec, int]]:
         try:
             entries = yaml.safe_load(text) or []
         except yaml.YAMLError as exc:
-            raise EdgexError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise EdgexError(f"{path} is not valid YAML: {first_line(exc)}") from None
         if not isinstance(entries, list):
             raise EdgexError(f"{path} must be a list of shapes (h, w, c_in, c_out, k, stride)")
     else:

@@ -20,6 +20,7 @@ from devices.bench import BenchConfig, benchmark
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from edgex.models.costs import VARIANTS, ConvSpec
+from edgex.progress import Measured, Progress
 from edgex.sepconv.layer_shapes import load_shapes, model_shapes, resolve_shapes, variants_for, xception_shapes
 from edgex.sepconv.spectrum import (
     is_segments,
@@ -34,7 +35,7 @@ from edgex.sepconv.sweep_results import Roof, SweepResult, SweepRow
 
 RUNTIME_PRECISIONS = {"litert": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
 SWEEP_BENCH = BenchConfig(warmup=2, min_warmup_seconds=0.05, runs=10, min_seconds=0.15, max_seconds=3.0)
-COMPUTE_PROBE = ConvSpec(56, 56, 512, 512, 1)  # GEMM-shaped: a 3136 x 512 x 512 matrix product
+COMPUTE_PROBE = ConvSpec(h=56, w=56, c_in=512, c_out=512, k=1)  # GEMM-shaped: a 3136 x 512 x 512 matrix product
 BANDWIDTH_PROBE = (1, 512, 512, 64)  # 16.8 M elements through an elementwise add of a constant
 
 
@@ -198,10 +199,11 @@ def sweep(
     out_dir: str | Path = "runs/sweep",
     *,
     force: bool = False,
-    progress=None,
+    progress: Progress | None = None,
     plots: bool = True,
 ) -> SweepResult:
-    """Measure every shape x variant x runtime x precision; write sweep.json, bench.json/.csv, summary.md, PNGs."""
+    """Measure every shape x variant x runtime x precision; write sweep.json, bench.json/.csv, summary.md, PNGs.
+    ``progress`` receives each measured layer's row as a ``Measured`` event."""
     out_dir = Path(out_dir)
     refuse_overwrite(out_dir / "sweep.json", force)
     start = time.perf_counter()
@@ -220,10 +222,15 @@ def sweep(
         rows.append(replace(row, count=count))
         results.append(result)
         if progress is not None:
-            progress(i, len(jobs), rows[-1])
+            progress(Measured(row=rows[-1], index=i, total=len(jobs)))
     speedups = speedup_table(rows)
     result = SweepResult(
-        tuple(rows), tuple(roofs), tuple(speedups), tuple(results), str(out_dir), time.perf_counter() - start
+        rows=tuple(rows),
+        roofs=tuple(roofs),
+        speedups=tuple(speedups),
+        bench=tuple(results),
+        out_dir=str(out_dir),
+        seconds=time.perf_counter() - start,
     )
     return write_sweep(result, out_dir, plots=plots)
 
@@ -261,9 +268,10 @@ def measure_layer(config: SweepConfig, models_dir: Path, spec: ConvSpec, variant
     intensity = 2 * macs / bytes_moved
     gops = 2 * macs / (p50 / 1e3) / 1e9
     row = SweepRow(
-        spec.label, variant, runtime, precision, spec.h, spec.w, spec.c_in, spec.c_out, spec.k, spec.stride,
-        macs, params, bytes_moved, intensity, p50, gops, gops / roof.attainable(intensity), result.valid,
-        groups=groups, placement=placement,
+        shape=spec.label, variant=variant, runtime=runtime, precision=precision,
+        h=spec.h, w=spec.w, c_in=spec.c_in, c_out=spec.c_out, k=spec.k, stride=spec.stride,
+        macs=macs, params=params, bytes_moved=bytes_moved, intensity=intensity, p50_ms=p50, gops=gops,
+        roof_fraction=gops / roof.attainable(intensity), valid=result.valid, groups=groups, placement=placement,
     )  # fmt: skip
     extra = {"shape": spec.label, "variant": variant, "precision": precision, "macs": macs, "gops": gops}
     extra.update(intensity=intensity, roof_fraction=row.roof_fraction, groups=groups, placement=placement)

@@ -22,7 +22,13 @@ class SeedRun:
 
     @classmethod
     def from_dict(cls, data: dict) -> SeedRun:
-        return cls(data["variant"], int(data["seed"]), float(data["val_top1"]), tuple(data["curve"]), data["seconds"])
+        return cls(
+            variant=data["variant"],
+            seed=int(data["seed"]),
+            val_top1=float(data["val_top1"]),
+            curve=tuple(data["curve"]),
+            seconds=data["seconds"],
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,13 @@ class Comparison:
         difference = better.interval[0] - worse.interval[0]
         p = welch_p(better.top1, worse.top1)
         overlap = overlaps(better.interval[1:], worse.interval[1:])
-        return cls(claim, difference, p, overlap, verdict(difference, p, claim.claimed))
+        return cls(
+            claim=claim,
+            difference=difference,
+            p=p,
+            intervals_overlap=overlap,
+            verdict=verdict(difference, p, claim.claimed),
+        )
 
     @property
     def sentence(self) -> str:

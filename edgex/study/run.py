@@ -10,8 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from devices.bench import BenchConfig
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 from devices.files import write_json_atomic
+from edgex.progress import Note, Progress, notes_once
 from edgex.study.config import INCEPTION_INPUT, StudyConfig, Variant
 from edgex.study.results import Comparison, Latency, SeedRun, StudyResult, VariantResult
 
@@ -21,27 +22,60 @@ CONFIG_FILE = "study_config.json"
 TRAINING_FIELDS = ("study", "epochs", "data", "preset", "batch_size")
 
 
-def run_study(config: StudyConfig, out: str | Path, *, force: bool = False, progress=None) -> StudyResult:
+def run_study(
+    config: StudyConfig, out: str | Path, *, force: bool = False, progress: Progress | None = None
+) -> StudyResult:
     """Train, time and compare the variants of ``config.study``; writes study.json, study.csv, summary.md, plots.
 
-    ``progress(message)`` receives one line per finished step."""
+    ``progress`` receives a Note per finished step, and each distinct note of the trainings once (which kernel
+    grouped convolutions train on)."""
     from devices.sysinfo import cpu_model
     from edgex.study.report import write_study_files
 
     out = Path(out)
     start = time.perf_counter()
     _prepare(out, config, force)
-    say = progress or (lambda message: None)
+    say = _Say(progress)
     variants = []
     for variant in config.variants():
         runs = tuple(_seed_run(config, variant, seed, out, say) for seed in range(config.seeds))
         params, macs = _costs(_model_path(out, variant, 0))
         latency = tuple(_latency(config, variant, out, say))
-        variants.append(VariantResult(variant.name, variant.architecture, variant.model, params, macs, runs, latency))
+        variants.append(
+            VariantResult(
+                name=variant.name,
+                architecture=variant.architecture,
+                model=variant.model,
+                params=params,
+                macs=macs,
+                runs=runs,
+                latency=latency,
+            )
+        )
     by_name = {v.name: v for v in variants}
     comparisons = tuple(Comparison.of(c, by_name[c.better], by_name[c.worse]) for c in config.claims())
-    result = StudyResult(config, tuple(variants), comparisons, time.perf_counter() - start, str(out), cpu_model())
+    result = StudyResult(
+        config=config,
+        variants=tuple(variants),
+        comparisons=comparisons,
+        seconds=time.perf_counter() - start,
+        out_dir=str(out),
+        cpu=cpu_model(),
+    )
     return write_study_files(result, out)
+
+
+class _Say:
+    """The study's lines, as Notes to its progress; ``trainings`` passes on each distinct note of the trainings
+    once (the same line for every variant and seed would drown the study's own)."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.trainings = notes_once(progress)
+
+    def __call__(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(Note(text))
 
 
 def changed_training(out: str | Path, config: StudyConfig) -> dict[str, tuple]:
@@ -75,22 +109,25 @@ def _model_path(out: Path, variant: Variant, seed: int) -> Path:
     return _seed_dir(out, variant, seed) / "model.keras"
 
 
-def _seed_run(config: StudyConfig, variant: Variant, seed: int, out: Path, say) -> SeedRun:
+def _seed_run(config: StudyConfig, variant: Variant, seed: int, out: Path, say: _Say) -> SeedRun:
     folder = _seed_dir(out, variant, seed)
     saved = folder / "result.json"
     if saved.is_file() and _model_path(out, variant, seed).is_file():
         run = SeedRun.from_dict(json.loads(saved.read_text()))
         say(f"{variant.name} seed {seed}: top-1 {run.val_top1:.2%} (saved)")
         return run
-    train = _train_inception if variant.architecture == "inception_v3" else _train_xception
-    top1, curve, seconds = train(config, variant, seed, folder)
-    run = SeedRun(variant.name, seed, float(top1), tuple(float(a) for a in curve), seconds)
+    if variant.architecture == "inception_v3":
+        top1, curve, seconds = _train_inception(config, variant, seed, folder)
+    else:
+        top1, curve, seconds = _train_xception(config, variant, seed, folder, say.trainings)
+    curve = tuple(float(a) for a in curve)
+    run = SeedRun(variant=variant.name, seed=seed, val_top1=float(top1), curve=curve, seconds=seconds)
     write_json_atomic(saved, run.to_dict())
     say(f"{variant.name} seed {seed}: top-1 {run.val_top1:.2%} after {config.epochs} epochs ({seconds:.0f} s)")
     return run
 
 
-def _train_xception(config: StudyConfig, variant: Variant, seed: int, folder: Path):
+def _train_xception(config: StudyConfig, variant: Variant, seed: int, folder: Path, progress: Progress | None):
     from edgex.training.trainer import TrainConfig, train
 
     train_config = TrainConfig(
@@ -101,7 +138,7 @@ def _train_xception(config: StudyConfig, variant: Variant, seed: int, folder: Pa
         batch_size=config.batch_size,
         seed=seed,
     )
-    result = train(train_config, folder, force=True)
+    result = train(train_config, folder, force=True, progress=progress)
     return result.val_top1, result.history.get("val_accuracy", [result.val_top1]), result.seconds
 
 
@@ -183,8 +220,9 @@ def _time(config: StudyConfig, out: Path, variant: Variant, runtime: str, precis
         export_model(model, to, precision, data=config.data, calib_samples=64, parity_samples=64, out=path, force=True)
         result = benchmark(path, runtime=runtime, threads=config.threads, config=STUDY_BENCH)
     except EdgexError as exc:  # reported in the table: the study goes on with the other runtimes
-        return Latency(runtime, precision, None, False, f"failed: {str(exc).splitlines()[0][:160]}")
-    return Latency(runtime, precision, result.latency.p50, result.valid)
+        failed = f"failed: {first_line(exc, 160)}"
+        return Latency(runtime=runtime, precision=precision, p50_ms=None, valid=False, note=failed)
+    return Latency(runtime=runtime, precision=precision, p50_ms=result.latency.p50, valid=result.valid)
 
 
 __all__ = ["STUDY_BENCH", "run_study"]

@@ -80,9 +80,17 @@ class TrainConfig:
     def phases(self) -> tuple[Phase, ...]:
         """From scratch, one phase; from pretrained weights, the head alone, then the top blocks at a low rate."""
         if not self.pretrained:
-            return (Phase(1, "train", self.epochs, self.lr),)
-        head = (Phase(1, "head", self.head_epochs, self.lr, "0", bn_frozen=True),) if self.head_epochs else ()
-        return (*head, Phase(len(head) + 1, "fine-tune", self.epochs, self.fine_tune_lr, self.unfreeze, bn_frozen=True))
+            return (Phase(number=1, name="train", epochs=self.epochs, lr=self.lr),)
+        head = Phase(number=1, name="head", epochs=self.head_epochs, lr=self.lr, unfreeze="0", bn_frozen=True)
+        fine_tune = Phase(
+            number=2 if self.head_epochs else 1,
+            name="fine-tune",
+            epochs=self.epochs,
+            lr=self.fine_tune_lr,
+            unfreeze=self.unfreeze,
+            bn_frozen=True,
+        )
+        return (head, fine_tune) if self.head_epochs else (fine_tune,)
 
     def model_config(self, classes: int):
         from edgex.models import preset_config

@@ -12,6 +12,7 @@ from pathlib import Path
 from devices.files import utc_now, write_json_atomic
 from devices.preprocess import XCEPTION
 from devices.sysinfo import versions
+from edgex.progress import BatchEnd, EpochBegin, EpochEnd, Note, Progress
 
 HISTORY_FILE = "history.json"
 
@@ -25,7 +26,7 @@ def read_epoch_history(backup_dir: Path) -> list[dict]:
         return []
 
 
-def epoch_callbacks(progress, backup_dir: Path, epochs: int):
+def epoch_callbacks(progress: Progress | None, backup_dir: Path, epochs: int):
     from devices.tfkeras import keras
 
     k = keras()
@@ -70,21 +71,39 @@ def epoch_callbacks(progress, backup_dir: Path, epochs: int):
     return callbacks, nan, backup
 
 
-def progress_callback(k, epochs, progress):
-    class Progress(k.callbacks.Callback):
+def progress_callback(k, epochs, progress: Progress):
+    """A Keras callback that reports each epoch's beginning, batches and end to ``progress``."""
+
+    class EpochEvents(k.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
-            progress("epoch_begin", epoch=epoch + 1, epochs=epochs, steps=self.params.get("steps"))
+            progress(EpochBegin(epoch=epoch + 1, epochs=epochs, steps=self.params.get("steps")))
 
         def on_train_batch_end(self, batch, logs=None):
-            progress("batch", step=batch + 1, logs=logs or {})
+            progress(BatchEnd(step=batch + 1, metrics=_floats(logs)))
 
         def on_epoch_end(self, epoch, logs=None):
-            progress(
-                "epoch_end", epoch=epoch + 1, epochs=epochs, logs=logs or {}, seconds=time.perf_counter() - self.start
-            )
+            seconds = time.perf_counter() - self.start
+            progress(EpochEnd(epoch=epoch + 1, epochs=epochs, metrics=_floats(logs), seconds=seconds))
 
-    return Progress()
+    return EpochEvents()
+
+
+def _floats(logs) -> dict[str, float]:
+    return {key: float(value) for key, value in (logs or {}).items()}
+
+
+def say_grouped_path(model, progress: Progress | None) -> None:
+    """Before a model with grouped convolutions (1 < groups) trains, one line on the kernel they train on and why
+    (``devices.tfkeras.grouped_convolution_path``): it sets how long training takes."""
+    if progress is None:
+        return
+    from devices.tensorflow import grouped_convolutions
+
+    if grouped_convolutions(model):
+        from devices.tfkeras import grouped_convolution_path
+
+        progress(Note(grouped_convolution_path().describe()))
 
 
 def starting_model(config):
@@ -120,19 +139,20 @@ def run_preprocessing(config, start):
 
 
 def initial_model(config, start, dataset):
-    """(model, its XceptionConfig or None for --from, a report of the starting weights)."""
+    """(model, its XceptionConfig or None for --from, a report of the starting weights: a WeightsReport, a
+    FromModelReport, or None from scratch)."""
     if start is not None:
-        from edgex.training.transfer import with_head
+        from edgex.training.transfer import FromModelReport, with_head
 
         model, replaced = with_head(start[0], dataset.classes)
-        return model, None, {"from": start[1].path, "head_replaced": replaced, "classes_before": start[1].classes}
+        return model, None, FromModelReport(start[1].path, head_replaced=replaced, classes_before=start[1].classes)
     from edgex.models import build_xception
     from edgex.training.weights import load_starting_weights
 
     model_config = config.model_config(dataset.classes)
     model = build_xception(model_config)
     report = load_starting_weights(model, config.weights, model_config, config.preset, dataset.class_names)
-    return model, model_config, report.to_dict() if report else None
+    return model, model_config, report
 
 
 @dataclass(frozen=True)
@@ -157,7 +177,13 @@ class RunInputs:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         steps = max(1, len(dataset.train) // config.batch_size)
-        return cls(dataset, preprocessing, train_ds.with_options(options), val_ds.with_options(options), steps)
+        return cls(
+            dataset=dataset,
+            preprocessing=preprocessing,
+            train=train_ds.with_options(options),
+            val=val_ds.with_options(options),
+            steps=steps,
+        )
 
 
 def run_metadata(config, model_config, inputs, model, epochs, phases, weights, metrics, bn) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from devices.errors import EdgexError
 from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
 from devices.preprocess import XCEPTION
+from edgex.progress import PhaseBegin, Progress, WeightsLoaded
 from edgex.training import steps
 from edgex.training.config import OPTIMIZERS as OPTIMIZERS
 from edgex.training.config import PRECISIONS as PRECISIONS
@@ -46,7 +47,7 @@ class TrainResult:
     params: int
     already_done: bool = False
     phases: tuple = ()  # Phase.to_dict() of each phase, with the blocks that trained
-    weights: dict | None = None  # the WeightsReport of --weights, or what --from did to the head
+    weights: dict | None = None  # to_dict() of the WeightsReport of --weights, or of the FromModelReport of --from
     notes: tuple[str, ...] = ()  # things the user should know about the result, one line each
 
 
@@ -108,12 +109,18 @@ class _Run:
 
 
 def train(
-    config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False, progress=None
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model from ``config`` into ``out_dir`` (``model.keras`` + ``model.keras.json``).
 
     ``resume`` continues an interrupted run from its last finished epoch (in the phase it stopped in); ``force``
-    starts over. ``progress(event, **info)`` receives phase, epoch and batch events (for progress bars).
+    starts over. ``progress`` receives the run's events (``edgex.progress``): where the weights came from, a note on
+    grouped convolutions, and each phase, epoch and batch (for progress bars).
     """
     from devices.tfkeras import keras, tensorflow
     from edgex.training.distribute import strategy_named
@@ -138,11 +145,13 @@ def train(
             dataset = steps.run_dataset(config, start)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
-            model, model_config, weights = steps.initial_model(config, start, dataset)
+            model, model_config, start_report = steps.initial_model(config, start, dataset)
         for phase in run.phases:  # an impossible --unfreeze fails before any epoch runs
             set_trainable(model, phase)
-        if progress is not None and weights:
-            progress("weights", report=weights)
+        weights = start_report.to_dict() if start_report else None
+        if progress is not None and start_report:
+            progress(WeightsLoaded(start_report))
+        steps.say_grouped_path(model, progress)
         inputs = steps.RunInputs.of(config, dataset, preprocessing)
         began = time.perf_counter()
         records, phases = [], []
@@ -186,14 +195,14 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
         meta = read_metadata(model_path)
         metrics = meta.get("metrics", {})
         return TrainResult(
-            str(model_path),
-            meta.get("epochs", 0),
-            0,
-            metrics.get("val_top1", 0.0),
-            metrics.get("val_loss", 0.0),
-            metrics.get("history", {}),
-            0.0,
-            meta.get("params", 0),
+            model_path=str(model_path),
+            epochs=meta.get("epochs", 0),
+            resumed_from_epoch=0,
+            val_top1=metrics.get("val_top1", 0.0),
+            val_loss=metrics.get("val_loss", 0.0),
+            history=metrics.get("history", {}),
+            seconds=0.0,
+            params=meta.get("params", 0),
             already_done=True,
             phases=tuple(meta.get("phases") or ()),
         )
@@ -218,7 +227,7 @@ def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, 
         model.load_weights(str(finished))
         return steps.read_epoch_history(folder), blocks
     if progress is not None:
-        progress("phase_begin", phase=phase.number, phases=len(run.phases), text=phase.describe(), blocks=blocks)
+        progress(PhaseBegin(number=phase.number, phases=len(run.phases), text=phase.describe(), blocks=tuple(blocks)))
     with strategy.scope():
         model.compile(
             optimizer=_optimizer(replace(config, epochs=phase.epochs, lr=phase.lr), inputs.steps),
@@ -301,9 +310,19 @@ def _finish(model, model_config, config, run, inputs, records, phases, weights, 
         run.model_path, steps.run_metadata(config, model_config, inputs, saved, epochs, phases, weights, metrics, bn)
     )
     shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
-    params = int(saved.count_params())
-    result = (str(run.model_path), epochs, resumed_from, val_top1, val_loss, hist, seconds, params)
-    return TrainResult(*result, phases=tuple(phases), weights=weights, notes=tuple(notes))
+    return TrainResult(
+        model_path=str(run.model_path),
+        epochs=epochs,
+        resumed_from_epoch=resumed_from,
+        val_top1=val_top1,
+        val_loss=val_loss,
+        history=hist,
+        seconds=seconds,
+        params=int(saved.count_params()),
+        phases=tuple(phases),
+        weights=weights,
+        notes=tuple(notes),
+    )
 
 
 def without_optimizer(model):
@@ -356,9 +375,10 @@ def fine_tune(
     seed: int = 0,
     augment: tuple[str, ...] = ("crop",),
     callbacks=(),
-    progress=None,
+    progress: Progress | None = None,
 ) -> dict:
-    """Fine-tune a Keras model (QAT- or pruning-wrapped) on a dataset's train split; returns the history."""
+    """Fine-tune a Keras model (QAT- or pruning-wrapped) on a dataset's train split; returns the history.
+    ``progress`` receives a note on grouped convolutions and each epoch and batch (``edgex.progress``)."""
     from devices.tensorflow import native_grouped_convolutions
     from devices.tfkeras import keras
 
@@ -376,6 +396,7 @@ def fine_tune(
         metrics=["accuracy"],
     )
     all_callbacks = list(callbacks)
+    steps.say_grouped_path(model, progress)
     if progress is not None:
         all_callbacks.append(steps.progress_callback(k, epochs, progress))
     history = model.fit(

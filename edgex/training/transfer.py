@@ -51,6 +51,22 @@ class Starting:
     metadata: dict
 
 
+@dataclass(frozen=True)
+class FromModelReport:
+    """What starting from a ``--from`` model did to its classifier head."""
+
+    path: str
+    head_replaced: bool  # a new head for other classes
+    classes_before: int
+
+    def to_dict(self) -> dict:
+        return {"from": self.path, "head_replaced": self.head_replaced, "classes_before": self.classes_before}
+
+    def summary_lines(self) -> list[str]:
+        head = "replaced (new classes)" if self.head_replaced else "kept"
+        return [f"started from {self.path}: classifier head {head}"]
+
+
 def parse_unfreeze(value) -> str:
     text = str(value).strip().lower()
     if text == "all" or (text.isdigit() and int(text) >= 0):

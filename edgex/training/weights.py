@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, first_line
 
 WEIGHTS_SUFFIXES = (".h5", ".weights.h5", ".keras")
 HEAD_LAYER = "predictions"
@@ -135,7 +135,7 @@ def imagenet_layer_weights(input_size: int) -> dict[str, list]:
     try:
         reference.load_weights(str(path))
     except Exception as exc:
-        raise EdgexError(f"{path} is not a loadable Xception weights file: {str(exc).splitlines()[0][:160]}") from None
+        raise EdgexError(f"{path} is not a loadable Xception weights file: {first_line(exc, 160)}") from None
     return {edgex: reference.get_layer(theirs).get_weights() for edgex, theirs in keras_layer_names(reference).items()}
 
 
@@ -190,7 +190,7 @@ def read_layer_weights(path: str | Path) -> dict[str, list]:
             if "layers" in group:
                 return _saving_lib_h5(group["layers"])
     except OSError as exc:
-        raise EdgexError(f"{path} is not a readable HDF5 weights file: {str(exc).splitlines()[0][:120]}") from None
+        raise EdgexError(f"{path} is not a readable HDF5 weights file: {first_line(exc, 120)}") from None
     raise EdgexError(f"{path} holds no Keras layer weights (neither a weights file nor a model file)")
 
 
@@ -266,7 +266,14 @@ def load_matching(
     if loaded == 0:
         why = f"; e.g. {mismatched[0]}" if mismatched else f"; the file's layers: {', '.join(list(layer_weights)[:4])}"
         raise EdgexError(f"no weights in {source} match the model by layer name and shape (another architecture?){why}")
-    return WeightsReport(source, loaded, head_skipped, tuple(mismatched), not_in_file, unused)
+    return WeightsReport(
+        source=source,
+        loaded=loaded,
+        head_skipped=head_skipped,
+        mismatched=tuple(mismatched),
+        not_in_file=not_in_file,
+        unused=unused,
+    )
 
 
 def check_weights_spec(spec: str, config, preset: str) -> None:

@@ -21,12 +21,12 @@ def tune(
     model: str | Path, config: TuneConfig, out: str | Path = "runs/tune", *, resume=False, force=False, progress=None
 ) -> TuneResult:
     """Search for the fastest artifact of ``model`` within ``config.max_drop`` points of its top-1; see TuneConfig.
-    ``progress(text)`` receives one line per finished step."""
+    ``progress`` receives a Note (edgex.progress) per finished step."""
     from edgex.tune.search import Search, open_study
     from edgex.tune.subject import Subject
     from edgex.tune.workshop import Workshop
 
-    say = progress or (lambda text: None)
+    say = _say(progress)
     model, out = Path(model), Path(out)
     _check_folder(out, config, resume, force)
     device = _device(config)
@@ -46,6 +46,13 @@ def tune(
     if search_s > 0:
         _optimize(study, search, search_s, out, spent, started)
     return _finish(study, subject, device, space, config, out, spent + time.time() - started, say)
+
+
+def _say(progress):
+    """One line for the progress receiver, as a Note."""
+    from edgex.progress import Note
+
+    return (lambda text: None) if progress is None else (lambda text: progress(Note(text)))
 
 
 def _check_folder(out: Path, config: TuneConfig, resume: bool, force: bool) -> None:
