@@ -47,7 +47,9 @@ def bench(
         options[key] = value
     config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, batch=batch)
     if interleave:
-        _interleaved(models, device or ["cpu"], runtime.value, threads, config, inputs, (json_file, csv_file, append, force))
+        _interleaved(
+            models, device or ["cpu"], runtime.value, threads, config, inputs, (json_file, csv_file, append, force)
+        )
         return
     results = run_bench(
         models,

@@ -90,6 +90,8 @@ Devices = Annotated[
     ),
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="Runtime threads (unset: the runtime's choice).")]
+THREAD_COUNTS_HELP = "Thread counts to try, comma-separated (default: 1 to the device's cores)."
+ThreadCounts = Annotated[str | None, typer.Option("--threads", help=THREAD_COUNTS_HELP)]
 Out = Annotated[str, typer.Option("--out", help="Output folder.")]
 OutBesideModel = Annotated[str | None, typer.Option("--out", help="Output folder (default: next to MODEL).")]
 Preprocessing = choices("Preprocessing", PREPROCESSINGS)

@@ -34,9 +34,7 @@ def tune(
     runtimes: Annotated[
         str | None, typer.Option(help="Runtimes to try, comma-separated [default: those for the device].")
     ] = None,
-    threads: Annotated[
-        str | None, typer.Option(help="Thread counts to try, e.g. 1,2,4 [default: 1 to the cores].")
-    ] = None,
+    threads: o.ThreadCounts = None,
     layer_errors: Annotated[
         bool, typer.Option("--layer-errors", help="Also int8 with the 1, 2 or 4 most sensitive layers in float.")
     ] = False,
