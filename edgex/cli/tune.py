@@ -14,11 +14,9 @@ GATE_FAILED = 3
 def tune(
     model: Annotated[str, typer.Argument(help="The trained Keras model to tune (.keras or .h5).")],
     data: Annotated[
-        str | None, typer.Option(help="digits, PATH or tfds:NAME [default: the data the model records].")
+        str | None, o.data_option("fine-tuning, selection and the held-out check [default: the data MODEL records]")
     ] = None,
-    device: Annotated[
-        str, typer.Option(help="Where latency is measured: cpu, gpu[:N], edgetpu[:usb|pci[:N]].")
-    ] = "cpu",
+    device: o.Device = "cpu",
     ssh: Annotated[
         str | None, typer.Option(help="USER@HOST[:PORT] of a board: latency measured there, by the bundle runner.")
     ] = None,

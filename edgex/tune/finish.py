@@ -142,3 +142,16 @@ def _settings(record: CandidateRecord) -> list[tuple[str, str]]:
     for name, choice in (deployment.get("options") or {}).items():
         found.append((f"{deployment.get('runtime')} {name}", str(choice)))
     return found
+
+
+def with_bundle(winner: Winner, target: str | None, data: str) -> Winner:
+    """The winner with a ready bundle for a board (``target``), beside its artifact; unchanged without a target."""
+    from dataclasses import replace
+
+    from edgex.deploy import build_bundle
+
+    if target is None:
+        return winner
+    out = Path(winner.artifact).with_name(f"{target}.tar.gz")
+    bundle = build_bundle(winner.artifact, target, out, eval_data=data, threads=winner.threads, force=True)
+    return replace(winner, bundle=bundle.path)

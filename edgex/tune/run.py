@@ -133,6 +133,14 @@ def _runtimes_for(device: str) -> tuple[str, ...]:
     return ("onnxruntime",)
 
 
+def _board(config: TuneConfig, device) -> str | None:
+    """The deploy target of the winner's bundle: --target, else with --ssh the generic one of the board's CPU."""
+    if config.target or not config.ssh:
+        return config.target
+    machine = device.identity["environment"].get("machine", "")
+    return "generic-x86_64" if machine in ("x86_64", "amd64") else "generic-arm64"
+
+
 def _subject_key(model: Path, subject) -> dict:
     """What a study tunes: a study that tunes something else is not resumed or shared."""
     from devices.files import sha256_file
@@ -164,6 +172,7 @@ def _finish(study, subject, device, space, config: TuneConfig, out: Path, second
                  "selection_top1": record.selection_top1, "heldout_top1": record.heldout_top1}  # fmt: skip
         path = finish.write_winner(out, incumbent, record, extra)
         winner = finish.winner_of(incumbent, record, path, threads, sweep, versus)
+        winner = finish.with_bundle(winner, _board(config, device), subject.data)
         say(f"winner: trial {winner.trial}, {versus.get('line', '')}")
     default_p50 = finish.default_latencies(records)
     result = TuneResult(
