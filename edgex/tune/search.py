@@ -96,11 +96,12 @@ class SameKindHalving:
     model's weights starts near its accuracy, a student from scratch far below: each is compared with its kind."""
 
     reduction_factor = 2
+    min_epochs = 2  # the first epoch of a changed network says too little to stop it
 
     def prune(self, study, trial) -> bool:
         from optuna.trial import TrialState
 
-        if not trial.intermediate_values:
+        if not trial.intermediate_values or max(trial.intermediate_values) < self.min_epochs:
             return False
         step = max(trial.intermediate_values)
         kind = trial.user_attrs.get("training")
