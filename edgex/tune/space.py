@@ -106,11 +106,12 @@ def _student(trial, config: XceptionConfig) -> dict:
     return {"width": trial.suggest_categorical("width", [1.0, 0.67, 0.5])}
 
 
+# In the order they are asked: a student is built fresh, so pruning the model's channels applies only without one.
 LEVERS: dict[str, Callable] = {
+    "student": _student,
     "drop-blocks": _drop_blocks,
     "prune": _prune,
     "resolution": _resolution,
-    "student": _student,
 }
 
 
@@ -127,19 +128,20 @@ def applicable_levers(space: Space) -> tuple[str, ...]:
     if config is None:
         return ()
     usable = {
+        "student": True,
         "drop-blocks": config.middle_blocks > 0,
         "prune": config.conv == "separable" and config.segments is None and not config.pointwise_channels,
         "resolution": len(resolutions(config.input_size)) > 1,
-        "student": True,
     }
-    return tuple(lever for lever in space.levers if usable[lever])
+    return tuple(lever for lever in LEVERS if lever in space.levers and usable[lever])
 
 
 def suggest(trial, space: Space) -> Candidate:
     """The candidate an Optuna trial asks for."""
     fields: dict = {}
     for lever in applicable_levers(space):
-        fields.update(LEVERS[lever](trial, space.config))
+        if lever != "prune" or fields.get("width", 1.0) >= 1.0:
+            fields.update(LEVERS[lever](trial, space.config))
     if fields.get("input_size") == getattr(space.config, "input_size", None):
         fields["input_size"] = None  # the model's own resolution is no change
     runtime = trial.suggest_categorical("runtime", list(space.runtimes))
