@@ -253,3 +253,33 @@ def test_the_device_compares_in_turn_and_sweeps_threads(tiny_artifacts):
     assert set(sweep) == {1, 2} and all(p50 > 0 for p50 in sweep.values())
     with pytest.raises(DeviceNotFound, match="device 'gpu:3' is not present on this machine"):
         LocalDevice("gpu:3")
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_tune_over_ssh_stops_when_the_board_drops_and_resumes(ssh_server, trained_tiny, tmp_path):
+    """Latency measured on a board over SSH (a real sshd on 127.0.0.1): when the connection drops mid-search the
+    run stops with exit 1 and its finished candidates kept; --resume goes on and ends with the winner's bundle."""
+    config = tmp_path / "ssh_config"
+    config.write_text(Path(ssh_server["config"]).read_text())
+    out, db = tmp_path / "tune", tmp_path / "tune" / "tune.db"
+    command = [
+        *TUNE, str(trained_tiny), "--out", str(out), "--ssh", ssh_server["host"], "--ssh-config", str(config),
+        "--remote-dir", str(tmp_path / "board"), "--remote-python", sys.executable, "--runtimes", "litert",
+        "--threads", "1", "--levers", "prune", "--epochs", "2", "--max-drop", "2", "--budget", "60s", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_complete(db, 2, worker)
+    config.write_text(config.read_text().replace(f"Port {ssh_server['port']}", "Port 1"))  # the board goes away
+    _, stderr = worker.communicate(timeout=300)
+    assert worker.returncode == 1, stderr[-2000:]
+    assert "unreachable" in stderr and "finished candidates kept" in stderr and "--resume goes on" in stderr
+    kept = {n for n, state in _trials(db) if state == "COMPLETE"}
+    config.write_text(Path(ssh_server["config"]).read_text())
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout)
+    assert kept <= {c["number"] for c in result["candidates"] if c["status"] == "done"}
+    assert result["device"] == f"{ssh_server['host']}" and result["winner"]["bundle"].endswith("generic-x86_64.tar.gz")
+    assert Path(result["winner"]["bundle"]).is_file()

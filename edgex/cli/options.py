@@ -104,6 +104,9 @@ PreprocessingOpt = Annotated[
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+RemoteDir = Annotated[str, typer.Option("--remote-dir", help="Folder on the device (relative to the login's home).")]
+RemotePython = Annotated[str, typer.Option("--remote-python", help="Python on the device.")]
+SshConfig = Annotated[str | None, typer.Option("--ssh-config", help="An ssh_config file to use (ssh -F).")]
 
 
 def model_overrides(conv: Conv, input_size, classes, width, middle_blocks, intermediate, residual) -> dict:

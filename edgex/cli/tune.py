@@ -20,7 +20,9 @@ def tune(
     ssh: Annotated[
         str | None, typer.Option(help="USER@HOST[:PORT] of a board: latency measured there, by the bundle runner.")
     ] = None,
-    ssh_config: Annotated[str | None, typer.Option(help="An ssh_config file for --ssh.")] = None,
+    ssh_config: o.SshConfig = None,
+    remote_dir: o.RemoteDir = "edgex-tune",
+    remote_python: o.RemotePython = "python3",
     target: Annotated[
         str | None, typer.Option(help="Deploy target of the winner's bundle (rpi4, coral-usb...; with --ssh).")
     ] = None,
@@ -60,6 +62,8 @@ def tune(
         device=device,
         ssh=ssh,
         ssh_config=ssh_config,
+        remote_dir=remote_dir,
+        remote_python=remote_python,
         target=target,
         max_drop=max_drop,
         budget_s=parse_budget(budget),
@@ -96,17 +100,11 @@ def _counts(text: str | None) -> tuple[int, ...]:
 
 def _show(result) -> None:
     from edgex.cli.render import console, table
-    from edgex.tune.report import winner_lines
+    from edgex.tune.report import LEVER_COLUMNS, lever_cells, winner_lines
 
     for line in winner_lines(result):
         console.print(line)
-    rows = [
-        (r.lever, r.setting, r.candidates, r.passing, "-" if r.best_p50_ms is None else f"{r.best_p50_ms:.3f}",
-         f"{r.speedup:.2f}x" if r.speedup else "-")
-        for r in result.levers
-    ]  # fmt: skip
-    columns = ["lever", "setting", "candidates", "passed", "fastest passing ms", "vs default int8"]
-    console.print(table("what each lever bought", columns, rows))
+    console.print(table("what each lever bought", LEVER_COLUMNS, lever_cells(result.levers)))
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(f"results in {result.out_dir} ({', '.join(result.files)})")

@@ -271,6 +271,9 @@ def _study_sections(out: Path) -> list[Section]:
 
 def _tune_sections(out: Path) -> list[Section]:
     """The tune stage: its winner against the default int8 artifact, what each lever bought, the Pareto plot."""
+    from edgex.tune.report import LEVER_COLUMNS, lever_cells
+    from edgex.tune.results import LeverRow
+
     tune = read_json(out / "tune" / "tune.json")
     if not tune:
         return []
@@ -290,14 +293,9 @@ def _tune_sections(out: Path) -> list[Section]:
             f"(model {100 * tune['float_selection']:.2f}% / {100 * tune['float_heldout']:.2f}%)",
             *([f"against the default int8 artifact: {versus}"] if versus else []),
         )
-    rows = tuple(
-        (r["lever"], r["setting"], str(r["candidates"]), str(r["passing"]),
-         "-" if r["best_p50_ms"] is None else f"{r['best_p50_ms']:.3f}",
-         f"{r['speedup']:.2f}x" if r["speedup"] else "-")
-        for r in tune["levers"]
-    )  # fmt: skip
-    header = ("lever", "setting", "candidates", "passed", "fastest passing ms", "vs default int8")
-    table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1), id="tune-levers")
+    levers = [LeverRow(**row) for row in tune["levers"]]
+    rows, header = tuple(lever_cells(levers)), LEVER_COLUMNS
+    table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1, 1), id="tune-levers")
     figures = (
         (("tune/pareto.png", "tune candidates: top-1 against latency"),) if (out / "tune/pareto.png").is_file() else ()
     )

@@ -38,6 +38,8 @@ class TuneConfig:
     device: str = "cpu"  # where latency is measured: cpu, gpu[:N], edgetpu[:usb|pci]
     ssh: str | None = None  # USER@HOST[:PORT] of a board: latency measured there by the bundle runner
     ssh_config: str | None = None  # an ssh_config file for --ssh (default: the user's)
+    remote_dir: str = "edgex-tune"  # the runner's folder on the board (relative to the login's home)
+    remote_python: str = "python3"  # the board's Python (with numpy and a runtime)
     target: str | None = None  # the deploy target of the winner's bundle (rpi4, coral-usb, ...; default with --ssh)
     max_drop: float = 1.0  # points of top-1 a candidate may lose against the model (selection split)
     budget_s: float = 1200.0  # seconds of search; the winner's checks come after

@@ -119,7 +119,17 @@ def lever_table(records: list[CandidateRecord], default_p50: dict[int, float]) -
         best = min(passing, key=lambda r: r.p50_ms) if passing else None
         base = default_p50.get(best.deployment.get("threads")) if best else None
         speedup = base / best.p50_ms if best and base else None
-        rows.append(LeverRow(lever, setting, len(used), len(passing), best.p50_ms if best else None, speedup))
+        rows.append(
+            LeverRow(
+                lever=lever,
+                setting=setting,
+                candidates=len(used),
+                measured=sum(r.status == "done" for r in used),
+                passing=len(passing),
+                best_p50_ms=best.p50_ms if best else None,
+                speedup=speedup,
+            )
+        )
     return tuple(sorted(rows, key=lambda r: (r.lever, -(r.speedup or 0))))
 
 

@@ -19,19 +19,17 @@ from edgex.deploy.remote import SshOptions, _Remote, _RemoteError, _upload, q
 from edgex.tune.latency import AB_BENCH, Placed
 from edgex.tune.search import DeviceLost
 
-REMOTE_DIR = "edgex-tune"
-
 
 class SshDevice:
     """A board reached with the system's ssh and scp (~/.ssh/config, keys, agent)."""
 
-    def __init__(self, host: str, *, target: str | None = None, opts: SshOptions = SshOptions(), python="python3"):
-        self.host, self.target, self.opts, self.python = host, target, opts, python
+    def __init__(self, host: str, *, opts: SshOptions = SshOptions(), remote_dir="edgex-tune", python="python3"):
+        self.host, self.opts, self.python, self.base = host, opts, python, remote_dir.rstrip("/")
         self.name = f"ssh:{host}"
         self.remote = _Remote(host, opts)
         self._copied: dict[str, str] = {}
         try:
-            self.folder = self._call(lambda: _upload(self.remote, _runner_archive(), REMOTE_DIR, python))
+            self.folder = self._call(lambda: _upload(self.remote, _runner_archive(), self.base, python))
             self.identity = json.loads(self._call(lambda: self.remote.run(f"{self._run} info --json", "identifying")))
         except DeviceLost as exc:
             raise DeviceNotFound(f"--ssh {host}: {exc}") from exc
@@ -52,8 +50,8 @@ class SshDevice:
         digest = sha256_file(path)
         if digest not in self._copied:
             name = f"{digest[:12]}-{path.name}"
-            self._call(lambda: self.remote.run(f"mkdir -p {q(REMOTE_DIR + '/models')}", "copying"))
-            self._call(lambda: self.remote.copy([str(path)], f"{REMOTE_DIR}/models/{name}", "copying"))
+            self._call(lambda: self.remote.run(f"mkdir -p {q(self.base + '/models')}", "copying"))
+            self._call(lambda: self.remote.copy([str(path)], f"{self.base}/models/{name}", "copying"))
             self._copied[digest] = f"../models/{name}"
         return self._copied[digest]
 

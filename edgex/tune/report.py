@@ -35,13 +35,21 @@ def pareto_plot(result: TuneResult, path: Path) -> Path:
 
 
 def lever_lines(result: TuneResult) -> list[str]:
-    lines = ["| lever | setting | candidates | passed the gate | fastest that passed (ms) | vs default int8 |"]
-    lines.append("|---|---|---:|---:|---:|---:|")
-    for row in result.levers:
-        best = f"{row.best_p50_ms:.3f}" if row.best_p50_ms is not None else "-"
-        speedup = f"{row.speedup:.2f}x" if row.speedup else "-"
-        lines.append(f"| {row.lever} | {row.setting} | {row.candidates} | {row.passing} | {best} | {speedup} |")
+    lines = [f"| {' | '.join(LEVER_COLUMNS)} |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {' | '.join(cells)} |" for cells in lever_cells(result.levers)]
     return lines
+
+
+LEVER_COLUMNS = ("lever", "setting", "candidates", "measured", "passed", "fastest passing ms", "vs default int8")
+
+
+def lever_cells(levers) -> list[tuple[str, ...]]:
+    """The lever table's rows as text (tune.md, the terminal and the pipeline's report share them)."""
+    return [
+        (row.lever, row.setting, str(row.candidates), str(row.measured), str(row.passing),
+         "-" if row.best_p50_ms is None else f"{row.best_p50_ms:.3f}", f"{row.speedup:.2f}x" if row.speedup else "-")
+        for row in levers
+    ]  # fmt: skip
 
 
 def winner_lines(result: TuneResult) -> list[str]:

@@ -83,6 +83,7 @@ class LeverRow:
     lever: str
     setting: str
     candidates: int  # trials that used this setting
+    measured: int  # of which were measured to the end (the others were stopped early or failed)
     passing: int  # of which passed the gate
     best_p50_ms: float | None
     speedup: float | None  # against the default int8 artifact's p50 at the same threads (approximate: other runs)

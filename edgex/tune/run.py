@@ -106,7 +106,8 @@ def _device(config: TuneConfig):
         from edgex.deploy.remote import SshOptions
         from edgex.tune.remote import SshDevice
 
-        return SshDevice(config.ssh, target=config.target, opts=SshOptions(config=config.ssh_config))
+        opts = SshOptions(config=config.ssh_config)
+        return SshDevice(config.ssh, opts=opts, remote_dir=config.remote_dir, python=config.remote_python)
     parse_device(config.device)
     return LocalDevice(config.device)
 
