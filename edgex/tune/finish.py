@@ -113,8 +113,12 @@ def lever_table(records: list[CandidateRecord], default_p50: dict[int, float]) -
     for record in records:
         for lever, setting in _settings(record):
             settings.setdefault((lever, setting), []).append(record)
+    tried: dict[str, set] = {}
+    for lever, setting in settings:
+        tried.setdefault(lever, set()).add(setting)
+    moved = {key: used for key, used in settings.items() if len(tried[key[0]]) > 1}  # one setting compares nothing
     rows = []
-    for (lever, setting), used in settings.items():
+    for (lever, setting), used in moved.items():
         passing = [r for r in used if r.passes and r.p50_ms is not None]
         best = min(passing, key=lambda r: r.p50_ms) if passing else None
         base = default_p50.get(best.deployment.get("threads")) if best else None

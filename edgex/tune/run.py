@@ -160,7 +160,7 @@ def _finish(study, subject, device, space, config: TuneConfig, out: Path, second
     from edgex.tune import finish
     from edgex.tune.report import write_tune_files
 
-    records = {t.number: CandidateRecord.of(t) for t in study.trials}
+    records = {t.number: CandidateRecord.of(t) for t in study.trials if t.state.name != "WAITING"}  # started ones
     notes: list[str] = []
     incumbent = finish.held_out_winner(study, subject, records, notes)
     winner = None
