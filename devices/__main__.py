@@ -2,6 +2,7 @@
 
     python -m devices predict IMAGE...      top classes of images
     python -m devices bench [--json]        latency statistics in the edgex bench schema
+        [--interleave MODEL]                 ... of two models timed in turn, with their latency ratio
     python -m devices eval [--json]         accuracy on the evaluation set packed into the bundle
     python -m devices verify                check every file against the manifest
     python -m devices info [--json]         what this device is
@@ -39,19 +40,24 @@ def _settings(args, root: Path, manifest: dict) -> tuple[Path, str, int | None]:
     return model, args.device or defaults.get("device", "cpu"), args.threads or defaults.get("threads")
 
 
-def _load(args, root: Path, manifest: dict):
+def _load(args, root: Path, manifest: dict, model: Path | None = None, runtime_options: str | None = None):
     """(model, its path, milliseconds the load took): loaded with the runtime that a smoke test in a child process
-    found to run it, unless --no-check."""
+    found to run it, unless --no-check; ``runtime_options``: the loader's keyword arguments as JSON."""
+    import json
     import time
 
     import devices
     from devices.smoke import checked_runtime
 
-    model, device, threads = _settings(args, root, manifest)
-    options = {}
+    default, device, threads = _settings(args, root, manifest)
+    model = model or default
+    try:
+        options = json.loads(runtime_options or "{}")
+    except ValueError as exc:
+        raise EdgexError(f"runtime options must be a JSON object, got {runtime_options!r}") from exc
     if not args.no_check:
         chosen = checked_runtime(model, device=device, threads=threads, bundle=root)
-        options = {"interpreter": chosen.interpreter} if chosen.interpreter else {}
+        options.update({"interpreter": chosen.interpreter} if chosen.interpreter else {})
     start = time.perf_counter()
     loaded = devices.load_model(model, device=device, threads=threads, **options)
     return loaded, model, (time.perf_counter() - start) * 1e3
@@ -103,10 +109,12 @@ def cmd_bench(args) -> int:
     root, manifest = _bundle(args)
     import time
 
-    start = time.perf_counter()
-    model, path, _ = _load(args, root, manifest)
-    load_ms = (time.perf_counter() - start) * 1e3
     config = BenchConfig(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    if args.interleave:
+        return _bench_interleaved(args, root, manifest, config)
+    start = time.perf_counter()
+    model, path, _ = _load(args, root, manifest, runtime_options=args.options)
+    load_ms = (time.perf_counter() - start) * 1e3
     result = measure(model, config, load_ms=load_ms)
     result = result.with_extra(label=Path(path).name, target=manifest.get("target", ""))
     if args.json:
@@ -119,6 +127,25 @@ def cmd_bench(args) -> int:
             f"{result.images_per_s:.1f} img/s"
             + ("" if result.valid else f" (NOT VALID: {'; '.join(result.invalid_reasons)})")
         )
+    return 0
+
+
+def _bench_interleaved(args, root: Path, manifest: dict, config) -> int:
+    """The bundle's model (or --model) and --interleave OTHER timed in turn; the second row carries the ratio."""
+    from devices.bench import results_to_json
+    from devices.interleave import interleave
+
+    first, first_path, _ = _load(args, root, manifest, runtime_options=args.options)
+    with first:
+        second, second_path, _ = _load(args, root, manifest, root / args.interleave, args.interleave_options)
+        with second:
+            runs = interleave([first, second], config)
+    ratio = runs.ratio(0, 1)
+    a, b = (r.with_extra(label=p.name) for r, p in zip(runs.results, (first_path, second_path)))
+    if args.json:
+        print(json_text(results_to_json([a, b.with_extra(interleaved=ratio.to_dict())])), end="")
+    else:
+        print(ratio.describe(first_path.name, second_path.name))
     return 0
 
 
@@ -214,6 +241,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--options", help="runtime options as JSON, e.g. '{\"xnnpack\": false}'")
+    p.add_argument("--interleave", metavar="MODEL", help="a second model, timed in turn with the first (A B, B A...)")
+    p.add_argument("--interleave-options", help="the second model's runtime options as JSON")
     p.set_defaults(run=cmd_bench)
     common(sub.add_parser("eval", help="accuracy on the bundled evaluation set")).set_defaults(run=cmd_eval)
     p = common(sub.add_parser("check", help="which installed runtime loads and runs the model"), check=False)

@@ -159,9 +159,33 @@ def measure(
 ) -> BenchResult:
     """Time a loaded model. ``inputs``: float (preprocessed) batches of ``config.batch`` samples to cycle
     through (real data, quantized here for integer models), or None for random inputs."""
-    feeds = _feeds(model, config, inputs)
-    first_ms = _warm_up(model, feeds, config)
+    feeds = feeds_for(model, config, inputs)
+    first_ms = warm_up(model, feeds, config)
     samples, timed = _timed_runs(model, feeds, config, progress)
+    return bench_result(
+        model,
+        config,
+        samples,
+        timed,
+        first_ms=first_ms,
+        real_inputs=inputs is not None,
+        load_ms=load_ms,
+        load_rss_mb=load_rss_mb,
+    )
+
+
+def bench_result(
+    model,
+    config: BenchConfig,
+    samples: Sequence[float],
+    timed: float,
+    *,
+    first_ms: float,
+    real_inputs: bool,
+    load_ms: float = 0.0,
+    load_rss_mb: float = 0.0,
+) -> BenchResult:
+    """The row of one loaded model from the seconds of its timed runs (``timed``: the seconds the loop took)."""
     stats = LatencyStats.from_seconds(samples)
     reasons = _invalid_reasons(stats, timed, config)
     per_s = 1e3 / stats.mean
@@ -182,14 +206,14 @@ def measure(
         images_per_s=per_s * config.batch,
         peak_rss_mb=_peak_rss_mb(),
         load_rss_mb=load_rss_mb,
-        inputs="data" if inputs is not None else "random",
+        inputs="data" if real_inputs else "random",
         valid=not reasons,
         invalid_reasons=tuple(reasons),
         environment=sysinfo.environment(),
     )
 
 
-def _feeds(model, config: BenchConfig, inputs) -> list[list[np.ndarray]]:
+def feeds_for(model, config: BenchConfig, inputs) -> list[list[np.ndarray]]:
     """The model's input batches, encoded for it (its batch size set to the config's where it can change)."""
     if model.inputs[0].batch is None:
         model.resize_batch(config.batch)
@@ -209,7 +233,7 @@ def _feeds(model, config: BenchConfig, inputs) -> list[list[np.ndarray]]:
     return feeds
 
 
-def _warm_up(model, feeds, config: BenchConfig) -> float:
+def warm_up(model, feeds, config: BenchConfig) -> float:
     """The first inference (returned, in ms), then the warm-up runs."""
     set_inputs, invoke, clock = model.set_inputs, model.invoke, time.perf_counter
     set_inputs(feeds[0])

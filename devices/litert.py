@@ -87,6 +87,7 @@ class LiteRTModel(LoadedModel):
         threads: int | None = None,
         delegates: Sequence = (),
         xnnpack: bool = True,
+        xnnpack_latest: bool = False,
         device: str = "cpu",
         interpreter: str | None = None,
     ):
@@ -94,9 +95,7 @@ class LiteRTModel(LoadedModel):
         module = self._module = interpreter_module(interpreter)
         content = check_tflite_file(self.path)
         check_runtime_supports(content, module, self.path)
-        kwargs = {}
-        if not xnnpack and hasattr(module, "OpResolverType"):
-            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kwargs = _xnnpack_options(module, xnnpack, xnnpack_latest)
         self.device = device
         self.threads = threads
         try:
@@ -172,6 +171,22 @@ class LiteRTModel(LoadedModel):
         self._interp = None
 
 
+def _xnnpack_options(module, xnnpack: bool, latest: bool) -> dict:
+    """The Interpreter's arguments for XNNPACK, LiteRT's default CPU delegate: off (LiteRT's own kernels), or on with
+    its latest features (operators and kernels newer releases enable by default) where this runtime has the flag."""
+    import inspect
+
+    accepted = inspect.signature(module.Interpreter.__init__).parameters
+    kwargs = {}
+    if not xnnpack and hasattr(module, "OpResolverType"):
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if xnnpack and latest:
+        if "experimental_default_delegate_latest_features" not in accepted:
+            raise EdgexError(f"{runtime_version(module)} has no flag for XNNPACK's latest features")
+        kwargs["experimental_default_delegate_latest_features"] = True
+    return kwargs
+
+
 def _info(detail: dict) -> TensorInfo:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     signature = detail.get("shape_signature")
@@ -230,6 +245,7 @@ def load(
     threads: int | None = None,
     delegate_options: dict | None = None,
     xnnpack: bool = True,
+    xnnpack_latest: bool = False,
     interpreter: str | None = None,
 ) -> LiteRTModel:
     """Load a .tflite file on the CPU (XNNPACK by default) or through an external delegate (``delegate:PATH``)."""
@@ -244,5 +260,11 @@ def load(
     elif device != "cpu":
         raise EdgexError(f"the LiteRT backend runs on 'cpu' or 'delegate:PATH', not {device!r}")
     return LiteRTModel(
-        path, threads=threads, delegates=delegates, xnnpack=xnnpack, device=device, interpreter=interpreter
+        path,
+        threads=threads,
+        delegates=delegates,
+        xnnpack=xnnpack,
+        xnnpack_latest=xnnpack_latest,
+        device=device,
+        interpreter=interpreter,
     )

@@ -14,7 +14,8 @@ _NATIVE_NOISE = re.compile(
     r"^(?:[IW]\d{4} |WARNING: All log messages before absl::InitializeLog|INFO: |"
     r"E\d{4} .*(?:failed call to cuInit|Unable to register cu\w+ factory)|"
     r"To enable the following instructions|This TensorFlow binary is optimized|"
-    r"fully_quantize: \d+, inference_type: )"
+    r"fully_quantize: \d+, inference_type: |"
+    r"ERROR: Subgraph reshaping is enabled by default)"  # XNNPACK's latest-features flag, harmless
 )
 
 

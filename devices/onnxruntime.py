@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.base import LoadedModel, TensorInfo
-from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing, first_line
+from devices.errors import DeviceNotFound, EdgexError, ModelFileError, RuntimeMissing, choice_error, first_line
 from devices.onnx_external import check_external_data
 
 # Device name prefix -> execution providers to ask for, most specific first.
@@ -20,6 +20,14 @@ PROVIDERS = {
     "coreml": ["CoreMLExecutionProvider"],
     "dml": ["DmlExecutionProvider"],
 }
+# The session options that change speed, by the names edgex uses (edgex tune searches them).
+GRAPH_OPTIMIZATIONS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 _DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -94,17 +102,15 @@ class OnnxRuntimeModel(LoadedModel):
         threads: int | None = None,
         profile_prefix: str | None = None,
         optimized_model_path: str | None = None,
+        graph_optimization: str = "all",
+        execution_mode: str = "sequential",
     ):
         super().__init__(path)
         module = ort()
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")
         self.runs_its_file = not check_external_data(self.path)  # weights elsewhere: the file alone says less
-        options = module.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = _session_options(module, threads, graph_optimization, execution_mode)
         if profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix
@@ -163,6 +169,8 @@ class OnnxRuntimeModel(LoadedModel):
         options = ort().SessionOptions()
         options.intra_op_num_threads = self._options.intra_op_num_threads
         options.inter_op_num_threads = self._options.inter_op_num_threads
+        options.graph_optimization_level = self._options.graph_optimization_level
+        options.execution_mode = self._options.execution_mode
         options.log_severity_level = 4  # a graph that does not take the batch fails the probe, quietly
         self._use(ort().InferenceSession(model.SerializeToString(), options, providers=self._providers))
         return True
@@ -205,6 +213,21 @@ class OnnxRuntimeModel(LoadedModel):
         self._session = self._single = None
 
 
+def _session_options(module, threads: int | None, graph_optimization: str, execution_mode: str):
+    if graph_optimization not in GRAPH_OPTIMIZATIONS:
+        raise choice_error("ONNX Runtime graph optimization", graph_optimization, GRAPH_OPTIMIZATIONS)
+    if execution_mode not in EXECUTION_MODES:
+        raise choice_error("ONNX Runtime execution mode", execution_mode, EXECUTION_MODES)
+    options = module.SessionOptions()
+    options.graph_optimization_level = getattr(module.GraphOptimizationLevel, GRAPH_OPTIMIZATIONS[graph_optimization])
+    options.execution_mode = getattr(module.ExecutionMode, EXECUTION_MODES[execution_mode])
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
 def _reshapes_keep_batch(model, numpy_helper) -> None:
     """Reshape targets written for a batch of 1 (tf2onnx writes [1, C, 1, 1] around separable convolutions) copy
     the batch instead: ONNX reads 0 in a Reshape target as "this dimension of the input". The batch probe checks
@@ -234,5 +257,20 @@ def _info(meta) -> TensorInfo:
     return TensorInfo(name=meta.name, shape=shape, dtype=_DTYPES.get(meta.type, meta.type))
 
 
-def load(path, *, device: str = "cpu", threads: int | None = None, profile_prefix: str | None = None):
-    return OnnxRuntimeModel(Path(path), device=device, threads=threads, profile_prefix=profile_prefix)
+def load(
+    path,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    profile_prefix: str | None = None,
+    graph_optimization: str = "all",
+    execution_mode: str = "sequential",
+):
+    return OnnxRuntimeModel(
+        Path(path),
+        device=device,
+        threads=threads,
+        profile_prefix=profile_prefix,
+        graph_optimization=graph_optimization,
+        execution_mode=execution_mode,
+    )

@@ -85,13 +85,27 @@ class Split:
         """A seeded, class-balanced-enough subset of ``n`` samples (all when n is None or larger)."""
         if n is None or n >= len(self):
             return self
-        index = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
+    def subset(self, index: np.ndarray) -> Split:
+        """The samples at ``index``, in that order."""
         return Split(
             labels=self.labels[index],
             images=None if self.images is None else self.images[index],
             files=None if self.files is None else tuple(self.files[i] for i in index),
             image_size=self.image_size,
         )
+
+    def halves(self, seed: int = 0) -> tuple[Split, Split]:
+        """Two disjoint halves with each class split evenly between them (seeded): one to choose with, one to
+        check the choice on."""
+        rng = np.random.default_rng(seed)
+        first, second = [], []
+        for label in np.unique(self.labels):
+            members = rng.permutation(np.flatnonzero(self.labels == label))
+            first.append(members[0::2])
+            second.append(members[1::2])
+        return self.subset(np.sort(np.concatenate(first))), self.subset(np.sort(np.concatenate(second)))
 
     def batches(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(uint8 images, labels) in order, decoding files as needed; no TensorFlow involved."""

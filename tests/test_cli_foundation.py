@@ -106,7 +106,7 @@ def test_shared_options_read_the_same_in_every_command():
 
     from devices.registry import DEVICE_NAMES, RUNTIMES
     from edgex.cli import app
-    from edgex.cli.options import DATA_FORMS
+    from edgex.cli.options import DATA_FORMS, THREAD_COUNTS_HELP
 
     helps: dict[str, set] = {}
     for command, opt, param in _options(typer.main.get_command(app)):
@@ -117,7 +117,8 @@ def test_shared_options_read_the_same_in_every_command():
             assert DATA_FORMS in param.help, command
         if opt == "--runtime" and hasattr(param.type, "choices"):
             assert [getattr(c, "value", c) for c in param.type.choices] == ["auto", *RUNTIMES], command
-    assert len(helps["--threads"]) == len(helps["--force"]) == 1
+    assert len(helps["--force"]) == 1
+    assert helps["--threads"] == {THREAD_COUNTS_HELP, "Runtime threads (unset: the runtime's choice)."}
     assert len(helps["--device"]) == 2  # one device, or several (repeatable)
 
 

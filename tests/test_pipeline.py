@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -305,6 +306,35 @@ def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, cli,
     report = (out / "report.md").read_text()
     assert "## Study: residual" in report and "residual > no-residual" in report.lower()
     assert "study/residual/accuracy.png" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_optional_tune_stage_ships_its_winner_and_reports_it(small_run, cli, tmp_path):
+    """Issue 25: with the tune stage on, deploy ships the tune's winner, and the report shows its Pareto plot and
+    what each lever bought (the deployment knobs only here: no network lever, a 30-second budget)."""
+    import tarfile
+
+    import yaml
+
+    _, out = small_run
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["tune"]["enabled"] is False  # off by default
+    recipe["tune"] = {"enabled": True, "budget": "30s", "levers": [], "max_drop": 5}
+    recipe["deploy"] = {"enabled": True, "target": "generic-x86_64", "eval_data": False}
+    changed = tmp_path / "tune.yaml"
+    changed.write_text(yaml.safe_dump(recipe))
+    result = cli("pipeline", "--config", changed, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    ran = {name for name, status in _stage_lines(result.stdout).items() if status == "ran"}
+    assert {"tune", "deploy", "report"} <= ran and not ran & {"train", "evaluate", "bench"}
+    tune = json.loads((out / "tune" / "tune.json").read_text())
+    deploy = json.loads((out / "deploy.json").read_text())
+    assert deploy["variant"] == "tune winner" and tune["winner"]
+    with tarfile.open(out / deploy["bundle"]) as bundle:
+        assert f"model/{Path(tune['winner']['artifact']).name}" in bundle.getnames()
+    report = (out / "report.md").read_text()
+    assert "## Tune: the fastest artifact within the gate" in report and "| fastest passing ms |" in report
+    assert "tune/pareto.png" in (out / "report.html").read_text() and (out / "tune" / "pareto.png").is_file()
 
 
 def test_an_unknown_study_in_the_recipe_is_a_one_line_error(tmp_path, cli):

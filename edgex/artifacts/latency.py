@@ -3,6 +3,7 @@ in the one bench schema (JSON and CSV) that compare, sweep, pipeline and deploy 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,10 +85,48 @@ def run_bench(
                 delegate_options=delegate_options,
                 progress=progress,
             )
-            meta = read_metadata(model)
-            extra = {k: meta[k] for k in ("precision", "format") if k in meta}
-            results.append(result.with_extra(label=Path(model).name, **extra))
+            results.append(result.with_extra(label=Path(model).name, **_recorded(model)))
     return results
+
+
+def run_interleaved(
+    models: Sequence[str | Path],
+    device: str = "cpu",
+    *,
+    runtime: str = "auto",
+    threads: int | None = None,
+    config: BenchConfig = BenchConfig(),
+    inputs: str = "random",
+) -> tuple[list[BenchResult], list]:
+    """Models timed in turn in this process at the same thread count (devices.interleave): one row each, and the
+    latency ratio of the first model to each other one (above 1: the other is faster)."""
+    from devices.interleave import interleave
+    from devices.registry import load_model
+
+    if len(models) < 2:
+        raise EdgexError(f"--interleave compares two or more models, got {len(models)}")
+    spec = parse_inputs(inputs)
+    if spec and len({_input_shape(m) for m in models}) > 1:
+        raise EdgexError("--interleave with --inputs data:... needs models with the same input shape")
+    batches = data_inputs(models[0], spec, config.batch) if spec else None
+    with contextlib.ExitStack() as stack:
+        loaded = [stack.enter_context(load_model(m, runtime=runtime, device=device, threads=threads)) for m in models]
+        runs = interleave(loaded, config, batches)
+    ratios = [runs.ratio(0, i) for i in range(1, len(models))]
+    results = [
+        r.with_extra(label=Path(m).name, **_recorded(m), **({"interleaved": ratios[i - 1].to_dict()} if i else {}))
+        for i, (m, r) in enumerate(zip(models, runs.results))
+    ]
+    return results, ratios
+
+
+def _input_shape(model) -> tuple:
+    return tuple(read_metadata(model).get("input_shape") or ())
+
+
+def _recorded(model) -> dict:
+    meta = read_metadata(model)
+    return {k: meta[k] for k in ("precision", "format") if k in meta}
 
 
 def write_results(

@@ -24,6 +24,14 @@ def bench(
     json_file: o.JsonFile = None,
     csv_file: Annotated[str | None, typer.Option("--csv", help="Write results to this CSV file.")] = None,
     append: Annotated[bool, typer.Option(help="Append rows to existing --json/--csv files.")] = False,
+    interleave: Annotated[
+        bool,
+        typer.Option(
+            "--interleave",
+            help="Time the models in turn in one process (A B, B A, ...) and print the latency ratio of the first "
+            "to each other one with its 95% confidence interval.",
+        ),
+    ] = False,
     force: o.Force = False,
 ):
     """Latency statistics (p50/p90/p99, CI of the median, CV), throughput, load time and memory."""
@@ -38,6 +46,11 @@ def bench(
             raise EdgexError(f"--delegate-option {item!r} is not key=value")
         options[key] = value
     config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, batch=batch)
+    if interleave:
+        _interleaved(
+            models, device or ["cpu"], runtime.value, threads, config, inputs, (json_file, csv_file, append, force)
+        )
+        return
     results = run_bench(
         models,
         device or ["cpu"],
@@ -49,6 +62,26 @@ def bench(
     )
     write_results(results, json_file, csv_file, append=append, force=force)
     show_results(results)
+
+
+def _interleaved(models, devices, runtime, threads, config, inputs, files) -> None:
+    from pathlib import Path
+
+    from devices.errors import EdgexError
+    from edgex.artifacts.latency import run_interleaved, write_results
+    from edgex.cli.render import console
+
+    if len(devices) != 1:
+        raise EdgexError(f"--interleave runs on one device, got {len(devices)}: {', '.join(devices)}")
+    results, ratios = run_interleaved(
+        models, devices[0], runtime=runtime, threads=threads, config=config, inputs=inputs
+    )
+    json_file, csv_file, append, force = files
+    write_results(results, json_file, csv_file, append=append, force=force)
+    show_results(results, "interleaved benchmark")
+    first = Path(models[0]).name
+    for model, ratio in zip(models[1:], ratios):
+        console.print(ratio.describe(first, Path(model).name))
 
 
 def _row(r) -> tuple:

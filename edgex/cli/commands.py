@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, sepconv, study, train
+    from edgex.cli import bench, convert, deploy, optimize, pipeline, predict, sepconv, study, train, tune
 
     train.register(app)
     convert.register(app)
@@ -17,3 +17,4 @@ def register(app: typer.Typer) -> None:
     pipeline.register(app)
     study.register(app)
     predict.register(app)
+    tune.register(app)

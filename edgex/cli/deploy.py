@@ -21,7 +21,7 @@ def deploy(
     out: Annotated[str | None, typer.Option(help="Bundle path (default: next to MODEL).")] = None,
     ssh: Annotated[list[str] | None, typer.Option("--ssh", help="USER@HOST[:PORT] to run on (repeatable).")] = None,
     hosts: Annotated[str | None, typer.Option(help="File with one host per line.")] = None,
-    remote_dir: Annotated[str, typer.Option(help="Folder on the device (relative to the login's home).")] = "edgex",
+    remote_dir: o.RemoteDir = "edgex",
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Benchmark on the device.")] = True,
     eval_data: Annotated[
         str | None, typer.Option(help="Pack validation images (digits, PATH...) and evaluate on the device.")
@@ -29,8 +29,8 @@ def deploy(
     setup: Annotated[
         bool, typer.Option(help="Create a virtual environment on the device and install the requirements.")
     ] = False,
-    remote_python: Annotated[str, typer.Option(help="Python on the device.")] = "python3",
-    ssh_config: Annotated[str | None, typer.Option(help="An ssh_config file to use (ssh -F).")] = None,
+    remote_python: o.RemotePython = "python3",
+    ssh_config: o.SshConfig = None,
     ssh_option: Annotated[list[str] | None, typer.Option(help="Extra ssh -o KEY=VALUE (repeatable).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs on the device.")] = 50,
     min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds on the device.")] = 1.0,

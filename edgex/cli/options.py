@@ -90,6 +90,8 @@ Devices = Annotated[
     ),
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="Runtime threads (unset: the runtime's choice).")]
+THREAD_COUNTS_HELP = "Thread counts to try, comma-separated (default: 1 to the device's cores)."
+ThreadCounts = Annotated[str | None, typer.Option("--threads", help=THREAD_COUNTS_HELP)]
 Out = Annotated[str, typer.Option("--out", help="Output folder.")]
 OutBesideModel = Annotated[str | None, typer.Option("--out", help="Output folder (default: next to MODEL).")]
 Preprocessing = choices("Preprocessing", PREPROCESSINGS)
@@ -102,6 +104,9 @@ PreprocessingOpt = Annotated[
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+RemoteDir = Annotated[str, typer.Option("--remote-dir", help="Folder on the device (relative to the login's home).")]
+RemotePython = Annotated[str, typer.Option("--remote-python", help="Python on the device.")]
+SshConfig = Annotated[str | None, typer.Option("--ssh-config", help="An ssh_config file to use (ssh -F).")]
 
 
 def model_overrides(conv: Conv, input_size, classes, width, middle_blocks, intermediate, residual) -> dict:

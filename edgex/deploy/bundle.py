@@ -167,9 +167,11 @@ def build_bundle(
     *,
     eval_data: str | None = None,
     eval_samples: int = 256,
+    threads: int | None = None,
     force: bool = False,
 ) -> Bundle:
-    """Write ``bundle.tar.gz``: model, metadata, the devices package, entry point docs, requirements, manifest."""
+    """Write ``bundle.tar.gz``: model, metadata, the devices package, entry point docs, requirements, manifest.
+    ``threads``: the runner's default thread count (default: the board's cores)."""
     if target not in DEPLOY_TARGETS:
         raise choice_error("target", target, DEPLOY_TARGETS)
     spec = DEPLOY_TARGETS[target]
@@ -206,7 +208,7 @@ def build_bundle(
                 "target_description": spec.description,
                 "machine": spec.machine,
                 "model": f"model/{primary.name}",
-                "defaults": {"threads": spec.cores, "device": device},
+                "defaults": {"threads": threads or spec.cores, "device": device},
                 "eval": eval_file,
                 "created": utc_now(),
                 "source_model": str(model),

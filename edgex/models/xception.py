@@ -31,11 +31,24 @@ class XceptionConfig:
     bn_momentum: float = 0.99  # Keras' default; small presets use 0.9 so that a few hundred steps settle the statistics
     # The spectrum: every separable conv becomes a k x k conv on G channel groups + a 1x1 ("1", "C/4", "C"; None: off)
     segments: str | None = None
+    # Output channels of named separable convolutions, where they differ from the width's (channel pruning)
+    pointwise_channels: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.segments is not None:  # one spelling in files and names: 4 -> "4", "c/4" -> "C/4"
             object.__setattr__(self, "segments", parse_segments(self.segments))
+        channels = tuple((str(name), int(count)) for name, count in self.pointwise_channels)  # JSON gives lists
+        object.__setattr__(self, "pointwise_channels", channels)
         self.validate()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> XceptionConfig:
+        """A config recorded by ``to_dict`` (in a model's metadata); keys this version does not know are refused."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EdgexError(f"unknown model config keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
 
     def validate(self) -> None:
         if not isinstance(self.classes, int) or self.classes < 2:
@@ -59,6 +72,10 @@ class XceptionConfig:
             raise EdgexError(f"batch norm momentum must be in (0, 1), got {self.bn_momentum!r}")
         if not 0 <= float(self.dropout) < 1:
             raise EdgexError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pointwise_channels and (self.conv != "separable" or self.segments is not None):
+            raise EdgexError("pointwise channel counts apply to plain separable convolutions (no segments)")
+        if any(count < 1 for _, count in self.pointwise_channels):
+            raise EdgexError(f"pointwise channel counts must be >= 1, got {dict(self.pointwise_channels)}")
         if self.segments is not None:
             if self.conv != "separable":
                 raise EdgexError(f"segments apply to separable convolutions (conv='separable'), got conv={self.conv!r}")
@@ -116,6 +133,7 @@ class _Blocks:
 
     def sep_conv(self, x, filters: int, name: str):
         config, layers = self.config, self.layers
+        filters = dict(config.pointwise_channels).get(name, filters)
         if config.conv == "regular":
             return layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
         channels = int(x.shape[-1])

@@ -121,6 +121,18 @@ class StudyOptions:
 
 
 @dataclass(frozen=True)
+class TuneOptions:
+    """``edgex tune`` on the trained model: the fastest artifact within the gate, measured on the recipe's first
+    device; off by default (it searches for as long as its budget says). When on, deploy ships its winner."""
+
+    enabled: bool = False
+    budget: str = "10m"  # 90s, 20m, 2h
+    max_drop: float | None = None  # points of top-1; None: report.max_drop
+    levers: tuple[str, ...] = ("drop-blocks", "prune", "resolution", "student")
+    epochs: int = 12  # the most epochs a changed network trains
+
+
+@dataclass(frozen=True)
 class DeployOptions:
     enabled: bool = True
     target: str = "rpi4"
@@ -149,6 +161,7 @@ class Recipe:
     compare: CompareOptions = field(default_factory=CompareOptions)
     sweep: SweepOptions = field(default_factory=SweepOptions)
     study: StudyOptions = field(default_factory=StudyOptions)
+    tune: TuneOptions = field(default_factory=TuneOptions)
     deploy: DeployOptions = field(default_factory=DeployOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
 
@@ -311,6 +324,24 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if recipe.study.enabled:
         study_configs(recipe)  # an unknown study, zero seeds or a segments value the preset cannot take
+    if recipe.tune.enabled:
+        tune_config(recipe)  # a budget that cannot be read, a negative gate, an unknown lever
+
+
+def tune_config(recipe: Recipe):
+    """The ``edgex tune`` configuration of the recipe's tune stage."""
+    from edgex.tune import TuneConfig, parse_budget
+
+    t = recipe.tune
+    return TuneConfig(
+        data=recipe.data,
+        device=recipe.devices[0],
+        max_drop=recipe.report.max_drop if t.max_drop is None else t.max_drop,
+        budget_s=parse_budget(t.budget),
+        levers=tuple(t.levers),
+        max_epochs=t.epochs,
+        seed=recipe.seed,
+    )
 
 
 def study_configs(recipe: Recipe) -> list:

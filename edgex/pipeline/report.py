@@ -160,6 +160,7 @@ def _sections(out: Path, recipe: Recipe, rows, compare, plots) -> list[Section]:
         _variants_section(rows, best),
         *_separable_sections(compare, read_json(out / "sweep.json")),
         *_study_sections(out),
+        *_tune_sections(out),
         Section(title="Plots", figures=tuple(plots.values())),
         Section(
             title="Environment",
@@ -266,6 +267,40 @@ def _study_sections(out: Path) -> list[Section]:
             Section(title=f"Study: {study['study']}", text=text, table=table, bullets=bullets, figures=figures)
         )
     return sections
+
+
+def _tune_sections(out: Path) -> list[Section]:
+    """The tune stage: its winner against the default int8 artifact, what each lever bought, the Pareto plot."""
+    from edgex.tune.report import LEVER_COLUMNS, lever_cells
+    from edgex.tune.results import LeverRow
+
+    tune = read_json(out / "tune" / "tune.json")
+    if not tune:
+        return []
+    winner, counts = tune["winner"], tune["counts"]
+    text = (
+        f"{len(tune['candidates'])} candidates in {tune['seconds']:.0f} s ({counts['done']} measured, "
+        f"{counts['pruned']} stopped early, {counts['failed']} failed); gate {tune['max_drop']:g} points on "
+        f"{tune['selection_samples']} selection samples, the winner re-checked on {tune['heldout_samples']} held out."
+    )
+    bullets = ()
+    if winner:
+        versus = winner["versus_default"].get("line", "")
+        bullets = (
+            f"winner: trial {winner['trial']}, {winner['runtime']} {winner['precision']}, {winner['threads']} "
+            f"thread(s): `{Path(winner['artifact']).relative_to(out)}`",
+            f"top-1 {100 * winner['selection_top1']:.2f}% selection, {100 * winner['heldout_top1']:.2f}% held out "
+            f"(model {100 * tune['float_selection']:.2f}% / {100 * tune['float_heldout']:.2f}%)",
+            *([f"against the default int8 artifact: {versus}"] if versus else []),
+        )
+    levers = [LeverRow(**row) for row in tune["levers"]]
+    rows, header = tuple(lever_cells(levers)), LEVER_COLUMNS
+    table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1, 1), id="tune-levers")
+    figures = (
+        (("tune/pareto.png", "tune candidates: top-1 against latency"),) if (out / "tune/pareto.png").is_file() else ()
+    )
+    title = "Tune: the fastest artifact within the gate"
+    return [Section(title=title, text=text, table=table, bullets=bullets, figures=figures)]
 
 
 def _study_row(variant: dict, pairs) -> tuple[str, ...]:

@@ -16,9 +16,9 @@ from edgex.pipeline.recipe import Recipe
 from edgex.pipeline.runfolder import ab_files, artifact_file, best_variants, summary_rows, variants
 from edgex.progress import Note, Progress
 
-STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "deploy",
-          "report")  # fmt: skip
-TIMED_STAGES = ("bench", "separable", "study")  # nothing runs beside them
+STAGES = ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "tune",
+          "deploy", "report")  # fmt: skip
+TIMED_STAGES = ("bench", "separable", "study", "tune")  # nothing runs beside them
 
 
 @dataclass
@@ -296,12 +296,41 @@ def _layer_sweep(ctx: Context) -> list[str]:
     return [ctx.rel(p) for p in result.files.values()] + ["sweep.json"]
 
 
+def stage_tune(ctx: Context) -> list[str]:
+    """edgex tune on the trained model in tune/; a rerun with other options starts the tune over."""
+    from edgex.pipeline.recipe import tune_config
+    from edgex.tune import tune
+
+    if not ctx.recipe.tune.enabled:
+        return []
+    result = tune(
+        ctx.out / "train/model.keras", tune_config(ctx.recipe), ctx.out / "tune", force=True,
+        progress=lambda event: _prefixed_line(ctx, "tune", event),
+    )  # fmt: skip
+    winner = [ctx.rel(result.winner.artifact), ctx.rel(result.winner.artifact) + ".json"] if result.winner else []
+    return [*(ctx.rel(path) for path in result.files.values()), *winner]
+
+
+def _tune_winner(ctx: Context) -> Path | None:
+    """The tune stage's winner, when the stage ran and one passed."""
+    import json
+
+    found = ctx.out / "tune" / "tune.json"
+    if not ctx.recipe.tune.enabled or not found.is_file():
+        return None
+    winner = json.loads(found.read_text()).get("winner")
+    return Path(winner["artifact"]) if winner else None
+
+
 def stage_deploy(ctx: Context) -> list[str]:
-    from edgex.deploy import DEPLOY_TARGETS, build_bundle
+    from edgex.deploy import DEPLOY_TARGETS
 
     d = ctx.recipe.deploy
     if not d.enabled:
         return []
+    winner = _tune_winner(ctx)
+    if winner is not None and not DEPLOY_TARGETS[d.target].coral:
+        return _bundle(ctx, winner, "tune winner")
     rows = summary_rows(ctx.out)
     deployable = [r.variant for r in rows if r.format in ("tflite", "onnx", "edgetpu")]
     if DEPLOY_TARGETS[d.target].coral:  # the Edge TPU-ready model (its compiled twin is found next to it)
@@ -312,17 +341,19 @@ def stage_deploy(ctx: Context) -> list[str]:
     choice = smallest if smallest in deployable else next(iter(deployable), None)
     if choice is None:
         raise EdgexError("no deployable variant (.tflite or .onnx) was produced; enable a conversion")
-    path = next(r.path for r in rows if r.variant == choice)
+    return _bundle(ctx, ctx.out / next(r.path for r in rows if r.variant == choice), choice)
+
+
+def _bundle(ctx: Context, model: Path, variant: str) -> list[str]:
+    from edgex.deploy import build_bundle
+
+    d = ctx.recipe.deploy
     bundle = build_bundle(
-        ctx.out / path,
-        d.target,
-        ctx.out / "bundle.tar.gz",
-        eval_data=ctx.recipe.data if d.eval_data else None,
-        force=True,
+        model, d.target, ctx.out / "bundle.tar.gz", eval_data=ctx.recipe.data if d.eval_data else None, force=True
     )
     write_json_atomic(
         ctx.out / "deploy.json",
-        {"variant": choice, "bundle": "bundle.tar.gz", "target": d.target, "notes": list(bundle.notes)},
+        {"variant": variant, "bundle": "bundle.tar.gz", "target": d.target, "notes": list(bundle.notes)},
     )
     return ["bundle.tar.gz", "deploy.json"]
 
@@ -339,15 +370,16 @@ def stage_study(ctx: Context) -> list[str]:
     for config in study_configs(ctx.recipe):
         folder = ctx.out / "study" / config.study
         restart = changed_training(folder, config) != {}
-        result = run_study(config, folder, force=restart, progress=lambda event: _study_line(ctx, event))
+        result = run_study(config, folder, force=restart, progress=lambda event: _prefixed_line(ctx, "study", event))
         files += [ctx.rel(folder / name) for name in ("study.json", "study.csv", "summary.md")]
         files += [ctx.rel(path) for path in result.files.values() if str(path).endswith(".png")]
     return files
 
 
-def _study_line(ctx: Context, event) -> None:
+def _prefixed_line(ctx: Context, stage: str, event) -> None:
+    """A stage's Note as one line of the pipeline's output, the stage's name before it."""
     if isinstance(event, Note):
-        ctx.line(f"study {event.text}")
+        ctx.line(f"{stage} {event.text}")
 
 
 def stage_report(ctx: Context) -> list[str]:
@@ -371,13 +403,30 @@ STAGE_SPECS = {
         "separable", stage_separable, ("data", "devices", "compare", "sweep"), ("train", "twin", "quantize", "convert")
     ),
     "study": StageSpec("study", stage_study, ("data", "seed", "study"), ("data",)),
+    "tune": StageSpec("tune", stage_tune, ("data", "devices", "seed", "tune", "report"), ("train",)),
     "deploy": StageSpec(
-        "deploy", stage_deploy, ("data", "deploy", "report"), ("evaluate", "bench", "prune", "quantize", "convert")
+        "deploy",
+        stage_deploy,
+        ("data", "deploy", "report", "tune"),
+        ("evaluate", "bench", "prune", "quantize", "convert", "tune"),
     ),
     "report": StageSpec(
         "report",
         stage_report,
         ("report",),
-        ("data", "train", "twin", "prune", "quantize", "convert", "evaluate", "bench", "separable", "study", "deploy"),
+        (
+            "data",
+            "train",
+            "twin",
+            "prune",
+            "quantize",
+            "convert",
+            "evaluate",
+            "bench",
+            "separable",
+            "study",
+            "tune",
+            "deploy",
+        ),
     ),
 }

@@ -1,0 +1,90 @@
+"""A tune's files: tune.json (written last), tune.md with the lever table, and the Pareto plot of top-1 against
+latency."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from devices.files import write_json_atomic, write_text_atomic
+from edgex.tune.results import TuneResult
+
+
+def write_tune_files(result: TuneResult, out: Path) -> TuneResult:
+    files = {"json": out / "tune.json", "summary": out / "tune.md", "pareto": out / "pareto.png"}
+    pareto_plot(result, files["pareto"])
+    write_text_atomic(files["summary"], summary_markdown(result))
+    result = replace(result, files={k: str(v) for k, v in files.items()}, out_dir=str(out))
+    write_json_atomic(files["json"], result.to_dict())
+    return result
+
+
+def pareto_plot(result: TuneResult, path: Path) -> Path:
+    """Every measured candidate's selection top-1 against its latency, with the front of those that passed."""
+    from edgex import plots
+
+    points = [
+        {"label": f"#{c.number}", "ms": c.p50_ms, "top1": 100 * c.selection_top1}
+        for c in result.candidates
+        if c.p50_ms is not None and c.selection_top1 is not None
+    ]
+    gate = 100 * result.float_selection - result.max_drop
+    title = f"Candidates on {result.device}: selection top-1 against latency (gate {gate:.1f}%)"
+    return plots.scatter(points, "ms", "top1", path, xlabel="latency p50 (ms)", ylabel="top-1 (%)", title=title,
+                         front=True)  # fmt: skip
+
+
+def lever_lines(result: TuneResult) -> list[str]:
+    lines = [f"| {' | '.join(LEVER_COLUMNS)} |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {' | '.join(cells)} |" for cells in lever_cells(result.levers)]
+    return lines
+
+
+LEVER_COLUMNS = ("lever", "setting", "candidates", "measured", "passed", "fastest passing ms", "vs default int8")
+
+
+def lever_cells(levers) -> list[tuple[str, ...]]:
+    """The lever table's rows as text (tune.md, the terminal and the pipeline's report share them)."""
+    return [
+        (row.lever, row.setting, str(row.candidates), str(row.measured), str(row.passing),
+         "-" if row.best_p50_ms is None else f"{row.best_p50_ms:.3f}", f"{row.speedup:.2f}x" if row.speedup else "-")
+        for row in levers
+    ]  # fmt: skip
+
+
+def winner_lines(result: TuneResult) -> list[str]:
+    winner = result.winner
+    if winner is None:
+        return ["No candidate passed the gate on both the selection and the held-out split."]
+    versus = winner.versus_default
+    lines = [
+        f"Winner: trial {winner.trial}, {winner.runtime} {winner.precision}, {winner.threads} thread(s): "
+        f"`{winner.artifact}`",
+        f"- top-1: selection {100 * winner.selection_top1:.2f}% (model {100 * result.float_selection:.2f}%), "
+        f"held-out {100 * winner.heldout_top1:.2f}% (model {100 * result.float_heldout:.2f}%)",
+        f"- latency p50 {winner.p50_ms:.3f} ms on {result.device}",
+    ]
+    if versus:
+        lines.append(f"- against the default int8 artifact: {versus['line']}")
+    return lines
+
+
+def summary_markdown(result: TuneResult) -> str:
+    counts = result.to_dict()["counts"]
+    lines = [
+        f"# edgex tune: {Path(result.model).name} on {result.device}",
+        "",
+        f"Gate: at most {result.max_drop:g} points of top-1 below the model on the selection split "
+        f"({result.selection_samples} samples), the winner re-checked on {result.heldout_samples} held-out samples. "
+        f"{len(result.candidates)} candidates: {counts['done']} measured, {counts['pruned']} stopped early, "
+        f"{counts['failed']} failed; {result.seconds:.0f} s.",
+        "",
+        *winner_lines(result),
+        "",
+        "## What each lever bought",
+        "",
+        *lever_lines(result),
+        "",
+        *(f"- {note}" for note in result.notes),
+    ]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,132 @@
+"""Where a search's candidates are made and kept: the changed networks (trained from the model as their teacher)
+and their exported artifacts, each made once per run folder and reused by every trial that asks for it (a file
+that exists is finished: every write is atomic)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.files import atomic_path, read_metadata, write_metadata
+from edgex.tune.distill import DistillConfig, distill
+from edgex.tune.space import Deployment
+from edgex.tune.surgery import NetworkChange, apply_change
+
+FINE_TUNE_LR = 1e-3  # a network that kept the model's weights: nudged, not retrained
+STUDENT_LR = 3e-3  # a student trained from scratch by distillation (the rate train() uses for presets)
+GOOD_ENOUGH = 0.5  # a network stops training once its drop is this share of the gate (the rest for quantization)
+CALIBRATION = 100  # int8 calibration samples, as `edgex quantize` uses
+PARITY = 64  # parity samples of a candidate's export (every export is still checked against its network)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A changed network, trained and saved: what its artifacts are exported from."""
+
+    key: str  # what changed (NetworkChange.key): its folder's name
+    path: Path  # model.keras, with its metadata
+    input_size: int
+    selection_top1: float  # of the Keras model, on the selection split
+    epochs: int  # epochs it trained (0: the model itself)
+
+
+class Workshop:
+    """Makes and keeps the networks and artifacts of one run folder."""
+
+    def __init__(self, subject, out: Path):
+        self.subject = subject  # edgex.tune.subject.Subject: the model, its data and splits
+        self.out = out
+
+    def network(self, change: NetworkChange, after_rung: Callable[[int, float], bool]) -> Network:
+        """The changed network, trained (or found made by an earlier trial). ``after_rung(epochs, drop)`` says
+        whether its training goes on."""
+        subject = self.subject
+        key = change.key(subject.config)
+        if change.is_identity:
+            return Network(key, subject.model_path, subject.input_size, subject.float_selection, 0)
+        path = self.out / "networks" / key / "model.keras"
+        if path.is_file():
+            record = read_metadata(path)["tune"]
+            return Network(key, path, record["input_size"], record["selection_top1"], record["epochs"])
+        return self._train(change, path, after_rung)
+
+    def untrained_artifact(self, change: NetworkChange, deployment: Deployment) -> Path:
+        """The changed network before training, exported for a deployment: for a latency check (its weights do not
+        change its speed)."""
+        folder = self.out / "networks" / change.key(self.subject.config)
+        path = folder / "untrained.keras"
+        if not path.is_file():
+            model, config = apply_change(self.subject.teacher, self.subject.config, change)
+            _save(model, path, self.subject.network_metadata(config, {"untrained": True}))
+        untrained = Network(f"{folder.name}-untrained", path, 0, float("nan"), 0)
+        return self.artifact(untrained, deployment)
+
+    def _train(self, change: NetworkChange, path: Path, after_rung) -> Network:
+        subject = self.subject
+        model, config = apply_change(subject.teacher, subject.config, change)
+        data = subject.at_size(config.input_size)
+        epochs = self.subject.tune.max_epochs * (1 if change.keeps_weights else 2)
+        lr = FINE_TUNE_LR if change.keeps_weights else STUDENT_LR
+        top1 = {}
+
+        def rung(done: int, student) -> bool:
+            top1[done] = subject.keras_top1(student, data.selection)
+            drop = 100 * (subject.float_selection - top1[done])
+            return drop > GOOD_ENOUGH * subject.tune.max_drop and after_rung(done, drop)
+
+        start = time.perf_counter()
+        config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed)
+        done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, _rungs(epochs), rung)
+        record = {
+            "change": change.key(subject.config),
+            "input_size": config.input_size,
+            "selection_top1": top1[done],
+            "epochs": done,
+            "seconds": time.perf_counter() - start,
+        }
+        _save(model, path, subject.network_metadata(config, record))
+        return Network(change.key(subject.config), path, config.input_size, top1[done], done)
+
+    def artifact(self, network: Network, deployment: Deployment, layer_errors: Callable | None = None) -> Path:
+        """The network exported for a deployment (threads and runtime options do not change the file)."""
+        from edgex.artifacts.convert import export_model
+
+        folder = self.out / "artifacts" / network.key
+        suffix = "" if deployment.format == "saved-model" else ".onnx" if deployment.format == "onnx" else ".tflite"
+        path = folder / f"{deployment.artifact_key}{suffix}"
+        if path.is_file():
+            return path
+        keep = layer_errors(network)[: deployment.keep_float] if deployment.keep_float else ()
+        export_model(
+            network.path,
+            deployment.format,
+            deployment.precision,
+            data=self.subject.data,
+            calib_samples=CALIBRATION,
+            parity_samples=PARITY,
+            out=path,
+            force=True,
+            keep_float=tuple(keep),
+        )
+        return path
+
+
+def _rungs(epochs: int) -> tuple[int, ...]:
+    """Successive halving's rungs: 1, 2, 4, ... epochs, and the last."""
+    rungs, epoch = [], 1
+    while epoch < epochs:
+        rungs.append(epoch)
+        epoch *= 2
+    return (*rungs, epochs)
+
+
+def _save(model, path: Path, metadata: dict) -> None:
+    """The metadata first, then the model: a model file that exists always has its record (a run killed between
+    the two trains the network again)."""
+    from edgex.training.trainer import without_optimizer
+
+    write_metadata(path, metadata)
+    with atomic_path(path, overwrite=True) as tmp:
+        without_optimizer(model).save(tmp)

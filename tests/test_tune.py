@@ -1,0 +1,285 @@
+"""Issue 25: edgex tune, the fastest artifact within an accuracy budget, and the interleaved A/B it decides with."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.errors import EdgexError
+from edgex.tune import TuneConfig, parse_budget
+from edgex.tune.space import Space, cheap_first, resolutions
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90s", 90), ("20m", 1200), ("2h", 7200), ("1h30m", 5400), ("45", 45), (" 1.5m ", 90), (30, 30)],
+)
+def test_budgets_read_as_seconds(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "soon", "5 minutes", "m", "", "2x"])
+def test_a_budget_that_is_zero_or_unreadable_is_refused(text):
+    with pytest.raises(EdgexError, match="budget"):
+        parse_budget(text)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"max_drop": -0.5}, "--max-drop must be 0 or more"),
+        ({"levers": ("drop-blocks", "shrink")}, "unknown lever 'shrink'"),
+        ({"runtimes": ("tensorrt",)}, "unknown runtime 'tensorrt'"),
+        ({"threads": (0,)}, "--threads must be 1 or more"),
+        ({"budget_s": 0}, "budget must be more than zero"),
+    ],
+)
+def test_bad_tune_configs_name_the_value(fields, message):
+    with pytest.raises(EdgexError, match=message):
+        TuneConfig(**fields)
+
+
+def test_paired_ratio_and_its_interval():
+    """The median of the paired ratios, with an order-statistics interval that holds the true ratio; identical
+    runs give exactly 1."""
+    from devices.interleave import paired_ratio
+
+    rng = np.random.default_rng(0)
+    b = rng.lognormal(np.log(1e-3), 0.1, 4000)
+    a = 1.5 * b * rng.lognormal(0, 0.05, 4000)
+    ratio, (lo, hi) = paired_ratio(a, b)
+    assert lo < 1.5 < hi and hi - lo < 0.01 and abs(ratio - 1.5) < 0.005
+    assert paired_ratio(b, b) == (1.0, (1.0, 1.0))
+    with pytest.raises(EdgexError, match="paired runs"):
+        paired_ratio(a, b[:10])
+
+
+def test_the_validation_split_halves_are_disjoint_and_stratified(digits):
+    selection, heldout = digits.val.halves(seed=0)
+    assert len(selection) + len(heldout) == len(digits.val)
+    for label in np.unique(digits.val.labels):
+        counts = (selection.labels == label).sum(), (heldout.labels == label).sum()
+        assert abs(counts[0] - counts[1]) <= 1
+    both = np.concatenate([selection.images, heldout.images]).reshape(len(digits.val), -1)
+    assert len(np.unique(both, axis=0)) == len(np.unique(digits.val.images.reshape(len(digits.val), -1), axis=0))
+    again = digits.val.halves(seed=0)[0]
+    np.testing.assert_array_equal(again.labels, selection.labels)
+
+
+def test_the_cheap_trials_come_first_and_cover_every_runtime_and_precision():
+    from edgex.models import preset_config
+
+    space = Space(preset_config("mini"), ("drop-blocks", "prune", "resolution", "student"), ("litert", "onnxruntime"),
+                  (1, 2))  # fmt: skip
+    trials = cheap_first(space)
+    assert trials[0]["runtime"] == "litert" and trials[0]["precision_litert"] == "int8" and trials[0]["threads"] == 2
+    assert {(t["runtime"], t.get("precision_litert") or t.get("precision_onnxruntime")) for t in trials} == {
+        ("litert", p) for p in ("int8", "dynamic", "fp16", "fp32")
+    } | {("onnxruntime", p) for p in ("int8", "fp32")}
+    assert all(t["drop_blocks"] == 0 and t["prune"] == 0 and t["width"] == 1 for t in trials)
+    assert "input_size" not in trials[0]  # mini is at 32 px, the builder's minimum: no lower resolution
+    assert resolutions(32) == (32,) and resolutions(299) == (299, 256, 224, 144)
+
+
+def _seeded(config):
+    from devices.tfkeras import keras
+    from edgex.models import build_xception
+
+    keras().utils.set_random_seed(3)
+    return build_xception(config)
+
+
+def test_pruned_channels_are_exactly_the_original_with_those_channels_silenced():
+    """Pruning removes channels and what depends on them, nothing else: the pruned network computes what the
+    original computes once those channels' pointwise weights and BatchNormalization output are zeroed."""
+    from edgex.models import preset_config
+    from edgex.tune.surgery import NetworkChange, apply_change, prunable_layers, pruned_channels
+
+    config = preset_config("tiny", middle_blocks=1)
+    model = _seeded(config)
+    assert prunable_layers(model) == [
+        "block2_sepconv1", "block3_sepconv1", "block4_sepconv1", "block5_sepconv1", "block5_sepconv2",
+        "block6_sepconv1", "block7_sepconv1", "block7_sepconv2",
+    ]  # fmt: skip
+    pruned, pruned_config = apply_change(model, config, NetworkChange(prune=0.5))
+    assert pruned.count_params() < model.count_params() and dict(pruned_config.pointwise_channels)
+    for layer in model.layers:  # random BatchNormalization statistics, so that every channel matters
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, var = layer.get_weights()
+            rng = np.random.default_rng(len(layer.name))
+            layer.set_weights([gamma, beta, rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2, var.shape)])
+    pruned, _ = apply_change(model, config, NetworkChange(prune=0.5))
+    silenced = {layer.name: layer for layer in model.layers}
+    for name, kept in pruned_channels(model, 0.5).items():
+        gone = np.setdiff1d(np.arange(silenced[name].get_weights()[1].shape[-1]), kept)
+        depthwise, pointwise = silenced[name].get_weights()
+        pointwise[..., gone] = 0
+        silenced[name].set_weights([depthwise, pointwise])
+        bn = silenced[f"{name}_bn"]
+        gamma, beta, mean, var = bn.get_weights()
+        beta[gone] = (gamma * mean / np.sqrt(var + bn.epsilon))[gone]  # the BatchNormalization gives 0 there
+        bn.set_weights([gamma, beta, mean, var])
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_dropping_middle_blocks_keeps_the_later_blocks_weights():
+    from edgex.models import preset_config
+    from edgex.tune.surgery import NetworkChange, apply_change
+
+    config = preset_config("tiny", middle_blocks=3)
+    model = _seeded(config)
+    changed, changed_config = apply_change(model, config, NetworkChange(drop_blocks=2, input_size=32))
+    assert changed_config.middle_blocks == 1
+    original = {layer.name: layer for layer in model.layers}
+    for new, old in (("block5_sepconv2", "block7_sepconv2"), ("block6_sepconv1", "block8_sepconv1"),
+                     ("block7_sepconv2_bn", "block9_sepconv2_bn"), ("block1_conv1", "block1_conv1")):  # fmt: skip
+        for ours, theirs in zip(changed.get_layer(new).get_weights(), original[old].get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(EdgexError, match="cannot drop 4 of the model's 3 middle blocks"):
+        apply_change(model, config, NetworkChange(drop_blocks=4))
+
+
+@pytest.mark.slow
+def test_bench_interleave_prints_the_ratio_with_its_interval(tiny_artifacts, cli):
+    """edgex bench A B --interleave: both rows, and the ratio of A to B with its interval; the same file twice is
+    no difference beyond the noise."""
+    fp32, int8 = tiny_artifacts["tflite-fp32"], tiny_artifacts["tflite-int8"]
+    result = cli("bench", fp32, int8, "--interleave", "--threads", "1", "--min-seconds", "0.5")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if "interleaved rounds" in line)
+    assert line.startswith(f"{fp32.name} / {int8.name} latency ") and "[" in line
+    same = cli("bench", int8, int8, "--interleave", "--threads", "1", "--min-seconds", "0.5")
+    assert "no difference beyond the noise" in same.stdout or "1.0" in same.stdout, same.output
+    bad = cli("bench", int8, "--interleave")
+    assert bad.exit_code == 2 and "--interleave compares two or more models, got 1" in bad.stderr
+
+
+TUNE = [sys.executable, "-m", "edgex", "tune"]
+
+
+def _tune_command(model: Path, out: Path, storage: str, budget: str, *extra) -> list[str]:
+    return [
+        *TUNE, str(model), "--out", str(out), "--storage", storage, "--budget", budget, "--max-drop", "2",
+        "--epochs", "2", "--levers", "prune,student", "--threads", "1", "--json", *extra,
+    ]  # fmt: skip
+
+
+def _trials(db: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+
+
+def _wait_for_complete(db: Path, count: int, process, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if db.is_file() and sum(state == "COMPLETE" for _, state in _trials(db)) >= count:
+            return
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(1)
+    pytest.fail(f"{count} trials did not complete within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_two_workers_a_kill_and_a_resume_share_one_search(trained_tiny, tmp_path):
+    """Two worker processes share one SQLite study; one is killed with SIGKILL mid-search and resumed: its
+    finished candidates are kept and not run again, a candidate whose cached artifact is corrupt fails with its
+    reason while the search goes on, and the winner passes the gate on the held-out split."""
+    db = tmp_path / "shared.db"
+    storage = f"sqlite:///{db}"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):  # a cached artifact damaged on disk: that candidate fails, whichever worker runs it
+        corrupt = out / "artifacts" / "unchanged" / "tflite-dynamic.tflite"
+        corrupt.parent.mkdir(parents=True)
+        corrupt.write_bytes(b"not a tflite file")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(_tune_command(trained_tiny, first, storage, "60s"), cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for_complete(db, 2, worker)
+    other = subprocess.Popen(_tune_command(trained_tiny, second, storage, "30s"), cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for_complete(db, 4, worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    before = dict(_trials(db))
+    finished = {n for n, state in before.items() if state == "COMPLETE"}
+    resumed = subprocess.run(_tune_command(trained_tiny, first, storage, "60s", "--resume"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert other.wait(timeout=600) == 0, other.communicate()[1][-2000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout)
+    after = dict(_trials(db))
+    assert all(after[n] == "COMPLETE" for n in finished)  # nothing finished was lost or run again
+    records = {c["number"]: c for c in result["candidates"]}
+    assert set(records) == set(after)
+    first_runs = [c for c in records.values() if c["deployment"] == records[0]["deployment"]
+                  and c["network"] == records[0]["network"]]  # fmt: skip
+    assert len(first_runs) == 1  # the cheap trials are enqueued once, not again by the second worker or the resume
+    failed = [c for c in records.values() if c["status"] == "failed"]
+    assert failed and "is not a TFLite model" in failed[0]["reason"], [c["reason"] for c in records.values()]
+    assert failed[0]["deployment"]["precision"] == "dynamic"
+    done = [c for c in records.values() if c["status"] == "done"]
+    assert len(done) > len(finished) and all(c["artifact"] and c["p50_ms"] > 0 for c in done)
+    assert all(c["selection_top1"] is not None and c["size_bytes"] > 0 for c in done)
+    winner = result["winner"]
+    assert winner is not None and Path(winner["artifact"]).is_file()
+    assert 100 * (result["float_heldout"] - winner["heldout_top1"]) <= 2
+    assert winner["versus_default"]["rounds"] > 0 and winner["threads"] == 1
+    assert (first / "pareto.png").is_file() and "What each lever bought" in (first / "tune.md").read_text()
+
+
+def test_the_device_compares_in_turn_and_sweeps_threads(tiny_artifacts):
+    """The local device's A/B of a file against itself is no win, its thread sweep times every count, and a device
+    that is not here is refused before any work."""
+    from devices.errors import DeviceNotFound
+    from edgex.tune.latency import AB_BENCH, LocalDevice, Placed
+
+    device = LocalDevice("cpu", config=AB_BENCH)
+    int8 = Placed(tiny_artifacts["tflite-int8"], "litert")
+    same = device.ab(int8, int8, threads=1)
+    assert not same.b_is_faster and same.rounds >= AB_BENCH.runs
+    sweep = device.threads_sweep(int8, (1, 2))
+    assert set(sweep) == {1, 2} and all(p50 > 0 for p50 in sweep.values())
+    with pytest.raises(DeviceNotFound, match="device 'gpu:3' is not present on this machine"):
+        LocalDevice("gpu:3")
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_tune_over_ssh_stops_when_the_board_drops_and_resumes(ssh_server, trained_tiny, tmp_path):
+    """Latency measured on a board over SSH (a real sshd on 127.0.0.1): when the connection drops mid-search the
+    run stops with exit 1 and its finished candidates kept; --resume goes on and ends with the winner's bundle."""
+    config = tmp_path / "ssh_config"
+    config.write_text(Path(ssh_server["config"]).read_text())
+    out, db = tmp_path / "tune", tmp_path / "tune" / "tune.db"
+    command = [
+        *TUNE, str(trained_tiny), "--out", str(out), "--ssh", ssh_server["host"], "--ssh-config", str(config),
+        "--remote-dir", str(tmp_path / "board"), "--remote-python", sys.executable, "--runtimes", "litert",
+        "--threads", "1", "--levers", "prune", "--epochs", "2", "--max-drop", "2", "--budget", "60s", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_complete(db, 2, worker)
+    config.write_text(config.read_text().replace(f"Port {ssh_server['port']}", "Port 1"))  # the board goes away
+    _, stderr = worker.communicate(timeout=300)
+    assert worker.returncode == 1, stderr[-2000:]
+    assert "unreachable" in stderr and "finished candidates kept" in stderr and "--resume goes on" in stderr
+    kept = {n for n, state in _trials(db) if state == "COMPLETE"}
+    config.write_text(Path(ssh_server["config"]).read_text())
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout)
+    assert kept <= {c["number"] for c in result["candidates"] if c["status"] == "done"}
+    assert result["device"] == f"{ssh_server['host']}" and result["winner"]["bundle"].endswith("generic-x86_64.tar.gz")
+    assert Path(result["winner"]["bundle"]).is_file()
