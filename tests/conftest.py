@@ -229,3 +229,50 @@ def ssh_server(tmp_path_factory):
     yield {"host": "edgex-test", "config": str(config), "port": port, "folder": folder}
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def _tick_labels(fig) -> tuple[list, set]:
+    """The tick labels drawn (of ticks in view: an axis keeps spare ticks it does not draw) and the ids of all."""
+    every, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * (high - low)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                every.update({id(tick.label1), id(tick.label2)})
+                if low - slack <= tick.get_loc() <= high + slack:
+                    drawn += [t for t in (tick.label1, tick.label2) if t.get_visible() and t.get_text().strip()]
+    return drawn, every
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of texts drawn in ``fig`` (titles, axis and tick labels, legend entries, annotations) whose boxes
+    overlap. An annotation's box is its text's alone: its leader line is kept off other labels by the placement,
+    and the text boxes are what a reader must tell apart."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks, every_tick = _tick_labels(fig)
+    texts = [t for t in fig.findobj(Text) if id(t) not in every_tick and t.get_visible() and t.get_text().strip()]
+    boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in texts + ticks]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1 :] if box.overlaps(other)]
+
+
+def scientific_ticks(fig) -> list[str]:
+    """Tick labels drawn in scientific notation (2x10^-1, 1e-05) and axis offsets, where plain numbers belong."""
+    import re
+
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in _tick_labels(fig)[0]]
+    offsets = [axis.get_offset_text().get_text() for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    return [t for t in ticks if re.search(r"\$|\\times|×|\d[eE][+-]?\d", t)] + [t for t in offsets if t]
+
+
+def assert_readable(fig) -> None:
+    """No two texts of ``fig`` overlap and every tick label is a plain number or a name; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    overlaps, scientific = overlapping_texts(fig), scientific_ticks(fig)
+    plt.close(fig)
+    assert not overlaps and not scientific, (overlaps, scientific)

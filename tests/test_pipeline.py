@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgex.pipeline import DEFAULT_RECIPE, STAGES, resolve_recipe
+from tests.conftest import assert_readable
 
 RECIPE = """
 preset: tiny
@@ -223,6 +224,40 @@ def test_report_opens_in_chromium_with_every_image_and_a_row_per_variant(run):
         "plots/time_breakdown.png",
     }
     assert rows == len(metrics)
+
+
+@pytest.mark.slow
+def test_every_report_plot_reads_at_a_glance(run):
+    """Issue 27: each plot of the report, drawn from the run folder as the report draws it: no two texts overlap,
+    ticks are plain numbers, every variant is named or numbered, the front is drawn, the A/B bars sit together."""
+    from edgex.pipeline.report import report_plots
+    from edgex.pipeline.runfolder import summary_rows
+    from edgex.plots import Point, pareto_front
+
+    out, _ = run
+    drawn = {plot.name: plot.draw for plot in report_plots(out)}
+    assert {f"{name}.png" for name in drawn} == {p.name for p in (out / "plots").glob("*.png")}
+    rows = summary_rows(out)
+    fronts = {
+        "accuracy_vs_latency": pareto_front([Point(r.variant, r.p50_ms, 100 * r.top1) for r in rows if r.p50_ms]),
+        "size_vs_accuracy": pareto_front([Point(r.variant, r.size_bytes / 2**20, 100 * r.top1) for r in rows]),
+    }
+    for name, front in fronts.items():
+        ax = drawn[name]().axes[0]
+        keyed = {entry.get_text().split("  ", 1)[-1] for entry in ax.get_legend().get_texts()}
+        assert {r.variant for r in rows} <= {text.get_text() for text in ax.texts} | keyed
+        assert front and [tuple(corner) for corner in ax.lines[0].get_xydata()[::2]] == [(p.x, p.y) for p in front]
+        assert_readable(ax.figure)
+    ab = drawn["model_ab"]()
+    ticks = ab.axes[0].get_yticks()
+    for tick in ticks:  # each runtime and precision: the MAC ratio and the measured bar side by side, no gap
+        bars = [p for p in ab.axes[0].patches if abs(p.get_y() + p.get_height() / 2 - tick) < 0.5]
+        assert len(bars) == 2 and sum(p.get_y() + p.get_height() / 2 for p in bars) / 2 == pytest.approx(tick)
+        assert bars[0].get_y() + bars[0].get_height() == pytest.approx(bars[1].get_y())
+    assert "per layer shape" not in ab.axes[0].get_title()
+    assert_readable(ab)
+    for name in set(drawn) - {"accuracy_vs_latency", "size_vs_accuracy", "model_ab"}:
+        assert_readable(drawn[name]())
 
 
 # Only train, evaluate, bench and report (and what a test adds): the fewest stages a pipeline run can have.

@@ -10,7 +10,11 @@ import pytest
 from devices.bench import results_from_json
 from devices.errors import EdgexError
 from edgex.models.costs import ConvSpec
+from edgex.sepconv.compare import CompareRow, compare_plots
 from edgex.sepconv.sweep import Roof, SweepConfig, load_shapes, speedup_table, xception_shapes
+from edgex.sepconv.sweep_report import sweep_plots
+from edgex.sepconv.sweep_results import rows_and_roofs
+from tests.conftest import assert_readable
 
 
 def _png_ok(path):
@@ -118,6 +122,8 @@ def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     assert "Separable speedup over regular" in (out / "summary.md").read_text()
     for name in ("latency_vs_macs.png", "speedup.png", "roofline.png"):
         _png_ok(out / name)
+    for draw in sweep_plots(*rows_and_roofs(data), data["speedups"]).values():
+        assert_readable(draw())
     again = cli("sweep", "--shapes", shapes, "--out", out)
     assert again.exit_code == 2 and "--force" in again.stderr
 
@@ -160,6 +166,8 @@ def test_compare_tiny_preset_ab_and_breakdown(tour):
     assert "Xception vs its regular-convolution twin" in (out / "summary.md").read_text()
     for name in ("time_breakdown.png", "model_latency_vs_macs.png"):
         _png_ok(out / name)
+    for draw in compare_plots([CompareRow(**r) for r in data["rows"]], data["breakdown"]).values():
+        assert_readable(draw())
 
 
 def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):

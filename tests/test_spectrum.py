@@ -291,5 +291,12 @@ def test_sweep_segments_times_the_spectrum_and_places_the_ops(tmp_path, cli):
     assert "The spectrum" in (out / "summary.md").read_text()
     for name in ("spectrum_latency.png", "spectrum_macs.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    from edgex.sepconv.sweep_report import sweep_plots
+    from edgex.sepconv.sweep_results import rows_and_roofs
+    from tests.conftest import assert_readable
+
+    data = json.loads((out / "sweep.json").read_text())
+    for draw in sweep_plots(*rows_and_roofs(data), data["speedups"]).values():
+        assert_readable(draw())
     bad = cli("sweep", "--shapes", shapes, "--segments", "3", "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "segments 3 does not divide the 16 input channels" in bad.stderr

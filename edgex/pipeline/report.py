@@ -6,8 +6,9 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from devices import sysinfo
@@ -21,8 +22,8 @@ line-height:1.45;padding:0 1rem}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#eef8ee}.plots{display:flex;flex-wrap:wrap;gap:1rem}
-.plots figure{margin:0;flex:1 1 480px}.plots img{max-width:100%;border:1px solid #eee}
+tr.best td{background:#eef8ee}.plots{display:flex;flex-direction:column;gap:1.5rem}
+.plots figure{margin:0}.plots img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}code,pre{background:#f6f6f6;padding:.1rem .3rem;border-radius:3px}
 pre{padding:.6rem;overflow-x:auto}.muted{color:#666;font-size:.9rem}
 """
@@ -83,51 +84,81 @@ class Section:
     note: str = ""
 
 
-def _plots(out: Path, rows: list[SummaryRow], compare: dict | None) -> dict[str, tuple[str, str]]:
-    """Make (or collect) the report's PNGs under out/plots: name -> (relative path, caption)."""
+FRONT_CAPTION = (
+    "The dashed staircase is the Pareto front: no other variant is both {} and more accurate than a ringed one."
+)
+ACCURACY_AXES = {"ylabel": "top-1 accuracy (%)", "logx": True}
+
+
+@dataclass(frozen=True)
+class ReportPlot:
+    name: str  # the PNG's stem under plots/
+    caption: str
+    draw: Callable  # returns the figure
+
+
+def report_plots(out: Path) -> list[ReportPlot]:
+    """Every plot of the report, drawn from the run folder's data when called."""
     from edgex import plots
+    from edgex.sepconv.compare import compare_plots
+    from edgex.sepconv.sweep_report import sweep_plots
+    from edgex.sepconv.sweep_results import rows_and_roofs
+
+    rows = summary_rows(out)
+    compare = read_json(out / "compare" / "compare.json") or {}
+    sweep = read_json(out / "sweep.json")
+    made = []
+    timed = [r for r in rows if r.p50_ms is not None]
+    if timed:
+        points = [plots.Point(r.variant, r.p50_ms, 100 * r.top1, group=r.format) for r in timed]
+        title = "Top-1 accuracy against latency, every variant"
+        front = "Pareto front: none both\nfaster and more accurate"
+        draw = partial(plots.tradeoff, points, xlabel="latency p50 (ms)", title=title, front=front, **ACCURACY_AXES)
+        caption = "Accuracy against latency on this device. " + FRONT_CAPTION.format("faster")
+        made.append(ReportPlot("accuracy_vs_latency", caption, draw))
+    if rows:
+        points = [plots.Point(r.variant, r.size_bytes / 2**20, 100 * r.top1, group=r.format) for r in rows]
+        title = "Top-1 accuracy against file size, every variant"
+        front = "Pareto front: none both\nsmaller and more accurate"
+        draw = partial(plots.tradeoff, points, xlabel="file size (MiB)", title=title, front=front, **ACCURACY_AXES)
+        caption = "Accuracy against file size. " + FRONT_CAPTION.format("smaller")
+        made.append(ReportPlot("size_vs_accuracy", caption, draw))
+    if compare.get("ab"):
+        bars = [{**a, "shape": f"{a['runtime']} {a['precision']}"} for a in compare["ab"]]
+        title = "Xception over its regular-convolution twin, whole model: measured speedup vs the MAC ratio"
+        caption = "Model level: Xception's speedup over its regular-convolution twin, measured against the MAC ratio."
+        made.append(ReportPlot("model_ab", caption, partial(plots.speedups, bars, title=title)))
+    if compare.get("breakdown"):
+        draw = compare_plots((), compare["breakdown"])["breakdown"]
+        made.append(ReportPlot("time_breakdown", "Per-op-type time share next to MAC share.", draw))
+    drawn = sweep_plots(*rows_and_roofs(sweep), sweep["speedups"]) if sweep else {}
+    for name, source, caption in (
+        ("sweep_speedup", "speedup", "Layer level: separable vs regular speedup per shape."),
+        ("roofline", "roofline", "Every swept layer on the measured roofline."),
+        ("sweep_latency", "latency_vs_macs", "One-layer latency against MACs."),
+    ):
+        if source in drawn:
+            made.append(ReportPlot(name, caption, drawn[source]))
+    return made
+
+
+def _plots(out: Path) -> dict[str, tuple[str, str]]:
+    """Draw the report's PNGs under out/plots: name -> (relative path, caption)."""
+    from edgex.plots import save
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     made: dict[str, tuple[str, str]] = {}
-    timed = [r for r in rows if r.p50_ms is not None]
-    scatter = {"ylabel": "top-1 accuracy (%)", "logx": True, "front": True}
-    if timed:
-        points = [{"label": r.variant, "ms": r.p50_ms, "top1": 100 * r.top1} for r in timed]
-        title = "Accuracy against latency (Pareto front dashed)"
-        path = folder / "accuracy_vs_latency.png"
-        plots.scatter(points, "ms", "top1", path, xlabel="latency p50 (ms)", title=title, **scatter)
-        made["accuracy_vs_latency"] = ("plots/accuracy_vs_latency.png", "Accuracy against latency on this device.")
-    if rows:
-        points = [{"label": r.variant, "mib": r.size_bytes / 2**20, "top1": 100 * r.top1} for r in rows]
-        path = folder / "size_vs_accuracy.png"
-        plots.scatter(
-            points, "mib", "top1", path, xlabel="file size (MiB)", title="Accuracy against model size", **scatter
-        )
-        made["size_vs_accuracy"] = ("plots/size_vs_accuracy.png", "Accuracy against file size.")
-    if compare and compare.get("ab"):
-        bars = [{**a, "shape": f"{a['runtime']} {a['precision']}"} for a in compare["ab"]]
-        plots.speedups(bars, folder / "model_ab.png")
-        made["model_ab"] = (
-            "plots/model_ab.png",
-            "Model level: Xception's speedup over its regular-convolution twin, measured against the MAC ratio.",
-        )
-    for name, source, caption in (
-        ("time_breakdown", out / "compare" / "time_breakdown.png", "Per-op-type time share next to MAC share."),
-        ("sweep_speedup", out / "sweep" / "speedup.png", "Layer level: separable vs regular speedup per shape."),
-        ("roofline", out / "sweep" / "roofline.png", "Every swept layer on the measured roofline."),
-        ("sweep_latency", out / "sweep" / "latency_vs_macs.png", "One-layer latency against MACs."),
-    ):
-        if source.exists():
-            shutil.copyfile(source, folder / f"{name}.png")
-            made[name] = (f"plots/{name}.png", caption)
+    for plot in report_plots(out):
+        save(plot.draw(), folder / f"{plot.name}.png")
+        made[plot.name] = (f"plots/{plot.name}.png", plot.caption)
     return made
 
 
 def write_report(out: Path, recipe: Recipe) -> list[Path]:
     rows = summary_rows(out)
     compare = read_json(out / "compare" / "compare.json")
-    plots = _plots(out, rows, compare)
+    plots = _plots(out)
     sections = _sections(out, recipe, rows, compare, plots)
     html_path, md_path = out / "report.html", out / "report.md"
     write_text_atomic(html_path, to_html(sections, f"edgex report: {out.name}"))

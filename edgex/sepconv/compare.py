@@ -7,7 +7,9 @@ from __future__ import annotations
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +353,9 @@ def _ab(rows) -> list[ABPair]:
     return pairs
 
 
+PLOT_FILES = {"latency_vs_macs": "model_latency_vs_macs.png", "breakdown": "time_breakdown.png"}
+
+
 def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
     from dataclasses import replace
 
@@ -361,35 +366,43 @@ def _write(result: CompareResult, out_dir: Path, plots: bool) -> CompareResult:
         "summary": out_dir / "summary.md",
     }
     if plots:
-        from edgex import plots as plotting
+        from edgex.plots import save
 
-        points = [
-            {"label": f"{r.label} {r.runtime} {r.precision}", "macs": r.macs / 1e6, "ms": r.p50_ms}
-            for r in result.rows
-            if r.macs
-        ]
-        if points:
-            files["latency_vs_macs"] = plotting.scatter(
-                points,
-                "macs",
-                "ms",
-                out_dir / "model_latency_vs_macs.png",
-                xlabel="MACs per inference (millions)",
-                ylabel="latency p50 (ms)",
-                title="Models: latency against MACs",
-                logx=True,
-            )
-        flat = {
-            f"{label} {runtime} {precision}": {k: (v["time_share"], v["mac_share"]) for k, v in kinds.items()}
-            for label, runtimes in result.breakdown.items()
-            for runtime, precisions in runtimes.items()
-            for precision, kinds in precisions.items()
-        }
-        if flat:
-            files["breakdown"] = plotting.time_breakdown(flat, out_dir / "time_breakdown.png")
+        for name, draw in compare_plots(result.rows, result.breakdown).items():
+            files[name] = save(draw(), out_dir / PLOT_FILES[name])
     result = replace(result, files={k: str(v) for k, v in files.items()})
     write_study(files, result.bench, summary_markdown(result), "compare", result.to_dict())
     return result
+
+
+def compare_plots(rows, breakdown: dict) -> dict[str, Callable]:
+    """The comparison's plots, each drawn when called: name (a key of PLOT_FILES) -> a function returning the figure.
+
+    ``breakdown`` is CompareResult's (label -> runtime -> precision -> kind -> shares)."""
+    from edgex import plots
+
+    drawn: dict[str, Callable] = {}
+    points = [plots.Point(f"{r.runtime} {r.precision}", r.macs / 1e6, r.p50_ms, group=r.label) for r in rows if r.macs]
+    if points:
+        drawn["latency_vs_macs"] = partial(
+            plots.tradeoff,
+            points,
+            xlabel="multiply-accumulates per inference (millions)",
+            ylabel="latency p50 (ms)",
+            title="Whole models: latency against MACs, per runtime and precision",
+            logx=True,
+            logy=True,
+            front=None,
+        )
+    shares = {
+        f"{label} {runtime} {precision}": {k: (v["time_share"], v["mac_share"]) for k, v in kinds.items()}
+        for label, runtimes in breakdown.items()
+        for runtime, precisions in runtimes.items()
+        for precision, kinds in precisions.items()
+    }
+    if shares:
+        drawn["breakdown"] = partial(plots.time_breakdown, shares)
+    return drawn
 
 
 def summary_markdown(result: CompareResult) -> str:

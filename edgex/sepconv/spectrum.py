@@ -133,27 +133,30 @@ def _ort_placement(path: Path, precision: str) -> OpPlacement:
 
 
 # -- plots and tables ------------------------------------------------------------------------------------------------
-def plot_spectrum(rows, path: Path, value: str = "p50_ms") -> Path:
+def plot_spectrum(rows, value: str = "p50_ms"):
     """One panel per runtime and precision: ``value`` (latency or MACs) against G, one line per shape."""
-    from edgex.plots import _pyplot, _save
+    from edgex.plots import figure, legend_beside, plain_ticks
 
-    plt = _pyplot()
     rows = [r for r in rows if is_segments(r.variant)]
     panels = list(dict.fromkeys((r.runtime, r.precision) for r in rows)) if value == "p50_ms" else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    fig, axes = figure(5.5 * len(panels), 4.5, ncols=len(panels), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)  # room for each panel's own latency ticks and label
+    scale = 1e6 if value == "macs" else 1
     for ax, panel in zip(axes[0], panels):
         chosen = [r for r in rows if panel is None or (r.runtime, r.precision) == panel]
         for shape in dict.fromkeys(r.shape for r in chosen):
-            points = sorted({(r.groups, getattr(r, value)) for r in chosen if r.shape == shape})
+            points = sorted({(r.groups, getattr(r, value) / scale) for r in chosen if r.shape == shape})
             ax.plot(*zip(*points), marker="o", label=shape)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("segments G (1 = regular conv + 1x1, C = depthwise separable)")
-        ax.set_ylabel("latency p50 (ms)" if value == "p50_ms" else "multiply-accumulates (MACs)")
-        ax.set_title(f"{panel[0]} {panel[1]}" if panel else "MACs along the spectrum")
+        ax.set_xticks(sorted({r.groups for r in chosen}))  # every G measured, as a plain number
+        ax.set_xlabel("segments G (1 = regular conv + 1x1,\nC = depthwise separable)")
+        ax.set_ylabel("latency p50 (ms)" if value == "p50_ms" else "multiply-accumulates (millions)")
+        ax.set_title(f"Latency against G, {panel[0]} {panel[1]}" if panel else "MACs against G")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    return _save(fig, path)
+        plain_ticks(ax.xaxis, ax.yaxis)
+    legend_beside(axes[0][-1])
+    return fig
 
 
 def spectrum_markdown(rows) -> list[str]:

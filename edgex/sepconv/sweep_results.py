@@ -67,3 +67,9 @@ class SweepResult:
             "seconds": self.seconds,
             "files": self.files,
         }
+
+
+def rows_and_roofs(data: dict) -> tuple[tuple[SweepRow, ...], tuple[Roof, ...]]:
+    """A sweep.json's rows and roofs, as the dataclasses ``SweepResult.to_dict`` wrote them from."""
+    roofs = tuple(Roof(**{k: v for k, v in r.items() if k != "ridge"}) for r in data["roofs"])
+    return tuple(SweepRow(**r) for r in data["rows"]), roofs

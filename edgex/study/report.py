@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from devices.files import write_text_atomic
@@ -16,8 +18,10 @@ CSV_FIELDS = ("variant", "architecture", "params", "macs", "seeds", "top1_mean",
 
 
 def write_study_files(result: StudyResult, out: Path) -> StudyResult:
+    from edgex.plots import save
+
     files = {"json": out / "study.json", "csv": out / "study.csv", "summary": out / "summary.md"}
-    files.update(plot_study(result, out))
+    files.update({f"{name}_plot": save(draw(), out / f"{name}.png") for name, draw in study_plots(result).items()})
     result = replace(result, files={k: str(v) for k, v in files.items()})
     write_text_atomic(files["csv"], study_csv(result))
     write_text_atomic(files["summary"], summary_markdown(result))
@@ -92,51 +96,82 @@ def summary_markdown(result: StudyResult) -> str:
     return text + note
 
 
-def plot_study(result: StudyResult, out: Path) -> dict[str, Path]:
-    from edgex.plots import _pyplot, _save
+def study_plots(result: StudyResult) -> dict[str, Callable]:
+    """The study's plots, each drawn when called: file stem -> a function returning the figure."""
+    drawn = {"accuracy": partial(_accuracy_plot, result)}
+    pairs = [pair for pair in _latency_columns(result) if any(v.p50(*pair) for v in result.variants)]
+    if pairs:
+        drawn["latency"] = partial(_latency_plot, result, pairs)
+    drawn["curves"] = partial(_curves_plot, result)
+    return drawn
 
-    plt = _pyplot()
+
+def _variant_ticks(result: StudyResult) -> tuple[list[str], str]:
+    """The variants' tick labels and the axis label: a prefix they all share ("segments:") goes to the axis."""
     names = [v.name for v in result.variants]
-    files = {}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names)), 4))
+    prefixes = {name.partition(":")[0] for name in names if ":" in name}
+    if len(names) > 1 and len(prefixes) == 1 and all(":" in name for name in names):
+        return [name.partition(":")[2] for name in names], prefixes.pop()
+    return names, "variant"
+
+
+def _accuracy_plot(result: StudyResult):
+    from edgex.plots import figure
+
+    names, axis = _variant_ticks(result)
+    fig, ax = figure(max(5.0, 1.1 * len(names)), 4)
     for i, v in enumerate(result.variants):
         mean, low, high = v.interval
         error = [[mean - low], [high - mean]] if low is not None else None
         ax.errorbar([i], [100 * mean], yerr=None if error is None else [[100 * e[0]] for e in error], fmt="o",
                     capsize=4, color="tab:blue")  # fmt: skip
         ax.scatter([i] * len(v.top1), [100 * a for a in v.top1], color="tab:gray", s=10, alpha=0.6)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel(axis)
     ax.set_ylabel("validation top-1 (%)")
     ax.set_ylim(0, 100)  # a t-interval of two or three seeds can reach past the possible range
-    ax.set_title(f"{result.config.study}: top-1, mean and 95% interval over seeds (gray: each seed)")
+    ax.set_title(f"{result.config.study}: top-1, mean and 95% interval over seeds\n(gray: each seed)", pad=12)
     ax.grid(True, axis="y", alpha=0.3)
-    files["accuracy_plot"] = _save(fig, out / "accuracy.png")
-    pairs = [pair for pair in _latency_columns(result) if any(v.p50(*pair) for v in result.variants)]
-    if pairs:
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names)), 4))
-        for runtime, precision in pairs:
-            ys = [v.p50(runtime, precision) for v in result.variants]
-            ax.plot(range(len(names)), [float("nan") if y is None else y for y in ys], marker="o",
-                    label=f"{runtime} {precision}")  # fmt: skip
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel("latency p50 (ms, one thread)")
-        ax.set_title(f"{result.config.study}: latency per runtime and precision")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        files["latency_plot"] = _save(fig, out / "latency.png")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    return fig
+
+
+def _latency_plot(result: StudyResult, pairs):
+    from edgex.plots import figure, legend_beside, plain_ticks
+
+    names, axis = _variant_ticks(result)
+    fig, ax = figure(max(5.0, 1.1 * len(names)), 4)
+    for runtime, precision in pairs:
+        ys = [v.p50(runtime, precision) for v in result.variants]
+        ax.plot(range(len(names)), [float("nan") if y is None else y for y in ys], marker="o",
+                label=f"{runtime} {precision}")  # fmt: skip
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel(axis)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency p50 (ms, one thread)")
+    ax.set_title(f"{result.config.study}: latency per runtime and precision")
+    ax.grid(True, which="both", alpha=0.3)
+    plain_ticks(ax.yaxis)
+    legend_beside(ax)
+    return fig
+
+
+def _curves_plot(result: StudyResult):
+    from matplotlib.ticker import MaxNLocator
+
+    from edgex.plots import figure, legend_beside
+
+    fig, ax = figure(6.5, 4)
     for v in result.variants:
         epochs = range(1, min(len(r.curve) for r in v.runs) + 1)
         mean = [sum(r.curve[e - 1] for r in v.runs) / len(v.runs) for e in epochs]
         ax.plot(list(epochs), [100 * m for m in mean], marker=".", label=v.name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation top-1 (%), mean over seeds")
     ax.set_title(f"{result.config.study}: learning curves")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    files["curves_plot"] = _save(fig, out / "curves.png")
-    return files
+    legend_beside(ax)
+    return fig
 
 
-__all__ = ["study_csv", "study_section_markdown", "summary_markdown", "write_study_files"]
+__all__ = ["study_csv", "study_plots", "study_section_markdown", "summary_markdown", "write_study_files"]
