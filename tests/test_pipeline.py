@@ -369,7 +369,7 @@ def test_the_optional_tune_stage_ships_its_winner_and_reports_it(small_run, cli,
         assert f"model/{Path(tune['winner']['artifact']).name}" in bundle.getnames()
     report = (out / "report.md").read_text()
     assert "## Tune: the fastest artifact within the gate" in report and "| fastest passing ms |" in report
-    assert "tune/pareto.png" in (out / "report.html").read_text() and (out / "tune" / "pareto.png").is_file()
+    assert "plots/tune_pareto.png" in (out / "report.html").read_text() and (out / "tune" / "pareto.png").is_file()
 
 
 def test_an_unknown_study_in_the_recipe_is_a_one_line_error(tmp_path, cli):

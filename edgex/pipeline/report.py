@@ -103,6 +103,7 @@ def report_plots(out: Path) -> list[ReportPlot]:
     from edgex.sepconv.compare import compare_plots
     from edgex.sepconv.sweep_report import sweep_plots
     from edgex.sepconv.sweep_results import rows_and_roofs
+    from edgex.tune.report import pareto_figure
 
     rows = summary_rows(out)
     compare = read_json(out / "compare" / "compare.json") or {}
@@ -131,6 +132,10 @@ def report_plots(out: Path) -> list[ReportPlot]:
     if compare.get("breakdown"):
         draw = compare_plots((), compare["breakdown"])["breakdown"]
         made.append(ReportPlot("time_breakdown", "Per-op-type time share next to MAC share.", draw))
+    tune = read_json(out / "tune" / "tune.json")
+    if tune and tune["candidates"]:
+        caption = "edgex tune's candidates: top-1 on the selection split against latency on this device."
+        made.append(ReportPlot("tune_pareto", caption, partial(pareto_figure, tune)))
     drawn = sweep_plots(*rows_and_roofs(sweep), sweep["speedups"]) if sweep else {}
     for name, source, caption in (
         ("sweep_speedup", "speedup", "Layer level: separable vs regular speedup per shape."),

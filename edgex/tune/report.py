@@ -20,18 +20,31 @@ def write_tune_files(result: TuneResult, out: Path) -> TuneResult:
 
 
 def pareto_plot(result: TuneResult, path: Path) -> Path:
-    """Every measured candidate's selection top-1 against its latency, with the front of those that passed."""
+    from edgex import plots
+
+    return plots.save(pareto_figure(result.to_dict()), path)
+
+
+def pareto_figure(tune: dict):
+    """Every measured candidate of a tune (tune.json's form) by its selection top-1 against its latency, by runtime
+    and precision: those that passed the gate with the fastest-within-the-gate front among them, the others hollow."""
     from edgex import plots
 
     points = [
-        {"label": f"#{c.number}", "ms": c.p50_ms, "top1": 100 * c.selection_top1}
-        for c in result.candidates
-        if c.p50_ms is not None and c.selection_top1 is not None
+        plots.Point(
+            label=f"#{c['number']}",
+            x=c["p50_ms"],
+            y=100 * c["selection_top1"],
+            group=f"{c['deployment'].get('runtime')} {c['deployment'].get('precision')}",
+            status="done" if c["passes"] else "pruned",
+        )
+        for c in tune["candidates"]
+        if c["p50_ms"] is not None and c["selection_top1"] is not None
     ]
-    gate = 100 * result.float_selection - result.max_drop
-    title = f"Candidates on {result.device}: selection top-1 against latency (gate {gate:.1f}%)"
-    return plots.scatter(points, "ms", "top1", path, xlabel="latency p50 (ms)", ylabel="top-1 (%)", title=title,
-                         front=True)  # fmt: skip
+    gate = 100 * tune["float_selection"] - tune["max_drop"]
+    title = f"edgex tune on {tune['device']}: top-1 (selection split) against latency; hollow: below {gate:.1f}%"
+    return plots.tradeoff(points, xlabel="latency p50 (ms)", ylabel="top-1 (%)", title=title, logx=True,
+                          front="fastest within the gate")  # fmt: skip
 
 
 def lever_lines(result: TuneResult) -> list[str]:
