@@ -64,8 +64,10 @@ def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> 
     path = Path(path)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if path.exists():
-        return SourceModel(path, "keras", model, shape, metadata or read_metadata(path), sha256_file(path))
-    return SourceModel(path, "keras", model, shape, metadata or {}, "")
+        metadata, sha256 = metadata or read_metadata(path), sha256_file(path)
+    else:
+        metadata, sha256 = metadata or {}, ""
+    return SourceModel(path=path, kind="keras", keras_model=model, input_shape=shape, metadata=metadata, sha256=sha256)
 
 
 def load_source(path: str | Path) -> SourceModel:
@@ -104,7 +106,9 @@ def _load_source(path: Path, sha256: str) -> SourceModel:
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
         shape = tuple(int(d) for d in next(iter(specs.values())).shape[1:])
-        return SourceModel(path, "saved_model", None, shape, meta, sha256)
+        return SourceModel(
+            path=path, kind="saved_model", keras_model=None, input_shape=shape, metadata=meta, sha256=sha256
+        )
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
     model = load_keras_model(path)
@@ -118,7 +122,8 @@ def _load_source(path: Path, sha256: str) -> SourceModel:
             f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
             "rebuild the model with a fixed input size"
         )
-    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256)
+    shape = tuple(int(d) for d in shape)
+    return SourceModel(path=path, kind="keras", keras_model=model, input_shape=shape, metadata=meta, sha256=sha256)
 
 
 # Conversions made in this process, by the content of the source file and every option that shapes the result.

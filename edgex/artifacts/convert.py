@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.registry import CALIBRATION_SAMPLES
+from converters.registry import CALIBRATION_SAMPLES, FORMATS
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
 from devices.metadata import preprocessing_of
@@ -49,7 +49,7 @@ def export_model(
     from converters import convert, load_source
 
     precision = _checked_precision(to, precision, calib_samples, parity_samples)
-    needs_calibration = precision == "int8" or to == "edgetpu"
+    needs_calibration = precision == "int8" or FORMATS[to].integer_only
     if needs_calibration and not data and dataset is None:
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
     if out is not None:
@@ -86,7 +86,7 @@ def export_model(
 
 def _checked_precision(to: str, precision: str | None, calib_samples: int, parity_samples: int | None) -> str:
     """The precision to export at (the format's default when None), once the format and sample counts are valid."""
-    from converters import FORMATS, default_precision
+    from converters import default_precision
 
     if to not in FORMATS:  # fail before loading anything
         raise choice_error("format", to, FORMATS)

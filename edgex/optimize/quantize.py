@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converters.registry import CALIBRATION_SAMPLES, Parity, artifact_name
+from converters.registry import CALIBRATION_SAMPLES, FORMATS, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
 from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
 from edgex.optimize.common import Setup, setup
@@ -66,7 +66,7 @@ def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
         raise choice_error("target", target, QUANTIZE_FORMATS)
     if target == "onnx" and mode in ("dynamic", "float16"):
         raise EdgexError(f"--mode {mode} is a TFLite quantization; for ONNX use --mode int8 or qat")
-    if target == "edgetpu" and mode not in ("int8", "qat"):
+    if FORMATS[target].integer_only and MODES[mode] != "int8":
         raise EdgexError("the Edge TPU runs full-integer models only: use --mode int8 or qat")
     if mode in ("int8", "qat") and not data:
         raise EdgexError(
