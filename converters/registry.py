@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from converters.parity import Parity, sequential_parity
 from converters.source import SourceModel, load_source, reference_outputs
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, metadata_path, refuse_overwrite, utc_now, write_metadata
-from devices.preprocess import Preprocessing
+from devices.files import atomic_path, file_size, metadata_path, refuse_overwrite, utc_now
+from devices.metadata import (
+    ArtifactMetadata,
+    CalibrationRecord,
+    ConversionTiming,
+    QuantizationRecord,
+    SourceRecord,
+    write_metadata,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -229,7 +236,7 @@ def convert(
     onnx_int8_route: str = "qdq",
     onnx_writer: str = "auto",
     signature: bool = True,
-    metadata: dict | None = None,
+    data_name: str | None = None,
     notes: tuple[str, ...] = (),
     threads: int | None = None,
 ) -> ConversionResult:
@@ -238,9 +245,9 @@ def convert(
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
     for the parity check (random inputs when None); ``parity_samples``: check exactly this many of them (default:
     stop once the verdict is decided at 95% confidence; sources under ``SMALL_MODEL_BYTES`` use them all).
-    ``signature``: TFLite files carry the serving SignatureDef (leave it on for anything deployed). ``metadata``:
-    extra fields for the artifact's metadata; ``notes``: remarks of the caller, reported with the converter's own.
-    ``threads``: the runtime's threads for the parity check (default: every core).
+    ``signature``: TFLite files carry the serving SignatureDef (leave it on for anything deployed). ``data_name``:
+    the data set of those samples (for the metadata); ``notes``: remarks of the caller, reported with the
+    converter's own. ``threads``: the runtime's threads for the parity check (default: every core).
     """
     target = target_of(to)
     precision = precision or target.default_precision
@@ -262,17 +269,15 @@ def convert(
         signature=signature,
     )
     info, seconds = _timed(_export, source, target, out, options)
-    notes += list(info.notes)
     (parity, quantization, check_notes), checking = _timed(
         _check_export, source, target, out, precision, parity_inputs, parity_samples, threads
     )
-    timing = {"loading_s": loading, "conversion_s": seconds, "parity_s": checking}
-    notes += check_notes
-    meta = _metadata(source, target, precision, io, batch, parity, quantization, notes, info, metadata)
-    meta["timing"] = timing
-    if precision == "int8":
-        meta["calibration"] = {"samples": len(calibration), **meta.get("calibration", {})}
-    return _record(source, target, out, meta, parity, info, seconds)
+    timing = ConversionTiming(loading_s=loading, conversion_s=seconds, parity_s=checking)
+    notes = (*notes, *info.notes, *check_notes)
+    meta = _metadata(
+        source, target, options, info, data_name, parity=parity, quantization=quantization, notes=notes, timing=timing
+    )
+    return _record(source, target, out, meta, info, seconds)
 
 
 def _timed(fn, *args):
@@ -287,22 +292,22 @@ def _export(source: SourceModel, target: Target, out: Path, options: ExportOptio
         return importlib.import_module(target.module).export(source, tmp, options)
 
 
-def _record(source: SourceModel, target: Target, out: Path, meta: dict, parity: Parity, info: ExportInfo, seconds):
+def _record(source: SourceModel, target: Target, out: Path, meta: ArtifactMetadata, info: ExportInfo, seconds: float):
     """Write the artifact's metadata (and its compiled twin's, when the exporter made one); describe the result."""
     meta_path = write_metadata(out, meta)
     compiled = compiled_path(out)
     if target.compiled_twin and compiled.is_file():  # it has the same classes, preprocessing and scales
-        write_metadata(compiled, {**meta, "compiled_from": out.name})
+        write_metadata(compiled, replace(meta, compiled_from=out.name))
     return ConversionResult(
         path=str(out),
-        target=meta["format"],
-        precision=meta["precision"],
+        target=meta.format,
+        precision=meta.precision,
         size_bytes=file_size(out),
         source_size_bytes=file_size(source.path) if source.path.exists() else 0,  # in-memory sources have no file
         seconds=seconds,
-        parity=parity,
+        parity=meta.parity,
         metadata_path=str(meta_path),
-        notes=tuple(meta["notes"]),
+        notes=meta.notes,
         details=dict(info.details),
     )
 
@@ -360,7 +365,7 @@ def _check_export(source, target: Target, out: Path, precision: str, inputs, sam
     x = _float32(inputs)[:samples]
     full = samples is not None or kind == "random" or _small(source)
     with devices.load_model(out, runtime=target.runtime, device="cpu", threads=threads or usable_cores()) as model:
-        quantization = {"inputs": [asdict(t) for t in model.inputs], "outputs": [asdict(t) for t in model.outputs]}
+        quantization = QuantizationRecord(inputs=tuple(model.inputs), outputs=tuple(model.outputs))
         done: list[np.ndarray] = []
 
         def exported(n: int) -> np.ndarray:
@@ -391,30 +396,45 @@ def _small(source: SourceModel) -> bool:
     return not source.path.exists() or file_size(source.path) <= SMALL_MODEL_BYTES
 
 
-def _metadata(source, target, precision, io, batch, parity, quantization, notes, info, extra) -> dict:
+def _metadata(
+    source: SourceModel,
+    target: Target,
+    options: ExportOptions,
+    info: ExportInfo,
+    data_name: str | None,
+    *,
+    parity: Parity,
+    quantization: QuantizationRecord,
+    notes: tuple[str, ...],
+    timing: ConversionTiming,
+) -> ArtifactMetadata:
+    """An export's metadata: what its source records (classes, preprocessing, data), how it was made and checked,
+    and the exporter's own details (opset, the Edge TPU report ...)."""
     from devices.sysinfo import versions
 
-    classes = quantization["outputs"][0]["shape"][-1] if quantization["outputs"] else 0
-    return {
-        "kind": target.name,
-        "format": target.name,
-        "precision": precision,
-        "io": io,
-        "batch": batch,
-        "created": utc_now(),
-        "source": {"path": str(source.path), "sha256": source.sha256, "kind": source.kind},
-        "input_shape": list(source.input_shape),
-        "class_names": source.metadata.get("class_names") or [str(i) for i in range(classes)],
-        "preprocessing": Preprocessing.from_dict(source.metadata.get("preprocessing")).to_dict(),
-        "model_config": source.metadata.get("model_config"),
-        "dataset": source.metadata.get("dataset"),
-        "quantization": quantization,
-        "parity": asdict(parity),
-        "notes": notes,
-        "versions": versions(),
-        **info.details,
-        **(extra or {}),
-    }
+    recorded = source.metadata
+    classes = quantization.outputs[0].shape[-1] if quantization.outputs else 0
+    calibrated = options.precision == "int8" and options.calibration is not None
+    return ArtifactMetadata(
+        format=target.name,
+        precision=options.precision,
+        io=options.io,
+        batch=options.batch,
+        created=utc_now(),
+        input_shape=tuple(source.input_shape),
+        class_names=recorded.class_names_or_indices(classes),
+        preprocessing=recorded.input_preprocessing,
+        source=SourceRecord(path=str(source.path), sha256=source.sha256, kind=source.kind),
+        dataset=recorded.dataset,
+        model_config=recorded.model_config,
+        parity=parity,
+        quantization=quantization,
+        calibration=CalibrationRecord(samples=len(options.calibration), data=data_name) if calibrated else None,
+        timing=timing,
+        notes=notes,
+        versions=versions(),
+        sections={**info.details, **({"parity_data": data_name} if data_name and parity.inputs == "data" else {})},
+    )
 
 
 def compiled_path(path: Path) -> Path:

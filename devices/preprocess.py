@@ -78,13 +78,13 @@ def preprocessing_named(name: str) -> Preprocessing:
     return PREPROCESSINGS[name]
 
 
-def chosen_preprocessing(override: str | None, recorded: dict | None, what: str) -> Preprocessing:
+def chosen_preprocessing(override: str | None, recorded: Preprocessing | None, what: str) -> Preprocessing:
     """``--preprocessing`` when given, else the preprocessing recorded in a model's metadata; an error naming
     ``what`` when there is neither (models that edgex did not make do not all scale pixels alike)."""
     if override:
         return preprocessing_named(override)
-    if recorded:
-        return Preprocessing.from_dict(recorded)
+    if recorded is not None:
+        return recorded
     raise EdgexError(
         f"{what} has no edgex metadata saying how its inputs are scaled: pass --preprocessing with one of: "
         f"{', '.join(PREPROCESSINGS)} (keras.applications: xception for Xception/MobileNet/Inception, caffe for "

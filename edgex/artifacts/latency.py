@@ -11,8 +11,8 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark, results_from_json, results_to_csv, results_to_json
 from devices.errors import EdgexError, InputMismatch
-from devices.files import read_metadata, write_json_atomic, write_text_atomic
-from devices.metadata import preprocessing_of
+from devices.files import write_json_atomic, write_text_atomic
+from devices.metadata import read_metadata
 
 
 def invalid_note(flagged: int, total: int) -> str | None:
@@ -31,8 +31,8 @@ def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16
     from edgex.artifacts.accuracy import dataset_for
 
     meta = read_metadata(model_path)
-    if meta.get("input_shape"):
-        shape = tuple(meta["input_shape"])
+    if meta.input_shape:
+        shape = meta.input_shape
     else:
         with devices.load_model(model_path) as model:
             shape = tuple(model.inputs[0].shape[1:])
@@ -40,7 +40,7 @@ def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16
         raise InputMismatch(f"--inputs data:{spec} gives square RGB images, but the model's input is {list(shape)}")
     dataset = dataset_for(meta, spec, int(shape[0]))
     images, _ = dataset.val.take(batch * batches, seed=0).arrays()
-    x = preprocessing_of(meta).apply(images)
+    x = meta.input_preprocessing.apply(images)
     usable = len(x) // batch * batch
     if usable == 0:
         raise EdgexError(f"the validation split of {spec} has fewer than {batch} samples")
@@ -84,7 +84,7 @@ def run_bench(
                 progress=progress,
             )
             meta = read_metadata(model)
-            extra = {k: meta[k] for k in ("precision", "format") if k in meta}
+            extra = {k: v for k, v in (("precision", meta.precision), ("format", meta.format)) if v is not None}
             results.append(result.with_extra(label=Path(model).name, **extra))
     return results
 

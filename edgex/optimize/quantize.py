@@ -9,7 +9,8 @@ from pathlib import Path
 
 from converters.registry import CALIBRATION_SAMPLES, FORMATS, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
-from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
+from devices.files import file_size, refuse_overwrite, write_json_atomic
+from devices.metadata import read_metadata
 from edgex.optimize.common import Setup, setup
 
 MODES = {"dynamic": "dynamic", "float16": "fp16", "int8": "int8", "qat": "int8"}  # mode -> export precision
@@ -233,7 +234,7 @@ def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, p
     qat_model = import_tfmot().quantization.keras.quantize_model(s.source.keras_model)
     # A trained model only needs its weights nudged towards the int8 grid: a small learning rate, no augmentation.
     history = fine_tune(qat_model, s.dataset, epochs=epochs, lr=lr, augment=(), progress=progress)
-    save_qat_model(qat_model, path, {**read_metadata(s.source.path), "qat": True, "qat_history": history})
+    save_qat_model(qat_model, path, read_metadata(s.source.path).with_sections(qat=True, qat_history=history))
     seconds = time.perf_counter() - start
     result = QatResult(str(path), epochs, lr, history, seconds, s.keras_top1(qat_model))
     return result, source_from_keras(qat_model, path)
