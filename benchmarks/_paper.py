@@ -14,7 +14,7 @@ def paper_keras(conv: str = "separable", classes: int = 10) -> Path:
     """The paper-sized model (10 classes so the digits can calibrate and check it) as a .keras file."""
     path = CACHE / f"paper_{conv}_{classes}.keras"
     if not path.exists():
-        from devices.files import write_metadata
+        from devices.metadata import ArtifactMetadata, write_metadata
         from devices.preprocess import XCEPTION
         from devices.tfkeras import keras
         from edgex.models import create_model
@@ -23,15 +23,13 @@ def paper_keras(conv: str = "separable", classes: int = 10) -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         model = create_model("paper", classes=classes, conv=conv)
         model.save(path)
-        write_metadata(
-            path,
-            {
-                "class_names": [str(i) for i in range(classes)],
-                "input_shape": [299, 299, 3],
-                "preprocessing": XCEPTION.to_dict(),
-                "preset": "paper",
-            },
+        meta = ArtifactMetadata(
+            input_shape=(299, 299, 3),
+            class_names=tuple(str(i) for i in range(classes)),
+            preprocessing=XCEPTION,
+            preset="paper",
         )
+        write_metadata(path, meta)
     return path
 
 

@@ -33,12 +33,11 @@ import json, sys
 import numpy as np
 sys.path.insert(0, ".")
 import devices
-from devices.files import read_metadata
-from devices.preprocess import Preprocessing
+from devices.metadata import read_metadata
 manifest = json.load(open("manifest.json"))
 model = devices.load_model(manifest["model"], threads=manifest["defaults"]["threads"])
 data = np.load(manifest["eval"])
-x = Preprocessing.from_dict(read_metadata(manifest["model"]).get("preprocessing")).apply(data["images"])
+x = read_metadata(manifest["model"]).input_preprocessing.apply(data["images"])
 np.save(sys.argv[1], model.predict(x))
 """
 

@@ -66,10 +66,10 @@ def _row(name: str, wall: float, library: float | None, fixed: tuple[float, floa
 
 
 def _conversion_seconds(artifact: Path) -> float | None:
-    from devices.files import read_metadata
+    from devices.metadata import read_metadata
 
-    meta = read_metadata(artifact)
-    return meta.get("timing", {}).get("conversion_s")
+    timing = read_metadata(artifact).timing
+    return timing.conversion_s if timing else None
 
 
 def _parity_text(parity: dict) -> str:

@@ -131,7 +131,13 @@ def compatibility_report(path: str | Path) -> EdgeTpuReport:
     first = next((c for c in checks if not c.on_edgetpu), None)
     param_bytes = int(sum(_nbytes(tensors[i]) for i in constants))
     on_chip = min(param_bytes, ON_CHIP_BYTES)
-    return EdgeTpuReport(tuple(checks), first, param_bytes, on_chip, param_bytes - on_chip)
+    return EdgeTpuReport(
+        ops=tuple(checks),
+        first_fallback=first,
+        parameter_bytes=param_bytes,
+        on_chip_bytes=on_chip,
+        streamed_bytes=param_bytes - on_chip,
+    )
 
 
 def _nbytes(tensor: dict) -> int:

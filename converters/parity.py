@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from devices.metadata import Parity
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,32 +38,6 @@ CONFIDENCE = 0.95  # of each one-sided bound
 PARITY_BATCH = 32  # samples between two looks at the bounds
 DEFAULT_PARITY_SAMPLES = 256  # the most samples a check uses unless asked for more
 FLOAT_PRECISIONS = ("fp32", "fp16")  # judged strictly: every sample within the tolerance
-
-
-@dataclass(frozen=True)
-class Parity:
-    samples: int
-    inputs: str  # "data" or "random"
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float
-    criterion: str  # what was required
-    passed: bool
-    interval: tuple[float, float] = (0.0, 1.0)  # one-sided 95% bounds of the share of samples meeting it
-    decided: bool = True  # the bounds settle the verdict; False: the point estimate on every planned sample did
-    available: int = 0  # samples planned (the check may stop before)
-    snr_db: float = float("nan")  # output-level: 10 log10(power of the outputs / power of the difference)
-    cosine: float = float("nan")  # mean cosine similarity of each sample's outputs
-    top1_meaningful: bool = True  # False: float top-1 margins below the quantized output's resolution
-    resolution: float = 0.0  # the exported output's step (0 for float outputs)
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def describe(self) -> str:
-        """One line: verdict, criterion, samples used and the interval."""
-        low, high = self.interval
-        verdict = "passed" if self.passed else "FAILED"
-        how = f"95% bounds {low:.1%}-{high:.1%}" if self.decided else "not decided at 95%, point estimate"
-        return f"{verdict}: {self.criterion} on {self.samples} {self.inputs} samples ({how})"
 
 
 def _log_binomial_tail(n: int, k: int, p: float) -> float:

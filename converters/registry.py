@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from converters.parity import Parity, sequential_parity
 from converters.source import SourceModel, load_source, reference_outputs
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, refuse_overwrite, utc_now, write_metadata
-from devices.preprocess import Preprocessing
+from devices.files import atomic_path, file_size, metadata_path, refuse_overwrite, utc_now
+from devices.metadata import (
+    ArtifactMetadata,
+    CalibrationRecord,
+    ConversionTiming,
+    QuantizationRecord,
+    SourceRecord,
+    write_metadata,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,18 +30,61 @@ SMALL_MODEL_BYTES = 32 * 2**20  # sources up to this size are checked on every p
 
 @dataclass(frozen=True)
 class Target:
+    """A format edgex exports to, with what sets it apart: code reads these fields, not the format's name."""
+
     name: str
     module: str  # converters.<module> with export(source, path, options) -> ExportInfo
     precisions: tuple[str, ...]
     suffix: str  # "" for folders
     runtime: str  # the runtime that runs the result (for the parity check)
+    file_name: str = "{stem}_{precision}{suffix}"  # the artifact's name beside its source model
+    default_precision: str = "fp32"
+    default_io: str = "float"  # the input/output type when none is asked for
+    integer_io: bool = False  # full-integer models may take and give int8 or uint8 (--io)
+    static_batch: bool = False  # the runtime needs a fixed batch of 1
+    compiled_twin: bool = False  # the exporter may also write a compiled model (compiled_path) with its metadata
+
+    @property
+    def integer_only(self) -> bool:
+        """Whether the format holds full-integer models only (each needs calibration data)."""
+        return self.precisions == ("int8",)
 
 
 FORMATS: dict[str, Target] = {
-    "tflite": Target("tflite", "converters.tflite", ("fp32", "fp16", "dynamic", "int8"), ".tflite", "litert"),
-    "onnx": Target("onnx", "converters.onnx", ("fp32", "int8"), ".onnx", "onnxruntime"),
-    "saved-model": Target("saved-model", "converters.saved_model", ("fp32",), "", "tensorflow"),
-    "edgetpu": Target("edgetpu", "converters.edgetpu", ("int8",), ".tflite", "litert"),
+    "tflite": Target(
+        name="tflite",
+        module="converters.tflite",
+        precisions=("fp32", "fp16", "dynamic", "int8"),
+        suffix=".tflite",
+        runtime="litert",
+        integer_io=True,
+    ),
+    "onnx": Target(
+        name="onnx", module="converters.onnx", precisions=("fp32", "int8"), suffix=".onnx", runtime="onnxruntime"
+    ),
+    "saved-model": Target(
+        name="saved-model",
+        module="converters.saved_model",
+        precisions=("fp32",),
+        suffix="",
+        runtime="tensorflow",
+        file_name="{stem}_saved_model",
+    ),
+    # A full-integer TFLite model that meets the Edge TPU's constraints; edgetpu_compiler, when installed, turns
+    # x_quant.tflite into x_quant_edgetpu.tflite (Coral's naming).
+    "edgetpu": Target(
+        name="edgetpu",
+        module="converters.edgetpu",
+        precisions=("int8",),
+        suffix=".tflite",
+        runtime="litert",
+        file_name="{stem}_quant.tflite",
+        default_precision="int8",
+        default_io="uint8",
+        integer_io=True,
+        static_batch=True,
+        compiled_twin=True,
+    ),
 }
 IO_TYPES = ("float", "int8", "uint8")
 BATCHES = ("1", "dynamic")
@@ -108,19 +158,23 @@ class ConversionResult:
         return data
 
 
+def target_of(to: str) -> Target:
+    """The row of format ``to``; an error listing the formats for any other name."""
+    if to not in FORMATS:
+        raise choice_error("format", to, FORMATS)
+    return FORMATS[to]
+
+
 def default_precision(to: str) -> str:
-    """fp32, except for the Edge TPU, which runs full-integer models only."""
-    return "int8" if to == "edgetpu" else "fp32"
+    """The precision a format is exported at unless told: fp32, or int8 for the Edge TPU (full-integer only)."""
+    return target_of(to).default_precision
 
 
 def artifact_name(stem: str, to: str, precision: str) -> str:
     """The file name of an export: ``model`` -> ``model_int8.tflite``, ``model_fp32.onnx``, ``model_saved_model``,
     ``model_quant.tflite`` (the one naming rule of convert, quantize, prune and the pipeline's run folder)."""
-    if to == "saved-model":
-        return f"{stem}_saved_model"
-    if to == "edgetpu":  # Coral's convention: edgetpu_compiler turns x_quant.tflite into x_quant_edgetpu.tflite
-        return f"{stem}_quant.tflite"
-    return f"{stem}_{precision}{FORMATS[to].suffix}"
+    target = FORMATS[to]
+    return target.file_name.format(stem=stem, precision=precision, suffix=target.suffix)
 
 
 def runtime_for_format(fmt: str) -> str:
@@ -139,22 +193,20 @@ def default_output(model: str | Path, to: str, precision: str) -> Path:
     return model.with_name(artifact_name(model.stem if model.is_file() else model.name, to, precision))
 
 
-def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: str, writer: str) -> Target:
-    if to not in FORMATS:
-        raise choice_error("format", to, FORMATS)
-    target = FORMATS[to]
+def _validate(target: Target, precision: str, io: str, batch: str, opset: int, route: str, writer: str) -> None:
+    to = target.name
     if precision not in target.precisions:
         raise EdgexError(
             f"precision {precision!r} is not available for {to}; choose one of: {', '.join(target.precisions)}"
         )
     if io not in IO_TYPES:
         raise choice_error("input/output type", io, IO_TYPES)
-    if io != "float" and not (precision == "int8" and to in ("tflite", "edgetpu")):
+    if io != "float" and not (precision == "int8" and target.integer_io):
         raise EdgexError(f"--io {io} applies to full-integer TFLite models (--precision int8), not {to} {precision}")
     if batch not in BATCHES:
         raise choice_error("batch", batch, BATCHES)
-    if to == "edgetpu" and batch != "1":
-        raise EdgexError("the Edge TPU needs static shapes: --batch 1")
+    if target.static_batch and batch != "1":
+        raise EdgexError(f"{to} needs static shapes: --batch 1")
     if not 9 <= int(opset) <= 21:
         raise EdgexError(f"ONNX opset must be between 9 and 21, got {opset}")
     if route not in ONNX_INT8_ROUTES:
@@ -165,7 +217,6 @@ def _validate(to: str, precision: str, io: str, batch: str, opset: int, route: s
         )
     if writer not in ("auto", "tf2onnx", "direct"):
         raise choice_error("ONNX writer", writer, ("auto", "tf2onnx", "direct"))
-    return target
 
 
 def convert(
@@ -185,7 +236,7 @@ def convert(
     onnx_int8_route: str = "qdq",
     onnx_writer: str = "auto",
     signature: bool = True,
-    metadata: dict | None = None,
+    data_name: str | None = None,
     notes: tuple[str, ...] = (),
     threads: int | None = None,
 ) -> ConversionResult:
@@ -194,40 +245,39 @@ def convert(
     ``calibration``: preprocessed float32 samples for int8 (required). ``parity_inputs``: preprocessed samples
     for the parity check (random inputs when None); ``parity_samples``: check exactly this many of them (default:
     stop once the verdict is decided at 95% confidence; sources under ``SMALL_MODEL_BYTES`` use them all).
-    ``signature``: TFLite files carry the serving SignatureDef (leave it on for anything deployed). ``metadata``:
-    extra fields for the artifact's metadata; ``notes``: remarks of the caller, reported with the converter's own.
-    ``threads``: the runtime's threads for the parity check (default: every core).
+    ``signature``: TFLite files carry the serving SignatureDef (leave it on for anything deployed). ``data_name``:
+    the data set of those samples (for the metadata); ``notes``: remarks of the caller, reported with the
+    converter's own. ``threads``: the runtime's threads for the parity check (default: every core).
     """
-    precision = precision or default_precision(to)
-    io = io or ("uint8" if to == "edgetpu" else "float")
-    target = _validate(to, precision, io, batch, opset, onnx_int8_route, onnx_writer)
+    target = target_of(to)
+    precision = precision or target.default_precision
+    io = io or target.default_io
+    _validate(target, precision, io, batch, opset, onnx_int8_route, onnx_writer)
     out = _prepare_output(model, target, precision, out, force)
     notes = [*notes, *_calibration_notes(precision, calibration)]
     source, loading = _timed(lambda: model if isinstance(model, SourceModel) else load_source(model))
     options = ExportOptions(
-        precision,
-        io,
-        batch,
-        int(opset),
-        None if calibration is None else _float32(calibration),
-        tuple(keep_float),
-        onnx_int8_route,
-        onnx_writer,
-        out.name,
-        signature,
+        precision=precision,
+        io=io,
+        batch=batch,
+        opset=int(opset),
+        calibration=None if calibration is None else _float32(calibration),
+        keep_float=tuple(keep_float),
+        onnx_int8_route=onnx_int8_route,
+        onnx_writer=onnx_writer,
+        final_name=out.name,
+        signature=signature,
     )
     info, seconds = _timed(_export, source, target, out, options)
-    notes += list(info.notes)
     (parity, quantization, check_notes), checking = _timed(
         _check_export, source, target, out, precision, parity_inputs, parity_samples, threads
     )
-    timing = {"loading_s": loading, "conversion_s": seconds, "parity_s": checking}
-    notes += check_notes
-    meta = _metadata(source, target, precision, io, batch, parity, quantization, notes, info, metadata)
-    meta["timing"] = timing
-    if precision == "int8":
-        meta["calibration"] = {"samples": len(calibration), **meta.get("calibration", {})}
-    return _record(source, out, meta, parity, info, seconds)
+    timing = ConversionTiming(loading_s=loading, conversion_s=seconds, parity_s=checking)
+    notes = (*notes, *info.notes, *check_notes)
+    meta = _metadata(
+        source, target, options, info, data_name, parity=parity, quantization=quantization, notes=notes, timing=timing
+    )
+    return _record(source, target, out, meta, info, seconds)
 
 
 def _timed(fn, *args):
@@ -242,21 +292,22 @@ def _export(source: SourceModel, target: Target, out: Path, options: ExportOptio
         return importlib.import_module(target.module).export(source, tmp, options)
 
 
-def _record(source: SourceModel, out: Path, meta: dict, parity: Parity, info: ExportInfo, seconds: float):
-    """Write the artifact's metadata (and its compiled Edge TPU twin's) and describe the result."""
+def _record(source: SourceModel, target: Target, out: Path, meta: ArtifactMetadata, info: ExportInfo, seconds: float):
+    """Write the artifact's metadata (and its compiled twin's, when the exporter made one); describe the result."""
     meta_path = write_metadata(out, meta)
-    if info.details.get("edgetpu_model"):  # the compiled model carries the same classes, preprocessing, scales
-        write_metadata(Path(info.details["edgetpu_model"]), {**meta, "format": "edgetpu", "compiled_from": out.name})
+    compiled = compiled_path(out)
+    if target.compiled_twin and compiled.is_file():  # it has the same classes, preprocessing and scales
+        write_metadata(compiled, replace(meta, compiled_from=out.name))
     return ConversionResult(
         path=str(out),
-        target=meta["format"],
-        precision=meta["precision"],
+        target=meta.format,
+        precision=meta.precision,
         size_bytes=file_size(out),
         source_size_bytes=file_size(source.path) if source.path.exists() else 0,  # in-memory sources have no file
         seconds=seconds,
-        parity=parity,
+        parity=meta.parity,
         metadata_path=str(meta_path),
-        notes=tuple(meta["notes"]),
+        notes=meta.notes,
         details=dict(info.details),
     )
 
@@ -272,12 +323,12 @@ def _prepare_output(model, target: Target, precision: str, out, force: bool) -> 
     source_path = Path(model.path if isinstance(model, SourceModel) else model)
     out = Path(out) if out else default_output(source_path, target.name, precision)
     refuse_overwrite(out, force)
-    if target.name == "edgetpu":
+    if target.compiled_twin:
         # A compiled model left from an earlier export would no longer match the new one (deploy ships it).
         compiled = compiled_path(out)
         refuse_overwrite(compiled, force)
         compiled.unlink(missing_ok=True)
-        compiled.with_name(compiled.name + ".json").unlink(missing_ok=True)
+        metadata_path(compiled).unlink(missing_ok=True)
     if target.suffix and out.suffix != target.suffix:
         raise EdgexError(f"output {out} should end in {target.suffix} for {target.name}")
     return out
@@ -314,7 +365,7 @@ def _check_export(source, target: Target, out: Path, precision: str, inputs, sam
     x = _float32(inputs)[:samples]
     full = samples is not None or kind == "random" or _small(source)
     with devices.load_model(out, runtime=target.runtime, device="cpu", threads=threads or usable_cores()) as model:
-        quantization = {"inputs": [asdict(t) for t in model.inputs], "outputs": [asdict(t) for t in model.outputs]}
+        quantization = QuantizationRecord(inputs=tuple(model.inputs), outputs=tuple(model.outputs))
         done: list[np.ndarray] = []
 
         def exported(n: int) -> np.ndarray:
@@ -345,30 +396,45 @@ def _small(source: SourceModel) -> bool:
     return not source.path.exists() or file_size(source.path) <= SMALL_MODEL_BYTES
 
 
-def _metadata(source, target, precision, io, batch, parity, quantization, notes, info, extra) -> dict:
+def _metadata(
+    source: SourceModel,
+    target: Target,
+    options: ExportOptions,
+    info: ExportInfo,
+    data_name: str | None,
+    *,
+    parity: Parity,
+    quantization: QuantizationRecord,
+    notes: tuple[str, ...],
+    timing: ConversionTiming,
+) -> ArtifactMetadata:
+    """An export's metadata: what its source records (classes, preprocessing, data), how it was made and checked,
+    and the exporter's own details (opset, the Edge TPU report ...)."""
     from devices.sysinfo import versions
 
-    classes = quantization["outputs"][0]["shape"][-1] if quantization["outputs"] else 0
-    return {
-        "kind": target.name,
-        "format": target.name,
-        "precision": precision,
-        "io": io,
-        "batch": batch,
-        "created": utc_now(),
-        "source": {"path": str(source.path), "sha256": source.sha256, "kind": source.kind},
-        "input_shape": list(source.input_shape),
-        "class_names": source.metadata.get("class_names") or [str(i) for i in range(classes)],
-        "preprocessing": Preprocessing.from_dict(source.metadata.get("preprocessing")).to_dict(),
-        "model_config": source.metadata.get("model_config"),
-        "dataset": source.metadata.get("dataset"),
-        "quantization": quantization,
-        "parity": asdict(parity),
-        "notes": notes,
-        "versions": versions(),
-        **info.details,
-        **(extra or {}),
-    }
+    recorded = source.metadata
+    classes = quantization.outputs[0].shape[-1] if quantization.outputs else 0
+    calibrated = options.precision == "int8" and options.calibration is not None
+    return ArtifactMetadata(
+        format=target.name,
+        precision=options.precision,
+        io=options.io,
+        batch=options.batch,
+        created=utc_now(),
+        input_shape=tuple(source.input_shape),
+        class_names=recorded.class_names_or_indices(classes),
+        preprocessing=recorded.input_preprocessing,
+        source=SourceRecord(path=str(source.path), sha256=source.sha256, kind=source.kind),
+        dataset=recorded.dataset,
+        model_config=recorded.model_config,
+        parity=parity,
+        quantization=quantization,
+        calibration=CalibrationRecord(samples=len(options.calibration), data=data_name) if calibrated else None,
+        timing=timing,
+        notes=notes,
+        versions=versions(),
+        sections={**info.details, **({"parity_data": data_name} if data_name and parity.inputs == "data" else {})},
+    )
 
 
 def compiled_path(path: Path) -> Path:

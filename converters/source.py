@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.errors import ModelFileError, first_line
-from devices.files import read_metadata, sha256_file
+from devices.files import sha256_file
 from devices.memo import forget_outputs, kept_outputs, sample_digest
+from devices.metadata import NO_METADATA, ArtifactMetadata, read_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,7 +23,7 @@ class SourceModel:
     kind: str  # "keras" or "saved_model"
     keras_model: object | None  # tf_keras model for Keras files
     input_shape: tuple[int, ...]  # without the batch dimension
-    metadata: dict = field(default_factory=dict)
+    metadata: ArtifactMetadata = NO_METADATA
     sha256: str = ""
     _reference: object | None = None
 
@@ -57,15 +58,17 @@ class SourceModel:
         return concrete
 
 
-def source_from_keras(model, path: str | Path, metadata: dict | None = None) -> SourceModel:
+def source_from_keras(model, path: str | Path, metadata: ArtifactMetadata | None = None) -> SourceModel:
     """A SourceModel for an in-memory Keras model, saved at ``path`` or (when ``path`` does not exist) never saved:
     the one-layer models of the sweep are converted straight from memory. A model given with an existing ``path``
     must be the one saved there: its conversions are identified by that file's content."""
     path = Path(path)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    if path.exists():
-        return SourceModel(path, "keras", model, shape, metadata or read_metadata(path), sha256_file(path))
-    return SourceModel(path, "keras", model, shape, metadata or {}, "")
+    saved = path.exists()
+    if metadata is None:
+        metadata = read_metadata(path) if saved else NO_METADATA
+    sha256 = sha256_file(path) if saved else ""
+    return SourceModel(path=path, kind="keras", keras_model=model, input_shape=shape, metadata=metadata, sha256=sha256)
 
 
 def load_source(path: str | Path) -> SourceModel:
@@ -76,7 +79,7 @@ def load_source(path: str | Path) -> SourceModel:
         raise ModelFileError(f"model file not found: {path}")
     import json
 
-    key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path), sort_keys=True, default=str))
+    key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path).to_dict(), sort_keys=True))
     if key in _SOURCES:
         _SOURCES.move_to_end(key)
         return _SOURCES[key]
@@ -104,7 +107,9 @@ def _load_source(path: Path, sha256: str) -> SourceModel:
         if len(specs) != 1:
             raise ModelFileError(f"{path}: edgex converts single-input image models; this one has {len(specs)} inputs")
         shape = tuple(int(d) for d in next(iter(specs.values())).shape[1:])
-        return SourceModel(path, "saved_model", None, shape, meta, sha256)
+        return SourceModel(
+            path=path, kind="saved_model", keras_model=None, input_shape=shape, metadata=meta, sha256=sha256
+        )
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
     model = load_keras_model(path)
@@ -118,7 +123,8 @@ def _load_source(path: Path, sha256: str) -> SourceModel:
             f"{path}: the input shape {tuple(model.inputs[0].shape)} is not fixed; "
             "rebuild the model with a fixed input size"
         )
-    return SourceModel(path, "keras", model, tuple(int(d) for d in shape), meta, sha256)
+    shape = tuple(int(d) for d in shape)
+    return SourceModel(path=path, kind="keras", keras_model=model, input_shape=shape, metadata=meta, sha256=sha256)
 
 
 # Conversions made in this process, by the content of the source file and every option that shapes the result.

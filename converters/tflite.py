@@ -211,13 +211,13 @@ def quantization_errors(source: SourceModel, calibration: np.ndarray, samples: i
         layer = _layer_of(tensor, layers)
         errors.append(
             LayerError(
-                tensor,
-                layer,
-                row.get("op_name", ""),
-                math.sqrt(mse) / scale if scale else 0.0,
-                float(row.get("mean_error") or 0),
-                float(row.get("max_abs_error") or 0),
-                scale,
+                tensor=tensor,
+                layer=layer,
+                op=row.get("op_name", ""),
+                rmse_over_scale=math.sqrt(mse) / scale if scale else 0.0,
+                mean_error=float(row.get("mean_error") or 0),
+                max_abs_error=float(row.get("max_abs_error") or 0),
+                scale=scale,
             )
         )
     return sorted(errors, key=lambda e: e.rmse_over_scale, reverse=True)

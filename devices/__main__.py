@@ -63,23 +63,18 @@ def _load(args, root: Path, manifest: dict, model: Path | None = None, runtime_o
     return loaded, model, (time.perf_counter() - start) * 1e3
 
 
-def _meta(model_path: Path) -> dict:
-    from devices.files import read_metadata
-
-    return read_metadata(model_path)
-
-
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from devices.preprocess import Preprocessing, load_image
+    from devices.metadata import read_metadata
+    from devices.preprocess import load_image
 
     root, manifest = _bundle(args)
     model, path, _ = _load(args, root, manifest)
-    meta = _meta(path)
-    shape = meta.get("input_shape") or list(model.inputs[0].shape[1:])
-    names = meta.get("class_names") or []
-    preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
+    meta = read_metadata(path)
+    shape = meta.input_shape or model.inputs[0].shape[1:]
+    names = meta.class_names
+    preprocessing = meta.input_preprocessing
     results = []
     for image in args.images:
         x = preprocessing.apply(load_image(image, (int(shape[0]), int(shape[1])))[None])
@@ -153,19 +148,19 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from devices.evaluate import accuracy_from_scores
-    from devices.preprocess import Preprocessing
+    from devices.metadata import read_metadata
 
     root, manifest = _bundle(args)
     if not manifest.get("eval"):
         raise EdgexError("this bundle has no evaluation set (build it with edgex deploy --eval-data ...)")
     data = np.load(root / manifest["eval"])
     model, path, _ = _load(args, root, manifest)
-    meta = _meta(path)
-    preprocessing = Preprocessing.from_dict(meta.get("preprocessing"))
+    meta = read_metadata(path)
+    preprocessing = meta.input_preprocessing
     scores = np.concatenate(
         [model.predict(preprocessing.apply(data["images"][i : i + 64])) for i in range(0, len(data["labels"]), 64)]
     )
-    names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
+    names = meta.class_names_or_indices(scores.shape[1])
     accuracy = accuracy_from_scores(scores, data["labels"], names)
     if args.json:
         print(json_text(accuracy.to_dict()), end="")

@@ -1,4 +1,4 @@
-"""Files that are never half-written: atomic writes, hashes, and the metadata next to every artifact."""
+"""Files that are never half-written: atomic writes, hashes, and where the metadata of an artifact lives."""
 
 from __future__ import annotations
 
@@ -143,18 +143,3 @@ def metadata_path(artifact: str | os.PathLike) -> Path:
     """Where the metadata of an artifact lives: ``model.tflite`` -> ``model.tflite.json``."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + METADATA_SUFFIX)
-
-
-def read_metadata(artifact: str | os.PathLike) -> dict:
-    """The metadata written next to an artifact, or ``{}`` when there is none."""
-    path = metadata_path(artifact)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgexError(f"metadata file {path} is not valid JSON: {exc}") from exc
-
-
-def write_metadata(artifact: str | os.PathLike, meta: dict) -> Path:
-    return write_json_atomic(metadata_path(artifact), meta)

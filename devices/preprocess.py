@@ -61,13 +61,13 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 # "torch" (DenseNet), and raw pixels for models that normalize inside the graph (EfficientNet, ConvNeXt).
 PREPROCESSINGS = {
     "xception": XCEPTION,
-    "caffe": Preprocessing("caffe", 1.0, (-103.939, -116.779, -123.68), channels="bgr"),
+    "caffe": Preprocessing(name="caffe", scale=1.0, offset=(-103.939, -116.779, -123.68), channels="bgr"),
     "torch": Preprocessing(
-        "torch",
-        tuple(1.0 / (255.0 * s) for s in _IMAGENET_STD),
-        tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
+        name="torch",
+        scale=tuple(1.0 / (255.0 * s) for s in _IMAGENET_STD),
+        offset=tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
     ),
-    "raw": Preprocessing("raw", 1.0, 0.0),
+    "raw": Preprocessing(name="raw", scale=1.0, offset=0.0),
 }
 
 
@@ -78,13 +78,13 @@ def preprocessing_named(name: str) -> Preprocessing:
     return PREPROCESSINGS[name]
 
 
-def chosen_preprocessing(override: str | None, recorded: dict | None, what: str) -> Preprocessing:
+def chosen_preprocessing(override: str | None, recorded: Preprocessing | None, what: str) -> Preprocessing:
     """``--preprocessing`` when given, else the preprocessing recorded in a model's metadata; an error naming
     ``what`` when there is neither (models that edgex did not make do not all scale pixels alike)."""
     if override:
         return preprocessing_named(override)
-    if recorded:
-        return Preprocessing.from_dict(recorded)
+    if recorded is not None:
+        return recorded
     raise EdgexError(
         f"{what} has no edgex metadata saying how its inputs are scaled: pass --preprocessing with one of: "
         f"{', '.join(PREPROCESSINGS)} (keras.applications: xception for Xception/MobileNet/Inception, caffe for "

@@ -20,16 +20,26 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "litert": Runtime("litert", "devices.litert", (".tflite",), ("cpu", "delegate", "edgetpu"), "runtime"),
+    "litert": Runtime(
+        name="litert",
+        module="devices.litert",
+        formats=(".tflite",),
+        devices=("cpu", "delegate", "edgetpu"),
+        extra="runtime",
+    ),
     "onnxruntime": Runtime(
-        "onnxruntime",
-        "devices.onnxruntime",
-        (".onnx",),
-        ("cpu", "gpu", "tensorrt", "openvino", "coreml", "dml"),
-        "runtime",
+        name="onnxruntime",
+        module="devices.onnxruntime",
+        formats=(".onnx",),
+        devices=("cpu", "gpu", "tensorrt", "openvino", "coreml", "dml"),
+        extra="runtime",
     ),
     "tensorflow": Runtime(
-        "tensorflow", "devices.tensorflow", (".keras", ".h5", ".hdf5", "saved_model"), ("cpu", "gpu"), "train"
+        name="tensorflow",
+        module="devices.tensorflow",
+        formats=(".keras", ".h5", ".hdf5", "saved_model"),
+        devices=("cpu", "gpu"),
+        extra="train",
     ),
 }
 DEVICE_KINDS = ("cpu", "gpu", "edgetpu", "delegate", "tensorrt", "openvino", "coreml", "dml")
@@ -139,11 +149,11 @@ def available_devices(probe_tensorflow: bool = True) -> list[DeviceInfo]:
 
     found = [
         DeviceInfo(
-            "cpu",
-            "cpu",
-            tuple(r for r in RUNTIMES if _installed(r)),
-            f"{sysinfo.cpu_model()} ({sysinfo.cpu_count()} cores)",
-            {"features": sysinfo.cpu_features()},
+            name="cpu",
+            kind="cpu",
+            runtimes=tuple(r for r in RUNTIMES if _installed(r)),
+            description=f"{sysinfo.cpu_model()} ({sysinfo.cpu_count()} cores)",
+            details={"features": sysinfo.cpu_features()},
         )
     ]
     gpus: dict[str, list[str]] = {}
@@ -158,20 +168,27 @@ def available_devices(probe_tensorflow: bool = True) -> list[DeviceInfo]:
         name = f"{kind}:0" if kind in ("gpu", "tensorrt", "dml") else kind
         gpus.setdefault(name, []).append("onnxruntime")
     for name, runtimes in gpus.items():
-        found.append(DeviceInfo(name, name.split(":")[0], tuple(runtimes)))
+        found.append(DeviceInfo(name=name, kind=name.split(":")[0], runtimes=tuple(runtimes)))
     library = edgetpu.find_library()
     for tpu in edgetpu.list_edge_tpus():
         found.append(
             DeviceInfo(
-                tpu["name"],
-                "edgetpu",
-                ("litert",),
-                "Coral Edge TPU" + ("" if library else " (libedgetpu not installed)"),
-                {"path": tpu["path"], "library": library or ""},
+                name=tpu["name"],
+                kind="edgetpu",
+                runtimes=("litert",),
+                description="Coral Edge TPU" + ("" if library else " (libedgetpu not installed)"),
+                details={"path": tpu["path"], "library": library or ""},
             )
         )
     for library_path in _known_delegates():
-        found.append(DeviceInfo(f"delegate:{library_path}", "delegate", ("litert",), "external LiteRT delegate"))
+        found.append(
+            DeviceInfo(
+                name=f"delegate:{library_path}",
+                kind="delegate",
+                runtimes=("litert",),
+                description="external LiteRT delegate",
+            )
+        )
     return found
 
 

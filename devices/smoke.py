@@ -8,6 +8,7 @@ which version crashed with which signal.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -120,20 +121,21 @@ def try_runtime(
     command += ["--interpreter", interpreter] if interpreter else []
     command += ["--threads", str(threads)] if threads else []
     path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
+    tried = functools.partial(Attempt, runtime=runtime, interpreter=interpreter, version=version)
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": path}
         )
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout:g} s loading {model.name}"
-        return Attempt(runtime, interpreter, version, False, error=error, next_may_work=True)
+        return tried(ok=False, error=error, next_may_work=True)
     if done.returncode == 0:
-        return Attempt(runtime, interpreter, version, True)
+        return tried(ok=True)
     if done.returncode < 0:
-        return Attempt(runtime, interpreter, version, False, signal=_signal_name(-done.returncode), next_may_work=True)
+        return tried(ok=False, signal=_signal_name(-done.returncode), next_may_work=True)
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     error = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
-    return Attempt(runtime, interpreter, version, False, error=error, next_may_work=done.returncode == EXIT_UNUSABLE)
+    return tried(ok=False, error=error, next_may_work=done.returncode == EXIT_UNUSABLE)
 
 
 def _signal_name(number: int) -> str:

@@ -219,15 +219,15 @@ class TensorFlowModel(LoadedModel):
             self._fn = tf.function(
                 lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=signature
             )
-            self._in = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.inputs]
-            self._out = [TensorInfo(t.name.split(":")[0], _shape(t.shape), t.dtype.name) for t in model.outputs]
+            self._in = [_tensor_info(t.name.split(":")[0], t) for t in model.inputs]
+            self._out = [_tensor_info(t.name.split(":")[0], t) for t in model.outputs]
         else:
             specs = self._fn.structured_input_signature[1]
             self._in_names = sorted(specs)
-            self._in = [TensorInfo(n, _shape(specs[n].shape), specs[n].dtype.name) for n in self._in_names]
+            self._in = [_tensor_info(n, specs[n]) for n in self._in_names]
             outs = self._fn.structured_outputs
             self._out_names = sorted(outs)
-            self._out = [TensorInfo(n, _shape(outs[n].shape), outs[n].dtype.name) for n in self._out_names]
+            self._out = [_tensor_info(n, outs[n]) for n in self._out_names]
         self._feeds = []
         self._results = []
 
@@ -278,8 +278,10 @@ class TensorFlowModel(LoadedModel):
         self._fn = None
 
 
-def _shape(shape) -> tuple[int, ...]:
-    return tuple(-1 if d is None else int(d) for d in shape)
+def _tensor_info(name: str, tensor) -> TensorInfo:
+    """A Keras tensor or a tf.TensorSpec as the runtime sees it (-1 for a dynamic dimension)."""
+    shape = tuple(-1 if d is None else int(d) for d in tensor.shape)
+    return TensorInfo(name=name, shape=shape, dtype=tensor.dtype.name)
 
 
 def load(path, *, device: str = "cpu", threads: int | None = None) -> TensorFlowModel:

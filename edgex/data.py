@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.errors import EdgexError, RuntimeMissing, first_line
+from devices.metadata import DatasetRecord
 from devices.preprocess import IMAGE_SUFFIXES, XCEPTION, Preprocessing, load_image, resize_uint8
 
 AUGMENTATIONS = ("flip", "crop")
@@ -203,6 +204,20 @@ class Dataset:
             "fingerprint": self.fingerprint,
             **self.info,
         }
+
+    def record(self) -> DatasetRecord:
+        """What a model's metadata records of the data it was trained on."""
+        return DatasetRecord(
+            spec=self.name,
+            classes=self.class_names,
+            train=len(self.train),
+            val=len(self.val),
+            image_size=self.image_size,
+            fingerprint=self.fingerprint,
+            source=self.info.get("source", ""),
+            val_split=self.info.get("val_split"),
+            seed=self.info.get("seed"),
+        )
 
 
 def load_dataset(

@@ -15,7 +15,8 @@ from converters import FORMATS, convert
 from converters.edgetpu import compatibility_report, parse_compiler_output
 from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, ModelFileError
-from devices.files import metadata_path, read_metadata
+from devices.files import metadata_path
+from devices.metadata import CalibrationRecord, read_metadata
 from devices.sysinfo import int8_dot_products_saturate
 from edgex.artifacts.convert import export_model
 
@@ -39,12 +40,12 @@ def test_every_format_and_precision_passes_its_parity_check(model_dir, to, preci
     else:
         assert result.parity.top1_agreement >= 0.98
     meta = read_metadata(result.path)
-    assert meta["precision"] == precision and meta["format"] == to
-    assert meta["source"]["sha256"] and meta["input_shape"] == [32, 32, 3]
-    assert meta["class_names"] == list("0123456789") and meta["preprocessing"]["name"] == "xception"
-    assert meta["parity"]["max_abs_diff"] == pytest.approx(result.parity.max_abs_diff)
+    assert meta.precision == precision and meta.format == to
+    assert meta.source.sha256 and meta.input_shape == (32, 32, 3)
+    assert meta.class_names == tuple("0123456789") and meta.preprocessing.name == "xception"
+    assert meta.parity.max_abs_diff == pytest.approx(result.parity.max_abs_diff)
     if precision == "int8":
-        assert meta["calibration"] == {"data": "digits", "samples": CALIBRATION_SAMPLES}
+        assert meta.calibration == CalibrationRecord(samples=CALIBRATION_SAMPLES, data="digits")
     with devices.load_model(result.path) as model:  # the artifact runs in its runtime, metadata or not
         assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
 
@@ -68,7 +69,7 @@ def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_tak
     loads.clear()
     assert evaluate_model(result.path, "digits", limit=20).accuracy.samples == 20  # eval loads it ahead too
     assert loads == [("edgex-data", 32)]
-    meta = read_metadata(keras_path)
+    meta = json.loads(metadata_path(keras_path).read_text())
     metadata_path(keras_path).write_text(json.dumps({**meta, "input_shape": [48, 48, 3]}))
     loads.clear()
     export_model(keras_path, "tflite", "fp32", data="digits", force=True)
@@ -80,9 +81,8 @@ def test_int8_tflite_io_types_and_quantization_parameters_are_recorded(model_dir
         result = export_model(
             model_dir / "model.keras", "tflite", "int8", data="digits", io=io, out=tmp_path / f"io_{io}.tflite"
         )
-        meta = read_metadata(result.path)
-        inp = meta["quantization"]["inputs"][0]
-        assert inp["dtype"] == io and inp["scale"] > 0
+        inp = read_metadata(result.path).quantization.inputs[0]
+        assert inp.dtype == io and inp.scale > 0
         assert result.parity.passed
 
 
@@ -142,7 +142,7 @@ def test_a_foreign_keras_model_converts(tmp_path):
     for to, precision in (("tflite", "fp32"), ("onnx", "fp32"), ("tflite", "int8")):
         result = export_model(tmp_path / "mobilenet.keras", to, precision, data="digits")
         assert result.parity.passed, (to, precision, result.parity)
-        assert read_metadata(result.path)["input_shape"] == [64, 64, 3]
+        assert read_metadata(result.path).input_shape == (64, 64, 3)
 
 
 def test_edgetpu_export_meets_the_requirements_and_reports_ops(model_dir):
@@ -242,7 +242,8 @@ print(Path({str(tmp_path / "stdout.txt")!r}).read_text())
     compiled = tmp_path / "model_quant_edgetpu.tflite"
     assert result.details["edgetpu_model"] == str(compiled) and compiled.exists()
     assert result.details["edgetpu"]["compiler"]["mapped_ops"] == 32
-    assert read_metadata(compiled)["class_names"] == list("0123456789")
+    assert read_metadata(compiled).class_names == tuple("0123456789")
+    assert read_metadata(compiled).compiled_from == out.name
     assert not list(tmp_path.glob("*.compiling*"))
     compiled.write_bytes(b"compiled earlier")
     out.unlink()
@@ -506,7 +507,7 @@ def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(model_d
     )
     assert calls == ["_convert_bytes"]
     assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
-    assert again.parity.passed and read_metadata(again.path)["parity"]["samples"] == first.parity.samples
+    assert again.parity.passed and read_metadata(again.path).parity.samples == first.parity.samples
     # Other calibration samples are another model.
     convert(source, "tflite", "int8", out=tmp_path / "c.tflite", calibration=samples[::-1].copy(), parity_inputs=checks)
     assert calls == ["_convert_bytes"] * 2

@@ -58,7 +58,7 @@ def test_quantized_models_take_float_in_and_give_float_out(tiny_artifacts, sampl
 
 
 def test_quantize_and_dequantize_round_trip():
-    info = TensorInfo("x", (1, 4), "int8", scale=0.5, zero_point=-3)
+    info = TensorInfo(name="x", shape=(1, 4), dtype="int8", scale=0.5, zero_point=-3)
     q = quantize(np.array([[-100.0, -1.0, 0.26, 100.0]]), info)
     assert q.dtype == np.int8 and q.tolist() == [[-128, -5, -2, 127]]
     np.testing.assert_allclose(dequantize(q, info), [[-62.5, -1.0, 0.5, 65.0]])

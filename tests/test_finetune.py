@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.files import read_metadata
+from devices.metadata import read_metadata
 from edgex.progress import EpochEnd, PhaseBegin, WeightsLoaded
 from edgex.training.trainer import TrainConfig, train
 
@@ -163,12 +163,9 @@ def test_from_a_foreign_classifier_replaces_the_head_and_trains_only_the_top_blo
         tmp_path / "run",
     )
     meta = read_metadata(result.model_path)
-    assert result.weights["head_replaced"] and meta["class_names"] == ["china", "flower"]
-    assert meta["preprocessing"]["name"] == "xception" and meta["input_shape"] == [96, 96, 3]
-    assert [p["name"] for p in meta["phases"]] == ["head", "fine-tune"] and meta["metrics"]["history"]["phase"] == [
-        1,
-        2,
-    ]
+    assert result.weights["head_replaced"] and meta.class_names == ("china", "flower")
+    assert meta.preprocessing.name == "xception" and meta.input_shape == (96, 96, 3)
+    assert [p["name"] for p in meta.phases] == ["head", "fine-tune"] and meta.metrics.history["phase"] == [1, 2]
     before, after = load_keras_model(mobilenet), load_keras_model(result.model_path)
     top = model_blocks(after)[-1]
     assert after.outputs[0].shape[-1] == 2
@@ -206,10 +203,8 @@ def test_both_phases_resume_in_the_phase_they_stopped_in(tmp_path, trained_tiny,
     assert weights.to_dict() == result.weights
     assert result.weights["loaded"] > 0 and result.weights["head_skipped"] == 2  # digits' head, photos' classes
     meta = read_metadata(result.model_path)
-    assert [p["name"] for p in meta["phases"]] == ["head", "fine-tune"] and meta["phases"][1]["blocks"] == [
-        "block5",
-        "block6",
-    ]
+    assert [p["name"] for p in meta.phases] == ["head", "fine-tune"]
+    assert meta.phases[1]["blocks"] == ["block5", "block6"]
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -234,10 +229,10 @@ def test_a_new_head_starts_at_zero_every_class_equally_likely(trained_tiny, digi
 def test_a_small_photo_folder_from_scratch_is_not_silently_broken(photos, tmp_path):
     result = train(TrainConfig(data=str(photos), preset="mini", epochs=5), tmp_path)
     meta = read_metadata(result.model_path)
-    assert meta["dataset"]["train"] + meta["dataset"]["val"] == 244
+    assert meta.dataset.train + meta.dataset.val == 244
     assert result.val_top1 >= 0.9, (result.val_top1, result.history["val_accuracy"])
-    bn = meta["bn_statistics"]
-    assert bn["recomputed_on_train_images"] == meta["dataset"]["train"]
+    bn = meta.sections["bn_statistics"]
+    assert bn["recomputed_on_train_images"] == meta.dataset.train
     assert bn["kept"] and bn["val_top1_after"] >= bn["val_top1_before"] + 0.01  # the moving averages had not settled
 
 

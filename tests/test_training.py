@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from devices.errors import EdgexError, ModelFileError
-from devices.files import read_metadata, sha256_file
+from devices.files import sha256_file
+from devices.metadata import read_metadata
 from edgex.data import load_dataset, scan_folder
 from edgex.training.trainer import TrainConfig, TrainingDiverged, train
 from tests.conftest import ROOT
@@ -52,12 +53,12 @@ def test_digits_are_read_from_scikit_learns_file_as_its_loader_gives_them():
 
 def test_trained_model_has_metadata_and_learns(trained_tiny):
     meta = read_metadata(trained_tiny)
-    assert meta["class_names"] == list("0123456789")
-    assert meta["input_shape"] == [32, 32, 3]
-    assert meta["preprocessing"]["name"] == "xception"
-    assert meta["dataset"]["fingerprint"] and meta["seed"] == 0
-    assert "tensorflow" in meta["versions"]
-    assert meta["metrics"]["val_top1"] > 0.85
+    assert meta.class_names == tuple("0123456789")
+    assert meta.input_shape == (32, 32, 3)
+    assert meta.preprocessing.name == "xception"
+    assert meta.dataset.fingerprint and meta.seed == 0
+    assert "tensorflow" in meta.versions
+    assert meta.metrics.val_top1 > 0.85
     assert not (trained_tiny.parent / "checkpoints").exists()
 
 
@@ -66,7 +67,7 @@ def test_eval_cli_reports_top1_top5_and_confusion(cli, trained_tiny):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["samples"] == 359
-    assert data["top1"] == pytest.approx(read_metadata(trained_tiny)["metrics"]["val_top1"], abs=1e-6)
+    assert data["top1"] == pytest.approx(read_metadata(trained_tiny).metrics.val_top1, abs=1e-6)
     assert data["top5"] >= data["top1"]
     assert np.array(data["confusion"]).sum() == 359
     table = cli("eval", trained_tiny)
@@ -116,7 +117,7 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
     assert result["resumed_from_epoch"] >= 2
     assert result["epochs"] == 4
     assert len(result["history"]["loss"]) == 4  # the epochs before the kill are reported too
-    assert read_metadata(out / "model.keras")["epochs"] == 4
+    assert read_metadata(out / "model.keras").epochs == 4
 
 
 def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, monkeypatch):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from devices.errors import EdgexError
 from devices.evaluate import Accuracy, evaluate
-from devices.files import read_metadata
-from devices.metadata import class_names_of, preprocessing_of
+from devices.metadata import ArtifactMetadata, read_metadata
 from devices.preprocess import preprocessing_named
 
 
@@ -58,23 +57,22 @@ def class_mismatch(model_names, data_names) -> str | None:
     return f"{counts}; the first {len(shorter)} match, then the {owner} has {longer[len(shorter)]!r}"
 
 
-def dataset_for(meta: dict, data: str, image_size: int):
+def dataset_for(meta: ArtifactMetadata, data: str, image_size: int):
     """The dataset at a model's input size, split exactly as it was when the model was trained on it."""
     from edgex.data import load_dataset
 
-    trained_on = meta.get("dataset") or {}
-    same = trained_on.get("spec") == data
+    same = meta.dataset is not None and meta.dataset.spec == data
     return load_dataset(
         data,
         image_size,
-        val_split=trained_on.get("val_split", 0.2) if same else 0.2,
-        seed=trained_on.get("seed", 0) if same else 0,
+        val_split=(same and meta.dataset.val_split) or 0.2,  # None when the data set has its own split
+        seed=(same and meta.dataset.seed) or 0,
     )
 
 
-def data_spec(meta: dict, data: str | None) -> str | None:
+def data_spec(meta: ArtifactMetadata, data: str | None) -> str | None:
     """The data a command on a model uses: ``data``, or the dataset its metadata says it was trained on."""
-    return data or (meta.get("dataset") or {}).get("spec")
+    return data or (meta.dataset.spec if meta.dataset else None)
 
 
 def image_side(input_shape: tuple[int, ...]) -> int | None:
@@ -94,7 +92,7 @@ def dataset_ahead(model: str | Path, data: str | None):
 
     meta = read_metadata(model)
     spec = data_spec(meta, data)
-    size = image_side(tuple(meta.get("input_shape") or ()))
+    size = image_side(meta.input_shape)
     if not spec or size is None:
         return None
     pool = ThreadPoolExecutor(1, thread_name_prefix="edgex-data")
@@ -171,7 +169,7 @@ def evaluate_model(
         model.prepare(len(chosen))  # what the first run would build (a batch probe, a traced graph) is setup
         setup_seconds += time.perf_counter() - start
         start = time.perf_counter()
-        prep = preprocessing_named(preprocessing) if preprocessing else preprocessing_of(meta)
+        prep = preprocessing_named(preprocessing) if preprocessing else meta.input_preprocessing
         if source:  # a source of conversions: its accuracy may be known already in this process
             accuracy = source_accuracy(source, dataset, prep, names, split, limit, stored=False)
         else:
@@ -194,15 +192,15 @@ def evaluate_model(
             model.close()
 
 
-def _matching_dataset(model, meta: dict, data: str, dataset, ahead=None):
+def _matching_dataset(model, meta: ArtifactMetadata, data: str, dataset, ahead=None):
     """(the dataset at the model's input size, the model's class names), refused when they do not match."""
-    size = int(meta["input_shape"][0]) if meta.get("input_shape") else int(model.inputs[0].shape[1])
+    size = meta.input_shape[0] if meta.input_shape else int(model.inputs[0].shape[1])
     if dataset is None:
         dataset = loaded_ahead(ahead, size) or dataset_for(meta, data, size)
     elif dataset.image_size != size:
         raise EdgexError(f"dataset image size {dataset.image_size} does not match the model input {size}")
     classes = model.outputs[0].shape[-1]
-    names = class_names_of(meta, classes if classes > 0 else len(dataset.class_names))
+    names = meta.class_names_or_indices(classes if classes > 0 else len(dataset.class_names))
     mismatch = class_mismatch(names, dataset.class_names)
     if mismatch:
         raise EdgexError(f"the model's classes differ from the data's: {mismatch}")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.registry import CALIBRATION_SAMPLES
+from converters.registry import CALIBRATION_SAMPLES, FORMATS
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
-from devices.metadata import preprocessing_of
 from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, image_side, loaded_ahead
 
 
@@ -20,7 +19,7 @@ def with_preprocessing(source, name: str | None):
 
     from devices.preprocess import preprocessing_named
 
-    return replace(source, metadata={**source.metadata, "preprocessing": preprocessing_named(name).to_dict()})
+    return replace(source, metadata=replace(source.metadata, preprocessing=preprocessing_named(name)))
 
 
 def export_model(
@@ -49,14 +48,14 @@ def export_model(
     from converters import convert, load_source
 
     precision = _checked_precision(to, precision, calib_samples, parity_samples)
-    needs_calibration = precision == "int8" or to == "edgetpu"
+    needs_calibration = precision == "int8" or FORMATS[to].integer_only
     if needs_calibration and not data and dataset is None:
         raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
     if out is not None:
         refuse_overwrite(out, force)
     ahead = dataset_ahead(model, data) if source is None and dataset is None else None
     source = with_preprocessing(source or load_source(model), preprocessing)
-    preprocessing = preprocessing_of(source.metadata)
+    preprocessing = source.metadata.input_preprocessing
     spec = data_spec(source.metadata, data)
     calibration = parity_inputs = None
     if spec or dataset is not None:
@@ -64,7 +63,7 @@ def export_model(
         dataset, calibration, parity_inputs = _sample_inputs(
             source, spec, dataset, preprocessing, calib_samples if needs_calibration else 0, parity_samples
         )
-    extra, notes = _provenance(source, dataset, calibration if needs_calibration else None)
+    notes = _provenance_notes(source, dataset)
     return convert(
         source,
         to,
@@ -79,14 +78,14 @@ def export_model(
         opset=opset,
         keep_float=tuple(keep_float),
         onnx_int8_route=onnx_int8_route,
-        metadata=extra,
+        data_name=dataset.name if dataset is not None else None,
         notes=notes,
     )
 
 
 def _checked_precision(to: str, precision: str | None, calib_samples: int, parity_samples: int | None) -> str:
     """The precision to export at (the format's default when None), once the format and sample counts are valid."""
-    from converters import FORMATS, default_precision
+    from converters import default_precision
 
     if to not in FORMATS:  # fail before loading anything
         raise choice_error("format", to, FORMATS)
@@ -118,16 +117,12 @@ def _sample_inputs(source, spec: str | None, dataset, preprocessing, calib_sampl
     return dataset, calibration, preprocessing.apply(images)
 
 
-def _provenance(source, dataset, calibration) -> tuple[dict, tuple[str, ...]]:
-    """What the export records about its data (parity set; calibration set when calibrated) and notes on it."""
-    extra = {"parity_data": dataset.name if dataset is not None else "random"}
-    notes = []
-    if calibration is not None:
-        extra["calibration"] = {"data": dataset.name, "samples": len(calibration)}
-    if dataset is not None and not source.metadata.get("preprocessing"):
-        notes.append(
-            f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
-            "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
-            "parity check are wrong (pass --preprocessing to say how)"
-        )
-    return extra, tuple(notes)
+def _provenance_notes(source, dataset) -> tuple[str, ...]:
+    """A note when the samples were prepared with a preprocessing the model's metadata does not record."""
+    if dataset is None or source.metadata.preprocessing is not None:
+        return ()
+    return (
+        f"{Path(source.path).name} has no edgex metadata: its inputs were prepared with Xception's "
+        "preprocessing (pixels scaled to [-1, 1]); for a model trained otherwise, calibration and the "
+        "parity check are wrong (pass --preprocessing to say how)",
+    )

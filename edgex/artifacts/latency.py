@@ -12,8 +12,8 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark, results_from_json, results_to_csv, results_to_json
 from devices.errors import EdgexError, InputMismatch
-from devices.files import read_metadata, write_json_atomic, write_text_atomic
-from devices.metadata import preprocessing_of
+from devices.files import write_json_atomic, write_text_atomic
+from devices.metadata import read_metadata
 
 
 def invalid_note(flagged: int, total: int) -> str | None:
@@ -32,8 +32,8 @@ def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16
     from edgex.artifacts.accuracy import dataset_for
 
     meta = read_metadata(model_path)
-    if meta.get("input_shape"):
-        shape = tuple(meta["input_shape"])
+    if meta.input_shape:
+        shape = meta.input_shape
     else:
         with devices.load_model(model_path) as model:
             shape = tuple(model.inputs[0].shape[1:])
@@ -41,7 +41,7 @@ def data_inputs(model_path: str | Path, spec: str, batch: int, batches: int = 16
         raise InputMismatch(f"--inputs data:{spec} gives square RGB images, but the model's input is {list(shape)}")
     dataset = dataset_for(meta, spec, int(shape[0]))
     images, _ = dataset.val.take(batch * batches, seed=0).arrays()
-    x = preprocessing_of(meta).apply(images)
+    x = meta.input_preprocessing.apply(images)
     usable = len(x) // batch * batch
     if usable == 0:
         raise EdgexError(f"the validation split of {spec} has fewer than {batch} samples")
@@ -121,12 +121,13 @@ def run_interleaved(
 
 
 def _input_shape(model) -> tuple:
-    return tuple(read_metadata(model).get("input_shape") or ())
+    return read_metadata(model).input_shape
 
 
 def _recorded(model) -> dict:
+    """The bench row's columns that a model's metadata gives: its precision and format."""
     meta = read_metadata(model)
-    return {k: meta[k] for k in ("precision", "format") if k in meta}
+    return {k: v for k, v in (("precision", meta.precision), ("format", meta.format)) if v is not None}
 
 
 def write_results(

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.classify import ImagePrediction
 from devices.errors import EdgexError
+
+if TYPE_CHECKING:
+    from devices.metadata import ArtifactMetadata
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,15 @@ class PredictResult:
         }
 
 
-def runnable_file(path: Path, meta: dict, device: str) -> tuple[Path, dict, list[str]]:
+def runnable_file(path: Path, meta: ArtifactMetadata, device: str) -> tuple[Path, ArtifactMetadata, list[str]]:
     """An Edge TPU-compiled model runs on the CPU as the int8 model it was compiled from."""
-    from devices.files import read_metadata
+    from devices.metadata import read_metadata
 
-    twin = meta.get("compiled_from")
-    if meta.get("format") == "edgetpu" and twin and device == "cpu" and (path.parent / twin).is_file():
+    twin = meta.compiled_from
+    if twin and device == "cpu" and (path.parent / twin).is_file():
         cpu_path = path.parent / twin
-        return cpu_path, read_metadata(cpu_path) or meta, [f"{path.name} needs an Edge TPU; ran {twin} on the CPU"]
+        notes = [f"{path.name} needs an Edge TPU; ran {twin} on the CPU"]
+        return cpu_path, read_metadata(cpu_path, missing=meta), notes
     return path, meta, []
 
 
@@ -54,7 +59,7 @@ def predict_images(
     """Top ``top_k`` classes of each image (files or folders of images) by ``model`` in its own runtime."""
     import devices
     from devices.classify import classify, image_files
-    from devices.files import read_metadata
+    from devices.metadata import read_metadata
     from devices.preprocess import chosen_preprocessing
 
     path = Path(model)
@@ -62,11 +67,11 @@ def predict_images(
         raise EdgexError(f"model not found: {path}")
     files = image_files(images)
     path, meta, notes = runnable_file(path, read_metadata(path), device)
-    prep = chosen_preprocessing(preprocessing, meta.get("preprocessing"), str(path))
+    prep = chosen_preprocessing(preprocessing, meta.preprocessing, str(path))
     loaded = devices.load_model(path, runtime=runtime, device=device, threads=threads)
     try:
-        shape = meta.get("input_shape") or list(loaded.inputs[0].shape[1:])
-        names = meta.get("class_names") or []
+        shape = meta.input_shape or loaded.inputs[0].shape[1:]
+        names = meta.class_names
         found = classify(loaded.predict, files, (int(shape[0]), int(shape[1])), prep, names, top_k)
         return PredictResult(
             model=str(path),

@@ -3,7 +3,6 @@ the device itself over SSH lives in edgex.deploy.remote."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import tempfile
@@ -11,7 +10,8 @@ from pathlib import Path
 
 from devices.bundle import BundleError, safe_extract, verify, write_manifest
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, read_metadata, refuse_overwrite, utc_now
+from devices.files import atomic_path, refuse_overwrite, utc_now
+from devices.metadata import ArtifactMetadata, read_metadata, write_metadata
 from devices.smoke import FALLBACK_PREFIX, requirements_fallback
 from edgex.deploy.boards import DEPLOY_TARGETS, Bundle, Target
 
@@ -186,9 +186,7 @@ def build_bundle(
         (root / "model").mkdir(parents=True)
         for path in ship:
             shutil.copy2(path, root / "model" / path.name)
-            meta_path = path.with_name(path.name + ".json")
-            extra = read_metadata(path) or meta
-            (root / "model" / meta_path.name).write_text(json.dumps(extra, indent=2) + "\n")
+            write_metadata(root / "model" / path.name, read_metadata(path, missing=meta))
         _copy_devices_package(root)
         eval_file = None
         if eval_data:
@@ -223,16 +221,15 @@ def build_bundle(
     )
 
 
-def _write_eval_set(path: Path, meta: dict, data: str, samples: int) -> None:
+def _write_eval_set(path: Path, meta: ArtifactMetadata, data: str, samples: int) -> None:
     """Validation images at the model's input size, uint8, with labels: evaluation on the device needs no data."""
     import numpy as np
 
     from edgex.artifacts.accuracy import dataset_for
 
-    shape = meta.get("input_shape")
-    if not shape:
+    if not meta.input_shape:
         raise EdgexError("--eval-data needs the model's metadata (input shape, classes) next to the model")
-    dataset = dataset_for(meta, data, int(shape[0]))
+    dataset = dataset_for(meta, data, meta.input_shape[0])
     images, labels = dataset.val.take(samples, seed=0).arrays()
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, images=images, labels=labels.astype(np.int64))

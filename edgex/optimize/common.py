@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.errors import EdgexError
-from devices.files import atomic_path, write_metadata
+from devices.files import atomic_path
+from devices.metadata import ArtifactMetadata, write_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +45,7 @@ class Setup:
     class_names: tuple[str, ...]
 
     @property
-    def metadata(self) -> dict:
+    def metadata(self) -> ArtifactMetadata:
         return self.source.metadata
 
     def keras_top1(self, keras_model) -> float:
@@ -71,7 +72,6 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     raised when there is neither ("pruning fine-tunes on data"). ``preprocessing`` (a name) replaces the one the
     model's metadata records, for models edgex did not make."""
     from converters.source import load_source
-    from devices.metadata import class_names_of, preprocessing_of
     from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, loaded_ahead
     from edgex.artifacts.convert import with_preprocessing
 
@@ -83,13 +83,11 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
         raise EdgexError(f"{needs}: pass --data digits, an image folder or tfds:NAME")
     size = int(source.input_shape[0])
     dataset = loaded_ahead(ahead, size) or dataset_for(meta, spec, size)
-    names = class_names_of(meta, len(dataset.class_names))
-    return Setup(
-        source=source, data=spec, dataset=dataset, preprocessing=preprocessing_of(meta), class_names=tuple(names)
-    )
+    names = meta.class_names_or_indices(len(dataset.class_names))
+    return Setup(source=source, data=spec, dataset=dataset, preprocessing=meta.input_preprocessing, class_names=names)
 
 
-def save_qat_model(qat_model, path: Path, metadata: dict) -> None:
+def save_qat_model(qat_model, path: Path, metadata: ArtifactMetadata) -> None:
     """Save a tfmot QAT model as HDF5 (its quantize wrappers do not reload from the .keras format) with metadata."""
     with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras warns that HDF5 is a legacy format

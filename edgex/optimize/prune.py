@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from converters.registry import CALIBRATION_SAMPLES
 from devices.errors import EdgexError, choice_error
-from devices.files import atomic_path, file_size, read_metadata, refuse_overwrite, write_json_atomic, write_metadata
+from devices.files import atomic_path, file_size, refuse_overwrite, write_json_atomic
+from devices.metadata import ArtifactMetadata, read_metadata, write_metadata
 from edgex.optimize.common import setup
 from edgex.progress import Progress
 from edgex.training.trainer import steps_per_epoch
@@ -143,7 +144,7 @@ def prune(
     stripped, history = _fine_tune_and_strip(wrapped, s, epochs, lr, progress)
     pruned_path = out_dir / f"{model.stem}_pruned{round(sparsity * 100)}.keras"
     pruning = {"target_sparsity": sparsity, "schedule": schedule, "pattern": pattern, "epochs": epochs}
-    _save_pruned(stripped, pruned_path, {**s.metadata, "pruning": pruning})
+    _save_pruned(stripped, pruned_path, s.metadata.with_sections(pruning=pruning))
     found = _sparsity_found(kernel_sparsity(stripped), pruned_names)
     sizes, dense_tflite, pruned_tflite = _file_sizes(s.source, stripped, model, pruned_path, out_dir)
     latency = _latency(dense_tflite, pruned_tflite) if measure_latency else {}
@@ -232,7 +233,7 @@ def _fine_tune_and_strip(wrapped, s, epochs: int, lr: float, progress):
     return sparsity_api.strip_pruning(wrapped), history
 
 
-def _save_pruned(stripped, path: Path, metadata: dict) -> None:
+def _save_pruned(stripped, path: Path, metadata: ArtifactMetadata) -> None:
     from edgex.training.trainer import without_optimizer
 
     with atomic_path(path, overwrite=True) as tmp:

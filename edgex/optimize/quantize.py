@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converters.registry import CALIBRATION_SAMPLES, Parity, artifact_name
+from converters.registry import CALIBRATION_SAMPLES, FORMATS, Parity, artifact_name
 from devices.errors import EdgexError, choice_error
-from devices.files import file_size, read_metadata, refuse_overwrite, write_json_atomic
+from devices.files import file_size, refuse_overwrite, write_json_atomic
+from devices.metadata import read_metadata
 from edgex.optimize.common import Setup, setup
 from edgex.progress import Progress
 
@@ -67,7 +68,7 @@ def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
         raise choice_error("target", target, QUANTIZE_FORMATS)
     if target == "onnx" and mode in ("dynamic", "float16"):
         raise EdgexError(f"--mode {mode} is a TFLite quantization; for ONNX use --mode int8 or qat")
-    if target == "edgetpu" and mode not in ("int8", "qat"):
+    if FORMATS[target].integer_only and MODES[mode] != "int8":
         raise EdgexError("the Edge TPU runs full-integer models only: use --mode int8 or qat")
     if mode in ("int8", "qat") and not data:
         raise EdgexError(
@@ -235,7 +236,7 @@ def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, p
     qat_model = import_tfmot().quantization.keras.quantize_model(s.source.keras_model)
     # A trained model only needs its weights nudged towards the int8 grid: a small learning rate, no augmentation.
     history = fine_tune(qat_model, s.dataset, epochs=epochs, lr=lr, augment=(), progress=progress)
-    save_qat_model(qat_model, path, {**read_metadata(s.source.path), "qat": True, "qat_history": history})
+    save_qat_model(qat_model, path, read_metadata(s.source.path).with_sections(qat=True, qat_history=history))
     seconds = time.perf_counter() - start
     result = QatResult(
         keras_model=str(path), epochs=epochs, lr=lr, history=history, seconds=seconds, top1=s.keras_top1(qat_model)

@@ -16,7 +16,8 @@ import numpy as np
 
 from devices.bench import BenchConfig, BenchResult, benchmark
 from devices.errors import EdgexError, choice_error
-from devices.files import read_metadata, refuse_overwrite, write_metadata
+from devices.files import refuse_overwrite
+from devices.metadata import ArtifactMetadata, read_metadata, write_metadata
 from edgex.artifacts.latency import invalid_note, write_study
 from edgex.progress import Measured, Progress
 from edgex.sepconv.breakdown import KINDS
@@ -122,17 +123,15 @@ def _preset_models(preset: str, folder: Path, classes: int | None) -> list[Path]
         if not path.exists():
             keras().utils.set_random_seed(0)
             build_xception(config).save(path)
-            write_metadata(
-                path,
-                {
-                    "class_names": [str(i) for i in range(config.classes)],
-                    "input_shape": [config.input_size] * 2 + [3],
-                    "preprocessing": XCEPTION.to_dict(),
-                    "model_config": config.to_dict(),
-                    "preset": preset,
-                    "weights": "random",
-                },
+            meta = ArtifactMetadata(
+                input_shape=(config.input_size, config.input_size, 3),
+                class_names=tuple(str(i) for i in range(config.classes)),
+                preprocessing=XCEPTION,
+                model_config=config.to_dict(),
+                preset=preset,
+                weights="random",
             )
+            write_metadata(path, meta)
         paths.append(path)
     return paths
 
@@ -212,7 +211,6 @@ class _Model:
     @classmethod
     def load(cls, path: Path, label: str, config: CompareConfig) -> _Model:
         from converters import load_source
-        from devices.metadata import class_names_of
         from edgex.artifacts.accuracy import dataset_for
         from edgex.models.costs import model_cost
 
@@ -220,11 +218,7 @@ class _Model:
         meta = source.metadata
         cost = model_cost(source.keras_model) if source.keras_model is not None else None
         dataset = dataset_for(meta, config.data, int(source.input_shape[0])) if config.data else None
-        trained = (
-            dataset is not None
-            and meta.get("weights") != "random"
-            and tuple(class_names_of(meta, 0) if meta.get("class_names") else ()) == tuple(dataset.class_names)
-        )
+        trained = dataset is not None and meta.weights != "random" and meta.class_names == tuple(dataset.class_names)
         return cls(path=path, label=label, source=source, cost=cost, dataset=dataset, trained=trained)
 
 
@@ -242,14 +236,13 @@ def _artifact(model: _Model, runtime: str, precision: str, given: str | None, mo
 
 
 def _measure(model: _Model, runtime: str, precision: str, artifact: Path, config) -> tuple[CompareRow, BenchResult]:
-    from devices.metadata import preprocessing_of
     from edgex.optimize.common import artifact_accuracy
 
     result = benchmark(artifact, runtime=runtime, device=config.device, threads=config.threads, config=config.bench)
     top1 = None
     if model.trained:
         top1 = artifact_accuracy(
-            artifact, model.dataset, preprocessing_of(model.source.metadata), model.dataset.class_names
+            artifact, model.dataset, model.source.metadata.input_preprocessing, model.dataset.class_names
         )
     cost = model.cost
     row = CompareRow(
@@ -284,9 +277,8 @@ def _labels(paths: list[Path]) -> dict[Path, str]:
 
     def base(path: Path) -> str:
         meta = read_metadata(path)
-        config = meta.get("model_config") or {}
-        if config.get("conv") and meta.get("preset"):
-            return f"{meta['preset']}_{'xception' if config['conv'] == 'separable' else 'regular_twin'}"
+        if meta.conv and meta.preset:
+            return f"{meta.preset}_{'xception' if meta.conv == 'separable' else 'regular_twin'}"
         return path.stem
 
     names = {path: base(path) for path in paths}
@@ -329,9 +321,8 @@ def _ab(rows) -> list[ABPair]:
     by = defaultdict(dict)
     for r in rows:
         meta = read_metadata(r.model)
-        conv = (meta.get("model_config") or {}).get("conv")
-        if conv:  # a model and its twin share a preset
-            by[(r.runtime, r.precision, meta.get("preset"))][conv] = r
+        if meta.conv:  # a model and its twin share a preset
+            by[(r.runtime, r.precision, meta.preset)][meta.conv] = r
     for (runtime, precision, _), found in by.items():
         if "separable" in found and "regular" in found:
             sep, reg = found["separable"], found["regular"]

@@ -145,7 +145,8 @@ def _train_xception(config: StudyConfig, variant: Variant, seed: int, folder: Pa
 def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: Path):
     """keras.applications.InceptionV3 (weights=None) with the recipe train() gives Xception: same data, split,
     preprocessing, crop augmentation, batch, Adam 2e-3 with cosine decay, seed."""
-    from devices.files import atomic_path, utc_now, write_metadata
+    from devices.files import atomic_path, utc_now
+    from devices.metadata import ArtifactMetadata, write_metadata
     from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
     from edgex.data import load_dataset
@@ -174,10 +175,17 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:
         without_optimizer(model).save(tmp)
-    meta = {"kind": "keras", "created": utc_now(), "class_names": list(dataset.class_names), "seed": seed,
-            "input_shape": [INCEPTION_INPUT, INCEPTION_INPUT, 3], "preprocessing": XCEPTION.to_dict(),
-            "dataset": dataset.describe(), "epochs": config.epochs, "params": int(model.count_params()),
-            "batchnorm_statistics": bn}  # fmt: skip
+    meta = ArtifactMetadata(
+        created=utc_now(),
+        input_shape=(INCEPTION_INPUT, INCEPTION_INPUT, 3),
+        class_names=dataset.class_names,
+        preprocessing=XCEPTION,
+        dataset=dataset.record(),
+        seed=seed,
+        epochs=config.epochs,
+        params=int(model.count_params()),
+        sections={"batchnorm_statistics": bn},
+    )
     write_metadata(path, meta)
     k.backend.clear_session()
     return top1, curve, seconds

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devices.files import utc_now, write_json_atomic
+from devices.metadata import ArtifactMetadata
 from devices.preprocess import XCEPTION
 from devices.sysinfo import versions
 from edgex.progress import BatchEnd, EpochBegin, EpochEnd, Note, Progress
@@ -134,8 +135,8 @@ def run_preprocessing(config, start):
     from devices.preprocess import chosen_preprocessing
 
     if start is None:
-        return chosen_preprocessing(config.preprocessing, XCEPTION.to_dict(), "")
-    return chosen_preprocessing(config.preprocessing, start[1].metadata.get("preprocessing"), f"--from {start[1].path}")
+        return chosen_preprocessing(config.preprocessing, XCEPTION, "")
+    return chosen_preprocessing(config.preprocessing, start[1].metadata.preprocessing, f"--from {start[1].path}")
 
 
 def initial_model(config, start, dataset):
@@ -186,27 +187,26 @@ class RunInputs:
         )
 
 
-def run_metadata(config, model_config, inputs, model, epochs, phases, weights, metrics, bn) -> dict:
+def run_metadata(config, model_config, inputs, model, *, epochs, phases, weights, metrics, bn) -> ArtifactMetadata:
+    """The saved model's metadata: its inputs and classes, what it was built and trained from, what it measured."""
     size = int(model.inputs[0].shape[1])
-    return {
-        "kind": "keras",
-        "created": utc_now(),
-        "class_names": list(inputs.dataset.class_names),
-        "input_shape": [size, size, 3],
-        "preprocessing": inputs.preprocessing.to_dict(),
-        "preset": None if config.from_model else config.preset,
-        "model_config": model_config.to_dict() if model_config else None,
-        "train_config": config.to_dict(),
-        "dataset": inputs.dataset.describe(),
-        "seed": config.seed,
-        "epochs": epochs,
-        "phases": phases,
-        "weights": weights,
-        "bn_statistics": bn or None,
-        "params": int(model.count_params()),
-        "metrics": metrics,
-        "versions": versions(),
-    }
+    return ArtifactMetadata(
+        created=utc_now(),
+        input_shape=(size, size, 3),
+        class_names=tuple(inputs.dataset.class_names),
+        preprocessing=inputs.preprocessing,
+        dataset=inputs.dataset.record(),
+        model_config=model_config.to_dict() if model_config else None,
+        preset=None if config.from_model else config.preset,
+        weights=weights,
+        seed=config.seed,
+        epochs=epochs,
+        params=int(model.count_params()),
+        phases=tuple(phases),
+        metrics=metrics,
+        versions=versions(),
+        sections={"train_config": config.to_dict(), "bn_statistics": bn or None},
+    )
 
 
 def val_metrics(model, val_ds) -> tuple[float, float]:

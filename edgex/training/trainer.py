@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devices.errors import EdgexError
-from devices.files import atomic_path, read_metadata, write_json_atomic, write_metadata
+from devices.files import atomic_path, write_json_atomic
+from devices.metadata import TrainingMetrics, read_metadata, write_metadata
 from devices.preprocess import XCEPTION
 from edgex.progress import PhaseBegin, Progress, WeightsLoaded
 from edgex.training import steps
@@ -193,18 +194,18 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
     interrupted_at = run.epochs_done()
     if resume and model_path.exists() and interrupted_at == 0:
         meta = read_metadata(model_path)
-        metrics = meta.get("metrics", {})
+        metrics = meta.metrics or TrainingMetrics(val_top1=0.0, val_loss=0.0)
         return TrainResult(
             model_path=str(model_path),
-            epochs=meta.get("epochs", 0),
+            epochs=meta.epochs or 0,
             resumed_from_epoch=0,
-            val_top1=metrics.get("val_top1", 0.0),
-            val_loss=metrics.get("val_loss", 0.0),
-            history=metrics.get("history", {}),
+            val_top1=metrics.val_top1,
+            val_loss=metrics.val_loss,
+            history=metrics.history,
             seconds=0.0,
-            params=meta.get("params", 0),
+            params=meta.params or 0,
             already_done=True,
-            phases=tuple(meta.get("phases") or ()),
+            phases=meta.phases,
         )
     if interrupted_at and not (resume or force):
         total = sum(p.epochs for p in run.phases)
@@ -305,10 +306,11 @@ def _finish(model, model_config, config, run, inputs, records, phases, weights, 
     epochs = sum(p.epochs for p in run.phases)
     with atomic_path(run.model_path, overwrite=True) as tmp:
         saved.save(tmp)  # the epoch checkpoints hold the optimizer for resuming
-    metrics = {"val_top1": val_top1, "val_loss": val_loss, "history": hist, "train_seconds": seconds}
-    write_metadata(
-        run.model_path, steps.run_metadata(config, model_config, inputs, saved, epochs, phases, weights, metrics, bn)
+    metrics = TrainingMetrics(val_top1=val_top1, val_loss=val_loss, history=hist, train_seconds=seconds)
+    meta = steps.run_metadata(
+        config, model_config, inputs, saved, epochs=epochs, phases=phases, weights=weights, metrics=metrics, bn=bn
     )
+    write_metadata(run.model_path, meta)
     shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished model supersedes the epoch checkpoints
     return TrainResult(
         model_path=str(run.model_path),

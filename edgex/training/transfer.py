@@ -6,8 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.errors import EdgexError
+
+if TYPE_CHECKING:
+    from devices.metadata import ArtifactMetadata
 
 HEAD_NAME = "predictions"
 
@@ -48,7 +52,7 @@ class Starting:
     path: str
     input_size: int
     classes: int
-    metadata: dict
+    metadata: ArtifactMetadata
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def parse_unfreeze(value) -> str:
 def inspect_classifier(path: str | Path):
     """Load ``path`` and check that it is an image classifier: one (H, W, 3) input, one (classes,) output of a Dense
     layer. Returns the model and a :class:`Starting`."""
-    from devices.files import read_metadata
+    from devices.metadata import read_metadata
     from devices.tensorflow import load_keras_model
 
     model = load_keras_model(path)

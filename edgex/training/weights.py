@@ -297,9 +297,9 @@ def load_starting_weights(model, spec: str, config, preset: str, class_names=())
         report = load_matching(model, imagenet_layer_weights(config.input_size), "imagenet")
         zero_head(model)
         return report
-    from devices.files import read_metadata
+    from devices.metadata import read_metadata
 
-    same_classes = bool(class_names) and read_metadata(spec).get("class_names") == list(class_names)
+    same_classes = bool(class_names) and read_metadata(spec).class_names == tuple(class_names)
     layer_weights = read_layer_weights(spec)
     report = load_matching(model, layer_weights, str(spec), keep_head=same_classes)
     if not (same_classes and HEAD_LAYER in layer_weights):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from devices.files import atomic_path, read_metadata, write_metadata
+from devices.files import atomic_path
+from devices.metadata import read_metadata, write_metadata
 from edgex.tune.latency import Placed
 from edgex.tune.results import CandidateRecord, LeverRow, Winner
 from edgex.tune.search import Incumbent
@@ -85,7 +86,7 @@ def write_winner(out: Path, incumbent: Incumbent, record: CandidateRecord, extra
     target = out / "winner" / f"model_{record.deployment['precision']}{source.suffix}"
     with atomic_path(target, overwrite=True) as tmp:
         shutil.copyfile(source, tmp)
-    write_metadata(target, {**read_metadata(source), "tune": extra})
+    write_metadata(target, read_metadata(source).with_sections(tune=extra))
     return target
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devices.errors import EdgexError
-from devices.files import read_metadata, utc_now
+from devices.files import utc_now
+from devices.metadata import ArtifactMetadata, read_metadata
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,6 @@ class Subject:
 
     def __init__(self, model_path: Path, tune, data: str | None):
         from converters.source import load_source
-        from devices.metadata import class_names_of, preprocessing_of
         from edgex.artifacts.accuracy import class_mismatch, data_spec
         from edgex.models.xception import XceptionConfig
 
@@ -38,12 +38,11 @@ class Subject:
         self.data = data_spec(self.metadata, data)
         if not self.data:
             raise EdgexError(f"{self.model_path} records no data: pass --data digits, an image folder or tfds:NAME")
-        recorded = self.metadata.get("model_config")
+        recorded = self.metadata.model_config
         self.config = XceptionConfig.from_dict(recorded) if recorded else None
         self.input_size = int(self.source.input_shape[0])
-        self.preprocessing = preprocessing_of(self.metadata)
-        names = class_names_of(self.metadata, int(self.teacher.outputs[0].shape[-1]))
-        self.class_names = tuple(names)
+        self.preprocessing = self.metadata.input_preprocessing
+        self.class_names = self.metadata.class_names_or_indices(int(self.teacher.outputs[0].shape[-1]))
         mismatch = class_mismatch(self.class_names, self.at_size(self.input_size).dataset.class_names)
         if mismatch:
             raise EdgexError(f"the model's classes differ from the data's ({self.data}): {mismatch}")
@@ -82,12 +81,16 @@ class Subject:
         with devices.load_model(path, threads=usable_cores(), **options) as model:
             return evaluate(model, split.batches(64), self.preprocessing, self.class_names).top1
 
-    def network_metadata(self, config, record: dict) -> dict:
+    def network_metadata(self, config, record: dict) -> ArtifactMetadata:
         """The metadata of a changed network: the model's own, with its new config and how it was made."""
-        return {
-            **self.metadata,
-            "created": utc_now(),
-            "input_shape": [config.input_size, config.input_size, 3],
-            "model_config": config.to_dict(),
-            "tune": {**record, "teacher": str(self.model_path)},
-        }
+        from dataclasses import replace
+
+        changed = replace(
+            self.metadata,
+            created=utc_now(),
+            input_shape=(config.input_size, config.input_size, 3),
+            model_config=config.to_dict(),
+            params=None,
+            metrics=None,
+        )
+        return changed.with_sections(tune={**record, "teacher": str(self.model_path)})

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.files import atomic_path, read_metadata, write_metadata
+from devices.files import atomic_path
+from devices.metadata import read_metadata, write_metadata
 from edgex.tune.distill import DistillConfig, distill
 from edgex.tune.space import Deployment
 from edgex.tune.surgery import NetworkChange, apply_change
@@ -48,7 +49,7 @@ class Workshop:
             return Network(key, subject.model_path, subject.input_size, subject.float_selection, 0)
         path = self.out / "networks" / key / "model.keras"
         if path.is_file():
-            record = read_metadata(path)["tune"]
+            record = read_metadata(path).sections["tune"]
             return Network(key, path, record["input_size"], record["selection_top1"], record["epochs"])
         return self._train(change, path, after_rung)
 
