@@ -17,6 +17,14 @@ def model(tiny_copy):
     return tiny_copy("optimize")
 
 
+@pytest.fixture(scope="module")
+def bare_model(tiny_copy):
+    """The tiny model without its metadata: nothing records the data it was trained on."""
+    path = tiny_copy("bare")
+    path.with_name(path.name + ".json").unlink()
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dynamic", "float16", "int8"])
 def test_post_training_quantization_reports_accuracy_sizes_and_compression(model, mode):
@@ -88,30 +96,25 @@ def test_keep_float_leaves_the_layer_in_float(model, tmp_path):
 
 @pytest.mark.slow
 def test_max_drop_gate_exits_3_after_writing_the_report(model, tmp_path, cli):
-    # One calibration image gives ranges that clip every other image: a real, large accuracy drop.
-    result = cli(
-        "quantize",
-        model,
-        "--mode",
-        "int8",
-        "--data",
-        "digits",
-        "--calib-samples",
-        "1",
-        "--max-drop",
-        "0.5",
-        "--out",
-        tmp_path,
-        "--json",
-    )
+    # One calibration image gives ranges that clip every other image: a real, large accuracy drop. Without --data,
+    # int8 calibrates on the data the model's metadata records.
+    args = ("--calib-samples", "1", "--max-drop", "0.5", "--out", tmp_path, "--json")
+    result = cli("quantize", model, "--mode", "int8", *args)
     data = json.loads(result.stdout)
     assert data["drop_points"] > 0.5
     assert result.exit_code == 3
     assert data["gate_passed"] is False and (tmp_path / "quantize_report.json").exists()
-    passed = cli(
-        "quantize", model, "--mode", "dynamic", "--data", "digits", "--max-drop", "100", "--out", tmp_path / "ok"
-    )
+    assert data["data"] == "digits" and data["data_recorded"] is True
+    passed = cli("quantize", model, "--mode", "dynamic", "--max-drop", "100", "--out", tmp_path / "ok")
     assert passed.exit_code == 0, passed.output
+    assert _one_line(passed.stdout, "data") == "digits (recorded in the model's metadata: the data it was trained on)"
+
+
+def _one_line(table: str, label: str) -> str:
+    """The value of the one row of a terminal table labelled ``label``."""
+    rows = [line.strip("│ ").split("│") for line in table.splitlines() if line.strip("│ ").startswith(f"{label} ")]
+    assert len(rows) == 1, table
+    return rows[0][-1].strip()
 
 
 @pytest.mark.slow
@@ -136,8 +139,9 @@ def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["quantize", "{model}", "--mode", "int8"], "needs data"),
-        (["quantize", "{model}", "--mode", "qat"], "needs data"),
+        (["quantize", "{bare}", "--mode", "int8"], "--mode int8 needs data (calibration and accuracy), and model"),
+        (["quantize", "{bare}", "--mode", "qat"], "--mode qat needs data"),
+        (["prune", "{bare}", "--sparsity", "0.5"], "pruning fine-tunes on data, and model.keras records none"),
         (["quantize", "{tflite}", "--mode", "qat", "--data", "digits"], "not a Keras file"),
         (["quantize", "{model}", "--mode", "float16", "--to", "onnx", "--data", "digits"], "for ONNX use"),
         (["quantize", "{model}", "--mode", "dynamic", "--to", "edgetpu", "--data", "digits"], "full-integer"),
@@ -148,8 +152,8 @@ def test_auto_keep_float_keeps_the_worst_layers(model, tmp_path):
         (["prune", "{model}", "--sparsity", "0.5", "--pattern", "1:8", "--data", "digits"], "unknown pattern"),
     ],
 )
-def test_bad_input_is_a_one_line_error(model, tiny_artifacts, cli, args, fragment):
-    args = [a.format(model=model, tflite=tiny_artifacts["tflite-fp32"]) for a in args]
+def test_bad_input_is_a_one_line_error(model, bare_model, tiny_artifacts, cli, args, fragment):
+    args = [a.format(model=model, tflite=tiny_artifacts["tflite-fp32"], bare=bare_model) for a in args]
     result = cli(*args)
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -164,10 +168,14 @@ def test_pruning_schedule_always_fires_and_reaches_its_target_in_time(total):
 
 @pytest.mark.slow
 def test_pruning_reaches_the_requested_sparsity(tour):
-    """The README tour prunes the tiny model to 50% in 2 epochs (`edgex prune`); its report is checked here."""
+    """The README tour prunes the tiny model to 50% in 2 epochs (`edgex prune`), on the data it was trained on (no
+    --data); its report is checked here."""
     folder, results = tour
-    assert results["edgex prune runs/tiny/model.keras --sparsity 0.5 --epochs 2 --data digits"].exit_code == 0
+    result = results["edgex prune runs/tiny/model.keras --sparsity 0.5 --epochs 2"]
+    assert result.exit_code == 0, result.output
+    assert _one_line(result.stdout, "data") == "digits (recorded in the model's metadata: the data it was trained on)"
     report = json.loads((folder / "runs" / "tiny" / "prune_50" / "prune_report.json").read_text())
+    assert report["data"] == "digits" and report["data_recorded"] is True
     assert report["sparsity_pruned_weights"] == pytest.approx(0.5, abs=0.01)
     assert report["sparsity_by_kind"]["depthwise_kernel"] == 0.0
     assert report["sparsity_by_kind"]["pointwise_kernel"] == pytest.approx(0.5, abs=0.01)

@@ -22,7 +22,7 @@ Schedule = o.choices("Schedule", SCHEDULES)
 def quantize(
     model: Annotated[str, typer.Argument(help="A Keras model file (QAT needs one) or a SavedModel folder.")],
     mode: Annotated[Mode, typer.Option(help="Post-training dynamic, float16, int8; or qat.")] = Mode("int8"),
-    data: Annotated[str | None, typer.Option(help="digits, PATH or tfds:NAME (calibration, QAT, accuracy).")] = None,
+    data: o.RecordedData = None,
     to: Annotated[QuantTarget, typer.Option(help="Format of the quantized model.")] = QuantTarget("tflite"),
     epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
     lr: Annotated[float, typer.Option(help="QAT fine-tuning learning rate (Adam, cosine decay).")] = 5e-6,
@@ -81,6 +81,7 @@ def _show_quantize(r) -> None:
 
     rows = [
         ("artifact", r.artifact),
+        _data_row(r),
         ("top-1 float / quantized", f"{100 * r.float_top1:.2f}% / {100 * r.quant_top1:.2f}% ({r.samples} val samples)"),
         (
             "drop",
@@ -129,6 +130,12 @@ def _show_quantize(r) -> None:
         warn(f"accuracy gate failed: drop {r.drop_points:.2f} points > --max-drop {r.max_drop:g}")
 
 
+def _data_row(report) -> tuple[str, str]:
+    """Which data a command used, and whether --data named it or the model's metadata did."""
+    origin = "recorded in the model's metadata: the data it was trained on" if report.data_recorded else "--data"
+    return ("data", f"{report.data} ({origin})")
+
+
 def _layer_error_table(errors):
     from edgex.cli.render import table
 
@@ -151,12 +158,7 @@ def _layer_error_table(errors):
 def prune(
     model: Annotated[str, typer.Argument(help="A Keras model file.")],
     sparsity: Annotated[float, typer.Option(help="Target sparsity in (0, 1).")],
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="digits, PATH or tfds:NAME for fine-tuning and accuracy (default: the data the model was trained on)."
-        ),
-    ] = None,
+    data: o.RecordedData = None,
     schedule: Annotated[Schedule, typer.Option(help="polynomial (0 -> target) or constant.")] = Schedule("polynomial"),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 8,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (Adam, cosine decay).")] = 3e-4,
@@ -196,6 +198,7 @@ def _show_prune(report) -> None:
     s = report.sizes
     rows = [
         ("pruned model", report.pruned_model),
+        _data_row(report),
         (
             "sparsity",
             f"{report.sparsity_pruned_weights:.1%} of pruned kernels, {report.sparsity_all_kernels:.1%} of all "

@@ -40,6 +40,14 @@ Data = Annotated[
     str,
     typer.Option("--data", help="digits (embedded), an image folder PATH, or tfds:NAME."),
 ]
+RecordedData = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="digits, an image folder PATH or tfds:NAME [default: the data the model was trained on, as its "
+        "metadata records].",
+    ),
+]
 Preprocessing = choices("Preprocessing", PREPROCESSINGS)
 PreprocessingOpt = Annotated[
     Preprocessing | None,

@@ -42,6 +42,7 @@ class Setup:
     dataset: object  # edgex.data.Dataset
     preprocessing: object  # devices.preprocess.Preprocessing
     class_names: tuple[str, ...]
+    data_recorded: bool = False  # the data came from the model's metadata (no --data)
 
     @property
     def metadata(self) -> dict:
@@ -67,7 +68,7 @@ class Setup:
 
 
 def setup(model: Path, data: str | None, needs: str, preprocessing: str | None = None) -> Setup:
-    """Load ``model`` and its data: ``data``, or by default the data it was trained on. ``needs`` ends the error
+    """Load ``model`` and its data: ``data``, or by default the data it was trained on. ``needs`` begins the error
     raised when there is neither ("pruning fine-tunes on data"). ``preprocessing`` (a name) replaces the one the
     model's metadata records, for models edgex did not make."""
     from converters.source import load_source
@@ -80,11 +81,21 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     meta = source.metadata
     spec = data_spec(meta, data)
     if not spec:
-        raise EdgexError(f"{needs}: pass --data digits, an image folder or tfds:NAME")
+        raise EdgexError(
+            f"{needs}, and {model.name} records none (no metadata naming the data it was trained on): "
+            "pass --data digits, an image folder or tfds:NAME"
+        )
     size = int(source.input_shape[0])
     dataset = loaded_ahead(ahead, size) or dataset_for(meta, spec, size)
     names = class_names_of(meta, len(dataset.class_names))
-    return Setup(source, spec, dataset, preprocessing_of(meta), tuple(names))
+    return Setup(
+        source=source,
+        data=spec,
+        dataset=dataset,
+        preprocessing=preprocessing_of(meta),
+        class_names=tuple(names),
+        data_recorded=not data,
+    )
 
 
 def save_qat_model(qat_model, path: Path, metadata: dict) -> None:

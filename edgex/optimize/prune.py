@@ -59,6 +59,8 @@ class PruneReport:
     history: dict = field(default_factory=dict)
     then_qat: PrunePreservingQat | None = None
     notes: tuple[str, ...] = ()
+    data: str = ""  # the data spec fine-tuning and accuracy used
+    data_recorded: bool = False  # it came from the model's metadata (no --data)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -168,6 +170,8 @@ def prune(
         history=history,
         then_qat=qat_report,
         notes=_notes(sum(layer["pruned"] for layer in found["layers"]), len(found["layers"]), latency),
+        data=s.data,
+        data_recorded=s.data_recorded,
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report

@@ -17,6 +17,10 @@ QUANTIZE_FORMATS = ("tflite", "onnx", "edgetpu")  # what `edgex quantize --to` w
 REPORT_FILE = "quantize_report.json"
 AUTO_KEEP_LIMIT = 8  # layers --auto-keep-float may keep in float before giving up
 LAYER_ERRORS_SHOWN = 15
+DATA_NEEDED = {
+    "int8": "--mode int8 needs data (calibration and accuracy)",
+    "qat": "--mode qat needs data (fine-tuning, calibration and accuracy)",
+}
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,14 @@ class QuantizeReport:
     latency_ms: dict = field(default_factory=dict)  # p50 of full-int8 vs selectively quantized (auto-keep-float)
     float_artifact: str = ""
     notes: tuple[str, ...] = ()
+    data: str = ""  # the data spec calibration, fine-tuning and accuracy used
+    data_recorded: bool = False  # it came from the model's metadata (no --data)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
+def _validate(mode: str, target: str, model: Path) -> None:
     if mode not in MODES:
         raise choice_error("mode", mode, MODES)
     if target not in QUANTIZE_FORMATS:
@@ -68,10 +74,6 @@ def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
         raise EdgexError(f"--mode {mode} is a TFLite quantization; for ONNX use --mode int8 or qat")
     if target == "edgetpu" and mode not in ("int8", "qat"):
         raise EdgexError("the Edge TPU runs full-integer models only: use --mode int8 or qat")
-    if mode in ("int8", "qat") and not data:
-        raise EdgexError(
-            f"--mode {mode} needs data (calibration and fine-tuning): pass --data digits, an image folder or tfds:NAME"
-        )
     if not model.exists():
         raise EdgexError(f"model file not found: {model}")
     if mode == "qat" and model.suffix not in (".keras", ".h5"):
@@ -143,6 +145,8 @@ def quantize(
         latency_ms=q.latency,
         float_artifact=float_export.path,
         notes=tuple(notes),
+        data=s.data,
+        data_recorded=s.data_recorded,
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
@@ -170,12 +174,12 @@ def _prepare(
     model: Path, mode, to, data, out, force, max_drop, keep_float, auto_keep_float, preprocessing
 ) -> tuple[Setup, Path]:
     """Check the options, make the output folder, and load the model with its data."""
-    _validate(mode, to, data, model)
+    _validate(mode, to, model)
     _validate_float_layers(mode, to, max_drop, keep_float, auto_keep_float)
     out_dir = Path(out) if out else model.parent / f"quantize_{mode}_{to}"
     refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    s = setup(model, data, "measuring accuracy needs data", preprocessing)
+    s = setup(model, data, DATA_NEEDED.get(mode, "measuring accuracy needs data"), preprocessing)
     if auto_keep_float and s.source.kind != "keras":
         raise EdgexError(
             f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "
