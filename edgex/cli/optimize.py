@@ -100,7 +100,7 @@ def _show_quantize(r) -> None:
         rows.append(
             (
                 "agreement with source",
-                f"top-1 {100 * r.parity.top1_agreement:.2f}%, mean abs diff {r.parity.mean_abs_diff:.3g}",
+                f"top-1 {r.parity.describe_agreement()}, mean abs diff {r.parity.mean_abs_diff:.3g}",
             )
         )
     if r.kept_float:

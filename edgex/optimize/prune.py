@@ -317,7 +317,7 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
     from converters import convert
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimize.common import save_qat_model
+    from edgex.optimize.common import calibrate_qat_ranges, save_qat_model
     from edgex.training.trainer import fine_tune
 
     tfmot = import_tfmot()
@@ -325,6 +325,7 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
     qat = tfmot.quantization.keras.quantize_apply(
         annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     )
+    calibrate_qat_ranges(qat, s.calibration(CALIBRATION_SAMPLES))
     history = fine_tune(qat, s.dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
     qat_path = out_dir / f"{pruned_path.stem}_qat.h5"
     save_qat_model(qat, qat_path, read_metadata(pruned_path))

@@ -115,7 +115,8 @@ def quantize(
     float_top1, float_export = s.source_top1(), _export_float(s, model.stem, to, out_dir)
     qat, convert_source = None, s.source
     if mode == "qat":
-        qat, convert_source = _quantization_aware_training(s, out_dir / f"{model.stem}_qat.h5", epochs, lr, progress)
+        qat_path = out_dir / f"{model.stem}_qat.h5"
+        qat, convert_source = _quantization_aware_training(s, qat_path, epochs, lr, calib_samples, progress)
     result = _export_quantized(s, convert_source, model.stem, mode, to, out_dir, keep_float, calib_samples)
     notes = list(result.notes)
     errors = _layer_errors(s, mode, to, calib_samples, layer_errors or auto_keep_float, layer_errors, notes)
@@ -225,16 +226,18 @@ def _layer_errors(s: Setup, mode: str, to: str, calib_samples: int, wanted: bool
     return None
 
 
-def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, progress):
-    """tfmot's quantize_model (SeparableConv2D split into depthwise + pointwise with fake-quant between), then
-    fine-tuning; the QAT Keras model is saved (as HDF5) and is the source of the int8 export."""
+def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, calib_samples: int, progress):
+    """tfmot's quantize_model (SeparableConv2D split into depthwise + pointwise with fake-quant between), its
+    activation ranges calibrated on ``calib_samples`` training images, then fine-tuning; the QAT Keras model is
+    saved (as HDF5) and is the source of the int8 export."""
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimize.common import save_qat_model
+    from edgex.optimize.common import calibrate_qat_ranges, save_qat_model
     from edgex.training.trainer import fine_tune
 
     start = time.perf_counter()
     qat_model = import_tfmot().quantization.keras.quantize_model(s.source.keras_model)
+    calibrate_qat_ranges(qat_model, s.calibration(calib_samples))
     # A trained model only needs its weights nudged towards the int8 grid: a small learning rate, no augmentation.
     history = fine_tune(qat_model, s.dataset, epochs=epochs, lr=lr, augment=(), progress=progress)
     save_qat_model(qat_model, path, {**read_metadata(s.source.path), "qat": True, "qat_history": history})
