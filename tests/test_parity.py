@@ -328,6 +328,18 @@ def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits,
     assert runs == [20] and not np.array_equal(changed, again)
 
 
+def test_a_file_rewritten_after_it_was_loaded_keeps_no_outputs_for_its_new_content(tiny_artifacts, digits, tmp_path):
+    x = XCEPTION.apply(digits.val.take(8, seed=2).arrays()[0])
+    path, following = tmp_path / "model.tflite", tmp_path / "following.tflite"
+    shutil.copy(tiny_artifacts["tflite-fp32"], path)
+    with devices.load_model(path) as loaded:
+        shutil.copy(tiny_artifacts["tflite-int8"], following)
+        following.replace(path)  # an export that finishes while the fp32 model is in use
+        loaded.predict(x)  # the fp32 model's outputs: not to be kept as the int8 file's
+    with devices.load_model(path) as now:
+        assert np.array_equal(now.predict(x), now.predict_all(x)[0])
+
+
 def test_eval_prepares_batches_before_it_times_the_samples(tiny_artifacts, digits, monkeypatch):
     """The batch probe (and ONNX Runtime's second session) is setup, as loading is: eval's images/s is the
     samples' throughput; the setup is reported beside it."""
