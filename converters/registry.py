@@ -381,7 +381,7 @@ def _check_export(source, target: Target, out: Path, precision: str, inputs, sam
     if not parity.passed:
         notes.append(
             f"parity check FAILED: {parity.criterion} not met (max abs diff {parity.max_abs_diff:.3g}, "
-            f"top-1 agreement {parity.top1_agreement:.1%})"
+            f"top-1 agreement {parity.describe_agreement()})"
         )
         if target.name == "onnx" and precision == "int8" and int8_dot_products_saturate():
             notes.append(

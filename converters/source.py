@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devices.errors import ModelFileError, first_line
-from devices.files import sha256_file
+from devices.files import read_whole, sha256_file
 from devices.memo import forget_outputs, kept_outputs, sample_digest
 from devices.metadata import NO_METADATA, ArtifactMetadata, read_metadata
 
@@ -79,11 +79,12 @@ def load_source(path: str | Path) -> SourceModel:
         raise ModelFileError(f"model file not found: {path}")
     import json
 
-    key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path).to_dict(), sort_keys=True))
-    if key in _SOURCES:
-        _SOURCES.move_to_end(key)
-        return _SOURCES[key]
-    source = _load_source(path, key[1])
+    with read_whole(path):  # the model loaded is the content hashed, or FileChanged
+        key = (str(path.resolve()), sha256_file(path), json.dumps(read_metadata(path).to_dict(), sort_keys=True))
+        if key in _SOURCES:
+            _SOURCES.move_to_end(key)
+            return _SOURCES[key]
+        source = _load_source(path, key[1])
     _SOURCES[key] = source
     while len(_SOURCES) > SOURCES_KEPT:
         _SOURCES.popitem(last=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.errors import InputMismatch, first_line
-from devices.files import sha256_file
+from devices.files import file_state, sha256_file
 from devices.memo import kept_outputs
 
 BATCH_MEMORY_BYTES = 1 << 30  # activations of one batch in ``predict``
@@ -88,6 +88,7 @@ class LoadedModel(abc.ABC):
         self.path = Path(path)
         self._batches: bool | None = None  # whether a batch-1 model also runs batches; None: not probed yet
         self._content: str | None = None  # the file's digest once ``predict`` needs it; "" when outputs are not kept
+        self._loaded_state = file_state(self.path)  # the file as loaded (devices.load_model checks it did not change)
 
     # -- what a backend implements -------------------------------------------------------------------------
     @property
@@ -197,8 +198,16 @@ class LoadedModel(abc.ABC):
         if self._content is None:
             batch = self.inputs[0].batch
             keep = self.runs_its_file and batch in (None, 1) and self.path.is_file()
-            self._content = sha256_file(self.path) if keep else ""
+            self._content = self._loaded_digest() if keep else ""
         return (self.runtime, self.device, self._content) if self._content else None
+
+    def _loaded_digest(self) -> str:
+        """The file's digest, or "" when the file is no longer the one loaded (rewritten since): its outputs would
+        be kept under another content."""
+        if file_state(self.path) != self._loaded_state:
+            return ""
+        digest = sha256_file(self.path)
+        return digest if file_state(self.path) == self._loaded_state else ""
 
     def predict_all(self, x: np.ndarray, max_batch: int | None = None) -> list[np.ndarray]:
         """Outputs for any number of samples, in batches of up to ``max_batch`` (default: what fits in memory)

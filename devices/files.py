@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from devices.errors import EdgexError
+from devices.errors import EdgexError, EnvironmentFault, FileChanged, environment_fault
 
 METADATA_SUFFIX = ".json"
 
@@ -29,37 +31,137 @@ def atomic_path(final: str | os.PathLike, *, overwrite: bool = True, is_dir: boo
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
     A process killed at any moment leaves either the old ``final`` or the new one, never a partial file.
-    ``is_dir`` yields a temporary directory instead (for SavedModels).
+    ``is_dir`` yields a temporary directory instead (for SavedModels). A full disk, a read-only, missing or
+    forbidden folder (here or in the block) is an EnvironmentFault that names ``final``, not the temporary path.
     """
     final = Path(final)
     refuse_overwrite(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with faults_named(final):
+        tmp = _temporary_beside(final, is_dir)
+        try:
+            yield tmp
+            _move_into_place(tmp, final, is_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+def _temporary_beside(final: Path, is_dir: bool) -> Path:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from exc
     prefix = f".{final.name}.tmp-"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
         os.chmod(tmp, 0o777 & ~_umask())
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=final.suffix, dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
+    os.close(fd)
+    return Path(name)
+
+
+def _move_into_place(tmp: Path, final: Path, is_dir: bool) -> None:
+    if not is_dir:
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    elif final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=final.suffix, dir=final.parent)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
-        os.close(fd)
-        tmp = Path(name)
+        os.replace(tmp, final)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-[^/]*$")  # a hidden temporary of atomic_path: .NAME.tmp-XYZ
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """The path the user knows for ``path``: the final path for a temporary of ``atomic_path`` or a file inside one
+    (``out/.model.tflite.tmp-ab12.tflite`` -> ``out/model.tflite``), else ``path`` itself."""
+    path = Path(path)
+    for depth, part in enumerate(path.parts):
+        found = _TEMPORARY.match(part)
+        if found:
+            return Path(*path.parts[:depth], found["name"])
+    return path
+
+
+def path_named_by(exc: BaseException) -> Path | None:
+    """The path an OS error is about: its ``filename``, or the first absolute path in the message of a library
+    error that wraps one (TensorFlow's)."""
+    name = getattr(exc, "filename", None)
+    if not name:
+        found = re.search(r"(?<![\w.])(/[^\s;:'\"]+)", str(exc))
+        name = found.group(1) if found else None
+    return Path(os.fsdecode(name)) if name else None
+
+
+def explained(exc: BaseException, default: str | os.PathLike | None = None) -> EnvironmentFault | None:
+    """``exc`` as an EnvironmentFault naming the path as the user knows it (``default``, the path being written,
+    when the error names none, names it, a folder of it or a file in it), or None when it is not an OS error edgex
+    explains."""
+    if isinstance(exc, EnvironmentFault):
+        return exc
+    named = path_named_by(exc)
+    if default is not None and (named is None or _related(user_path(named), Path(default))):
+        return environment_fault(exc, default, writing=True)
+    if named is None:
+        return None
+    return environment_fault(exc, user_path(named), writing=user_path(named) != named)  # a temporary is written
+
+
+def _related(named: Path, default: Path) -> bool:
+    return named == default or named in default.parents or default in named.parents
+
+
+@contextlib.contextmanager
+def faults_named(path: str | os.PathLike) -> Iterator[None]:
+    """Writing ``path`` in the block: an OS error edgex explains becomes an EnvironmentFault naming it."""
     try:
-        yield tmp
-        if is_dir:
-            if final.exists():
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        else:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+        yield
+    except Exception as exc:
+        fault = explained(exc, path)
+        if fault is None or fault is exc:
+            raise
+        raise fault from exc
+
+
+def file_state(path: str | os.PathLike) -> tuple:
+    """What changes when a file, or any file under a folder, is rewritten: each one's inode, size and modification
+    time; () when the path does not exist."""
+    path = Path(path)
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return tuple((str(f), s.st_ino, s.st_size, s.st_mtime_ns) for f in files for s in [f.stat()])
+    except FileNotFoundError:
+        return ()
+
+
+@contextlib.contextmanager
+def read_whole(path: str | os.PathLike) -> Iterator[None]:
+    """Reading ``path`` in the block: FileChanged when another process changed it meanwhile (what was read may mix
+    two versions, or not be what was hashed), also when the change made the read fail."""
+    before = file_state(path)
+    try:
+        yield
+    except Exception as exc:
+        if file_state(path) != before:
+            raise _changed(path) from exc
+        raise
+    if file_state(path) != before:
+        raise _changed(path)
+
+
+def _changed(path) -> FileChanged:
+    return FileChanged(
+        f"{path} changed while edgex was reading it (another process rewrote it); run the command again once "
+        "whatever writes it has finished",
+        filename=str(path),
+    )
 
 
 def _umask() -> int:

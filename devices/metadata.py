@@ -82,6 +82,9 @@ class Parity:
     top1_meaningful: bool = True  # False: float top-1 margins below the quantized output's resolution
     resolution: float = 0.0  # the exported output's step (0 for float outputs)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    near_ties: int = 0  # samples whose source top-1 margin is within ``resolution`` (exact ties for float outputs)
+    near_tie_agreement: float = float("nan")  # top-1 agreement on those samples
+    confident_agreement: float = float("nan")  # top-1 agreement on the other samples
 
     def describe(self) -> str:
         """One line: verdict, criterion, samples used and the interval."""
@@ -89,6 +92,16 @@ class Parity:
         verdict = "passed" if self.passed else "FAILED"
         how = f"95% bounds {low:.1%}-{high:.1%}" if self.decided else "not decided at 95%, point estimate"
         return f"{verdict}: {self.criterion} on {self.samples} {self.inputs} samples ({how})"
+
+    def describe_agreement(self) -> str:
+        """Top-1 agreement overall, where the source is confident, and on near ties, with their sample counts."""
+        confident, ties = self.samples - self.near_ties, self.near_ties
+        parts = (
+            f"{self.confident_agreement:.1%} of {confident} confident samples" if confident else "no confident samples",
+            f"{self.near_tie_agreement:.1%} of {ties} near ties" if ties else "no near ties",
+        )
+        band = f"top-1 margin within one output step, {self.resolution:.3g}" if self.resolution else "exact ties"
+        return f"{self.top1_agreement:.2%}: {', '.join(parts)} ({band})"
 
 
 @dataclass(frozen=True)

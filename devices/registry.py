@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devices.errors import DeviceNotFound, EdgexError, ModelFileError, choice_error
+from devices.files import read_whole
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,15 @@ def load_model(
     if kind not in spec.devices:
         raise EdgexError(f"runtime {runtime!r} cannot use device {device!r}; it supports: {', '.join(spec.devices)}")
     try:
-        if kind == "edgetpu":
-            from devices import edgetpu
+        with read_whole(path):  # a file rewritten during the load: FileChanged
+            if kind == "edgetpu":
+                from devices import edgetpu
 
-            return edgetpu.load(path, device=device, threads=threads, delegate_options_extra=delegate_options)
-        backend = importlib.import_module(spec.module)
-        if runtime == "litert":
-            return backend.load(path, device=device, threads=threads, delegate_options=delegate_options, **options)
-        return backend.load(path, device=device, threads=threads, **options)
+                return edgetpu.load(path, device=device, threads=threads, delegate_options_extra=delegate_options)
+            backend = importlib.import_module(spec.module)
+            if runtime == "litert":
+                return backend.load(path, device=device, threads=threads, delegate_options=delegate_options, **options)
+            return backend.load(path, device=device, threads=threads, **options)
     except DeviceNotFound as exc:
         names = ", ".join(d.name for d in available_devices(probe_tensorflow=False))
         raise DeviceNotFound(f"{exc} (available devices: {names})") from exc

@@ -214,3 +214,138 @@ def test_the_terminal_shows_notes_and_epochs_and_lets_other_events_pass(capsys):
     out, err = capsys.readouterr()
     assert err == "grouped convolutions train on TensorFlow's grouped kernel: oneDNN on\n"
     assert out == "qat epoch   1/2  loss 0.5000  accuracy 0.7500  1.2s\n"
+
+
+# Environment failures (issue 27): one line naming the user's path, the cause and what to do, an exit code each.
+
+FAULT_CODES = {"DiskFull": 4, "ReadOnlyFolder": 5, "FolderMissing": 6, "PermissionDenied": 7, "FileChanged": 8}
+
+
+@pytest.mark.parametrize(
+    "code, kind, says",
+    [
+        ("ENOSPC", "DiskFull", "cannot write /data/out/model.tflite: not enough space on its disk"),
+        ("EROFS", "ReadOnlyFolder", "cannot write /data/out/model.tflite: /data/out is on a read-only file system"),
+        ("ENOENT", "FolderMissing", "the folder /data/out does not exist"),
+        ("ENOTDIR", "FolderMissing", "a part of /data/out is a file, not a folder"),
+        ("EACCES", "PermissionDenied", "permission denied in /data/out; change its permissions or choose another"),
+        ("EPERM", "PermissionDenied", "not permitted in /data/out"),
+    ],
+)
+def test_os_errors_name_the_final_path_not_the_temporary_one(code, kind, says):
+    import errno
+    import os
+
+    from devices.errors import EdgexError
+    from devices.files import explained
+
+    temporary = "/data/out/.model.tflite.tmp-k2j4x9.tflite"  # what atomic_path writes before its rename
+    fault = explained(OSError(getattr(errno, code), os.strerror(getattr(errno, code)), temporary))
+    assert type(fault).__name__ == kind and fault.exit_code == FAULT_CODES[kind]
+    assert says in str(fault) and ".tmp-" not in str(fault) and "\n" not in str(fault)
+    assert isinstance(fault, EdgexError) and isinstance(fault, OSError) and fault.errno == getattr(errno, code)
+
+
+def test_library_errors_that_wrap_an_os_error_are_explained_too():
+    from devices.files import explained
+
+    # TensorFlow's SavedModel writer on a full disk: its own error type, the errno only in the message
+    saver = RuntimeError(
+        "{{function_node __wrapped__SaveV2}} /data/out/.model.tmp-5ms_fon9/variables/variables_temp/part-00000; "
+        "No space left on device [Op:SaveV2]"
+    )
+    fault = explained(saver)
+    assert type(fault).__name__ == "DiskFull" and str(fault).startswith("cannot write /data/out/model: ")
+    # a file the user named, read by a library: "use", not "write"
+    read = explained(PermissionError(13, "Permission denied", "/data/in/model.keras"))
+    assert str(read).startswith("cannot use /data/in/model.keras: permission denied in /data/in")
+    assert explained(ValueError("bad value")) is None and explained(OSError(5, "Input/output error", "/x")) is None
+    assert len(set(FAULT_CODES.values())) == len(FAULT_CODES) and not set(FAULT_CODES.values()) & {0, 1, 2, 3, 130}
+
+
+def test_a_folder_removed_during_a_write_names_the_file_and_leaves_nothing(tmp_path):
+    import shutil
+
+    from devices.errors import FolderMissing
+    from devices.files import atomic_path
+
+    folder = tmp_path / "out"
+    expected = f"cannot write {folder / 'model.tflite'}: the folder {folder} does not exist"
+    with pytest.raises(FolderMissing, match=re.escape(expected)), atomic_path(folder / "model.tflite") as tmp:
+        tmp.write_bytes(b"model")
+        shutil.rmtree(folder)  # another process, or an unmounted drive
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def small_disks(tmp_path_factory):
+    """A real full disk (a 64 KiB tmpfs) and a real read-only folder (a tmpfs remounted read-only); chmod would not
+    stop root. Skipped where mounting is not allowed."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("disks")
+    full, readonly = root / "full", root / "readonly"
+    mounted = []
+    for folder, size in ((full, "64k"), (readonly, "1m")):
+        folder.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if made.returncode:
+            for done in mounted:
+                subprocess.run(["umount", str(done)])
+            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip() or made.returncode}")
+        mounted.append(folder)
+    subprocess.run(["mount", "-o", "remount,ro", str(readonly)], check=True)
+    yield full, readonly
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(
+    "to, name",
+    [("tflite", "model.tflite"), pytest.param("saved-model", "model_saved", marks=pytest.mark.slow)],  # TF's saver
+)
+def test_a_full_disk_is_one_line_naming_the_output(tiny_copy, small_disks, cli, to, name):
+    full, _ = small_disks
+    out = full / name
+    result = cli("convert", tiny_copy("full"), "--to", to, "--out", out)
+    assert result.exit_code == FAULT_CODES["DiskFull"], result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write {out}: not enough space on its disk (64 KiB free in {full}); free space or choose another"
+    ]
+    assert list(full.iterdir()) == []  # no half-written file, no hidden temporary
+
+
+def test_a_read_only_folder_is_one_line_naming_the_output(tiny_copy, small_disks, cli):
+    _, readonly = small_disks
+    model = tiny_copy("readonly")
+    for out in (readonly / "model.tflite", readonly / "new" / "model.tflite"):  # its temporary; a folder for it
+        result = cli("convert", model, "--to", "tflite", "--out", out)
+        assert result.exit_code == FAULT_CODES["ReadOnlyFolder"], result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: cannot write {out}: {out.parent} is on a read-only file system; choose a writable folder"
+        ]
+    assert list(readonly.iterdir()) == []
+
+
+def test_a_model_rewritten_while_it_is_read_is_named(tiny_copy, cli, monkeypatch):
+    """Another process rewrites the model between edgex hashing it and loading it: the loaded model would not be
+    the content hashed (conversions and outputs are kept by that hash), so the command stops."""
+    import shutil
+
+    import devices.tensorflow
+
+    model = tiny_copy("rewritten")
+    load = devices.tensorflow.load_keras_model
+
+    def load_while_rewritten(path):
+        shutil.copy(model, model.with_name("next.keras"))
+        model.with_name("next.keras").replace(model)  # what a training or export that finishes meanwhile does
+        return load(path)
+
+    monkeypatch.setattr(devices.tensorflow, "load_keras_model", load_while_rewritten)
+    result = cli("convert", model, "--to", "tflite")
+    assert result.exit_code == FAULT_CODES["FileChanged"], result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {model} changed while edgex was reading it (another process rewrote it); run the command again "
+        "once whatever writes it has finished"
+    ]

@@ -166,6 +166,28 @@ def test_top1_agreement_is_not_meaningful_below_the_outputs_resolution():
     assert not parity.top1_meaningful and parity.resolution == pytest.approx(1 / 256)
 
 
+def test_agreement_on_near_ties_is_reported_apart_from_confident_samples():
+    reference = _confident(200)
+    tied = reference.copy()
+    exported = np.round(reference * 256) / 256  # an int8 output: steps of 1/256
+    for i in range(10):  # ten samples whose top two scores are within one step; the export breaks 6 of the ties
+        top, second = tied[i].argmax(), (tied[i].argmax() + 1) % 10
+        tied[i, second] = tied[i, top] - 0.5 / 256
+        exported[i, second] = exported[i, top] + (1 if i < 6 else -1) / 256
+    exported[50:52] = _flip(exported[50:52], 2)  # and moves the top-1 of 2 confident samples
+    parity = check_parity(tied, exported, "int8", "data")
+    assert parity.resolution == pytest.approx(1 / 256) and parity.near_ties == 10
+    assert parity.near_tie_agreement == pytest.approx(4 / 10)
+    assert parity.confident_agreement == pytest.approx(188 / 190)
+    assert parity.top1_agreement == pytest.approx(192 / 200)
+    assert parity.criterion == "top-1 agreement >= 98%" and not parity.passed  # the verdict's rule is unchanged
+    assert parity.describe_agreement() == (
+        "96.00%: 98.9% of 190 confident samples, 40.0% of 10 near ties (top-1 margin within one output step, 0.00391)"
+    )
+    untied = check_parity(reference, np.round(reference * 256) / 256, "int8", "data")
+    assert untied.near_ties == 0 and untied.confident_agreement == 1.0 and "no near ties" in untied.describe_agreement()
+
+
 def test_a_broken_conversion_still_fails_when_top1_is_not_meaningful():
     reference = _near_uniform(64)
     broken = np.zeros_like(reference)
@@ -304,6 +326,18 @@ def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits,
     shutil.copy(tiny_artifacts[other], path)
     changed, runs = counted_predict(x)
     assert runs == [20] and not np.array_equal(changed, again)
+
+
+def test_a_file_rewritten_after_it_was_loaded_keeps_no_outputs_for_its_new_content(tiny_artifacts, digits, tmp_path):
+    x = XCEPTION.apply(digits.val.take(8, seed=2).arrays()[0])
+    path, following = tmp_path / "model.tflite", tmp_path / "following.tflite"
+    shutil.copy(tiny_artifacts["tflite-fp32"], path)
+    with devices.load_model(path) as loaded:
+        shutil.copy(tiny_artifacts["tflite-int8"], following)
+        following.replace(path)  # an export that finishes while the fp32 model is in use
+        loaded.predict(x)  # the fp32 model's outputs: not to be kept as the int8 file's
+    with devices.load_model(path) as now:
+        assert np.array_equal(now.predict(x), now.predict_all(x)[0])
 
 
 def test_eval_prepares_batches_before_it_times_the_samples(tiny_artifacts, digits, monkeypatch):

@@ -74,7 +74,8 @@ def _debug() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2 for bad input, 3 for a failed accuracy gate)."""
+    """Run the CLI; returns the exit code (2 for bad input, 3 for a failed accuracy gate, 4-8 for a full disk, a
+    read-only or missing folder, no permission or a file changed while read; see the README)."""
     debug_before = os.environ.get("EDGEX_DEBUG")
     try:
         return _main(argv)
@@ -107,9 +108,15 @@ def _main(argv: list[str] | None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # an edgex bug or an unexpected library failure
+    except Exception as exc:  # an OS error a library let through, an edgex bug or an unexpected library failure
+        from devices.files import explained
+
         if _debug():
             traceback.print_exc()
+        fault = explained(exc)  # a full disk, a read-only or missing folder, no permission: one line, its own code
+        if fault is not None:
+            print(f"error: {fault}", file=sys.stderr)
+            return fault.exit_code
         line = first_line(str(exc), 300)  # a bare message: the type is printed before it
         print(f"error: {type(exc).__name__}: {line} (run 'edgex --debug ...' for the traceback)", file=sys.stderr)
         return 1

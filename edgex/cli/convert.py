@@ -92,7 +92,7 @@ def show_conversion(result) -> None:
         ("output SNR / cosine", f"{p.snr_db:.1f} dB / {p.cosine:.5f}"),
         (
             "top-1 agreement",
-            f"{100 * p.top1_agreement:.2f}%"
+            p.describe_agreement()
             + ("" if p.top1_meaningful else " (not meaningful: float top-1 margins below the output's resolution)"),
         ),
         ("metadata", result.metadata_path),

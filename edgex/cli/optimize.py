@@ -83,6 +83,7 @@ def _show_quantize(r) -> None:
 
     rows = [
         ("artifact", r.artifact),
+        _data_row(r),
         ("top-1 float / quantized", f"{100 * r.float_top1:.2f}% / {100 * r.quant_top1:.2f}% ({r.samples} val samples)"),
         (
             "drop",
@@ -101,7 +102,7 @@ def _show_quantize(r) -> None:
         rows.append(
             (
                 "agreement with source",
-                f"top-1 {100 * r.parity.top1_agreement:.2f}%, mean abs diff {r.parity.mean_abs_diff:.3g}",
+                f"top-1 {r.parity.describe_agreement()}, mean abs diff {r.parity.mean_abs_diff:.3g}",
             )
         )
     if r.kept_float:
@@ -129,6 +130,12 @@ def _show_quantize(r) -> None:
         console.print(note)
     if r.gate_passed is False:
         warn(f"accuracy gate failed: drop {r.drop_points:.2f} points > --max-drop {r.max_drop:g}")
+
+
+def _data_row(report) -> tuple[str, str]:
+    """Which data a command used, and whether --data named it or the model's metadata did."""
+    origin = "recorded in the model's metadata: the data it was trained on" if report.data_recorded else "--data"
+    return ("data", f"{report.data} ({origin})")
 
 
 def _layer_error_table(errors):
@@ -195,6 +202,7 @@ def _show_prune(report) -> None:
     s = report.sizes
     rows = [
         ("pruned model", report.pruned_model),
+        _data_row(report),
         (
             "sparsity",
             f"{report.sparsity_pruned_weights:.1%} of pruned kernels, {report.sparsity_all_kernels:.1%} of all "

@@ -61,6 +61,8 @@ class PruneReport:
     history: dict = field(default_factory=dict)
     then_qat: PrunePreservingQat | None = None
     notes: tuple[str, ...] = ()
+    data: str = ""  # the data spec fine-tuning and accuracy used
+    data_recorded: bool = False  # it came from the model's metadata (no --data)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -170,6 +172,8 @@ def prune(
         history=history,
         then_qat=qat_report,
         notes=_notes(sum(layer["pruned"] for layer in found["layers"]), len(found["layers"]), latency),
+        data=s.data,
+        data_recorded=s.data_recorded,
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
@@ -315,7 +319,7 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
     from converters import convert
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimize.common import save_qat_model
+    from edgex.optimize.common import calibrate_qat_ranges, save_qat_model
     from edgex.training.trainer import fine_tune
 
     tfmot = import_tfmot()
@@ -323,6 +327,7 @@ def _prune_preserving_qat(stripped, pruned_path: Path, s, out_dir: Path, epochs:
     qat = tfmot.quantization.keras.quantize_apply(
         annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     )
+    calibrate_qat_ranges(qat, s.calibration(CALIBRATION_SAMPLES))
     history = fine_tune(qat, s.dataset, epochs=epochs, lr=5e-6, augment=(), progress=progress)
     qat_path = out_dir / f"{pruned_path.stem}_qat.h5"
     save_qat_model(qat, qat_path, read_metadata(pruned_path))

@@ -19,6 +19,10 @@ QUANTIZE_FORMATS = ("tflite", "onnx", "edgetpu")  # what `edgex quantize --to` w
 REPORT_FILE = "quantize_report.json"
 AUTO_KEEP_LIMIT = 8  # layers --auto-keep-float may keep in float before giving up
 LAYER_ERRORS_SHOWN = 15
+DATA_NEEDED = {
+    "int8": "--mode int8 needs data (calibration and accuracy)",
+    "qat": "--mode qat needs data (fine-tuning, calibration and accuracy)",
+}
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,14 @@ class QuantizeReport:
     latency_ms: dict = field(default_factory=dict)  # p50 of full-int8 vs selectively quantized (auto-keep-float)
     float_artifact: str = ""
     notes: tuple[str, ...] = ()
+    data: str = ""  # the data spec calibration, fine-tuning and accuracy used
+    data_recorded: bool = False  # it came from the model's metadata (no --data)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
+def _validate(mode: str, target: str, model: Path) -> None:
     if mode not in MODES:
         raise choice_error("mode", mode, MODES)
     if target not in QUANTIZE_FORMATS:
@@ -70,10 +76,6 @@ def _validate(mode: str, target: str, data: str | None, model: Path) -> None:
         raise EdgexError(f"--mode {mode} is a TFLite quantization; for ONNX use --mode int8 or qat")
     if FORMATS[target].integer_only and MODES[mode] != "int8":
         raise EdgexError("the Edge TPU runs full-integer models only: use --mode int8 or qat")
-    if mode in ("int8", "qat") and not data:
-        raise EdgexError(
-            f"--mode {mode} needs data (calibration and fine-tuning): pass --data digits, an image folder or tfds:NAME"
-        )
     if not model.exists():
         raise EdgexError(f"model file not found: {model}")
     if mode == "qat" and model.suffix not in (".keras", ".h5"):
@@ -115,7 +117,8 @@ def quantize(
     float_top1, float_export = s.source_top1(), _export_float(s, model.stem, to, out_dir)
     qat, convert_source = None, s.source
     if mode == "qat":
-        qat, convert_source = _quantization_aware_training(s, out_dir / f"{model.stem}_qat.h5", epochs, lr, progress)
+        qat_path = out_dir / f"{model.stem}_qat.h5"
+        qat, convert_source = _quantization_aware_training(s, qat_path, epochs, lr, calib_samples, progress)
     result = _export_quantized(s, convert_source, model.stem, mode, to, out_dir, keep_float, calib_samples)
     notes = list(result.notes)
     errors = _layer_errors(s, mode, to, calib_samples, layer_errors or auto_keep_float, layer_errors, notes)
@@ -146,6 +149,8 @@ def quantize(
         latency_ms=q.latency,
         float_artifact=float_export.path,
         notes=tuple(notes),
+        data=s.data,
+        data_recorded=s.data_recorded,
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
@@ -173,12 +178,12 @@ def _prepare(
     model: Path, mode, to, data, out, force, max_drop, keep_float, auto_keep_float, preprocessing
 ) -> tuple[Setup, Path]:
     """Check the options, make the output folder, and load the model with its data."""
-    _validate(mode, to, data, model)
+    _validate(mode, to, model)
     _validate_float_layers(mode, to, max_drop, keep_float, auto_keep_float)
     out_dir = Path(out) if out else model.parent / f"quantize_{mode}_{to}"
     refuse_overwrite(out_dir / REPORT_FILE, force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    s = setup(model, data, "measuring accuracy needs data", preprocessing)
+    s = setup(model, data, DATA_NEEDED.get(mode, "measuring accuracy needs data"), preprocessing)
     if auto_keep_float and s.source.kind != "keras":
         raise EdgexError(
             f"--auto-keep-float ranks the layers of a Keras model by their quantization error; {model.name} "
@@ -224,16 +229,18 @@ def _layer_errors(s: Setup, mode: str, to: str, calib_samples: int, wanted: bool
     return None
 
 
-def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, progress):
-    """tfmot's quantize_model (SeparableConv2D split into depthwise + pointwise with fake-quant between), then
-    fine-tuning; the QAT Keras model is saved (as HDF5) and is the source of the int8 export."""
+def _quantization_aware_training(s: Setup, path: Path, epochs: int, lr: float, calib_samples: int, progress):
+    """tfmot's quantize_model (SeparableConv2D split into depthwise + pointwise with fake-quant between), its
+    activation ranges calibrated on ``calib_samples`` training images, then fine-tuning; the QAT Keras model is
+    saved (as HDF5) and is the source of the int8 export."""
     from converters.source import source_from_keras
     from devices.tfkeras import tfmot as import_tfmot
-    from edgex.optimize.common import save_qat_model
+    from edgex.optimize.common import calibrate_qat_ranges, save_qat_model
     from edgex.training.trainer import fine_tune
 
     start = time.perf_counter()
     qat_model = import_tfmot().quantization.keras.quantize_model(s.source.keras_model)
+    calibrate_qat_ranges(qat_model, s.calibration(calib_samples))
     # A trained model only needs its weights nudged towards the int8 grid: a small learning rate, no augmentation.
     history = fine_tune(qat_model, s.dataset, epochs=epochs, lr=lr, augment=(), progress=progress)
     save_qat_model(qat_model, path, read_metadata(s.source.path).with_sections(qat=True, qat_history=history))

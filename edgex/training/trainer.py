@@ -4,14 +4,15 @@ deterministic with a seed, and scale out with ``tf.distribute``. From scratch, o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from devices.errors import EdgexError
-from devices.files import atomic_path, write_json_atomic
+from devices.errors import EdgexError, EnvironmentFault
+from devices.files import atomic_path, faults_named, write_json_atomic
 from devices.metadata import TrainingMetrics, read_metadata, write_metadata
 from devices.preprocess import XCEPTION
 from edgex.progress import PhaseBegin, Progress, WeightsLoaded
@@ -157,13 +158,27 @@ def train(
         began = time.perf_counter()
         records, phases = [], []
         for phase in run.phases:
-            epochs, blocks = _fit_phase(model, phase, config, inputs, run, strategy, resume, progress)
+            with _checkpoint_faults(run.checkpoints):
+                epochs, blocks = _fit_phase(model, phase, config, inputs, run, strategy, resume, progress)
             records += [{**e, "phase": phase.number} if len(run.phases) > 1 else e for e in epochs]
             phases.append({**phase.to_dict(), "blocks": blocks})
         seconds = time.perf_counter() - began
         return _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from)
     finally:
         k.mixed_precision.set_global_policy("float32")
+
+
+@contextlib.contextmanager
+def _checkpoint_faults(folder: Path):
+    """Keras writes a checkpoint every epoch, into NAME_temp/ then renamed: a failed write (a full disk) names the
+    checkpoint folder, and leaves no partial checkpoint behind."""
+    try:
+        with faults_named(folder):
+            yield
+    except EnvironmentFault:
+        for partial in folder.rglob("*_temp"):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _run_folder(out_dir: str | Path, config: TrainConfig) -> _Run:
