@@ -97,6 +97,7 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
         data_recorded=not data,
     )
 
+
 def calibrate_qat_ranges(qat_model, samples: np.ndarray, batch: int = 64) -> int:
     """Before a tfmot QAT model is fine-tuned, set each weight's range from the weight, and each activation's range
     to what its tensor spans on ``samples`` (0 included) as post-training int8 calibration does; returns how many
