@@ -19,7 +19,20 @@ Weights = Annotated[
 FromModel = Annotated[
     str | None, typer.Option("--from", help="Fine-tune this Keras image classifier instead of a preset.")
 ]
-HeadEpochs = Annotated[int, typer.Option(help="Fine-tuning phase 1: epochs training the new head alone (0 skips it).")]
+HeadEpochs = Annotated[
+    int,
+    typer.Option(
+        help="Fine-tuning phase 1: the most epochs the new head trains on cached backbone features; it stops early "
+        "and keeps its best epoch (0 skips phase 1)."
+    ),
+]
+RecomputeBn = Annotated[
+    bool,
+    typer.Option(
+        help="Fine-tuning: recompute the backbone's BatchNormalization statistics on the training images first "
+        "(for a backbone whose statistics never converged)."
+    ),
+]
 
 
 def train(
@@ -44,10 +57,11 @@ def train(
     strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
     weights: Weights = "none",
     from_model: FromModel = None,
-    head_epochs: HeadEpochs = 5,
+    head_epochs: HeadEpochs = 200,
     unfreeze: Annotated[str, typer.Option(help="Fine-tuning phase 2: top N blocks that train, or all.")] = "all",
     fine_tune_lr: Annotated[float, typer.Option(help="Fine-tuning phase 2's learning rate.")] = 1e-5,
     preprocessing: o.PreprocessingOpt = None,
+    recompute_bn: RecomputeBn = False,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/train",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,
     force: o.Force = False,
@@ -78,10 +92,12 @@ def train(
         unfreeze=unfreeze,
         fine_tune_lr=fine_tune_lr,
         preprocessing=preprocessing.value if preprocessing else None,
+        recompute_bn=recompute_bn,
     )
     _report_scan(config)
-    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _PhaseProgress())
-    _show_result(result, json_out)
+    progress = None if json_out else _PhaseProgress()
+    result = run_train(config, out, resume=resume, force=force, progress=progress)
+    _show_result(result, json_out, shown=progress.warned if progress else ())
 
 
 def _model_options(conv, input_size, width, middle_blocks, intermediate_activation, residual, dropout, from_model):
@@ -96,7 +112,8 @@ def _model_options(conv, input_size, width, middle_blocks, intermediate_activati
     return {k: v for k, v in model.items() if v is not None and (k not in defaults or defaults[k] != v)}
 
 
-def _show_result(result, json_out: bool) -> None:
+def _show_result(result, json_out: bool, shown=()) -> None:
+    """The training summary, then the notes not already shown (``shown``) while training."""
     from edgex.cli.render import console, human_count, print_json, table, warn
 
     if json_out:
@@ -114,7 +131,7 @@ def _show_result(result, json_out: bool) -> None:
             + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""),
         ),
         *(
-            [("phases", " + ".join(f"{p['name']} {p['epochs']}" for p in result.phases))]
+            [("phases", " + ".join(f"{p['name']} {p.get('epochs_run', p['epochs'])}" for p in result.phases))]
             if len(result.phases) > 1
             else []
         ),
@@ -125,7 +142,8 @@ def _show_result(result, json_out: bool) -> None:
     ]
     console.print(table("training summary", ["", ""], rows, justify_right=[]))
     for line in result.notes:
-        warn(line)
+        if line not in shown:
+            warn(line)
 
 
 def _weights_lines(weights: dict | None) -> list[str]:
@@ -140,19 +158,27 @@ def _weights_lines(weights: dict | None) -> list[str]:
 
 
 class _PhaseProgress:
-    """Epoch bars and lines, with a line at the start of each phase of a fine-tuning."""
+    """Epoch bars and lines, with a line at the start of each phase of a fine-tuning and lines for its head phase."""
 
     def __init__(self):
         from edgex.cli.progress import EpochProgress
 
         self.epochs = EpochProgress()
+        self.warned: list[str] = []
 
     def __call__(self, event: str, **info):
-        from edgex.cli.render import console, note
+        from edgex.cli.render import console, note, warn
 
         if event == "weights":
             for line in _weights_lines(info["report"]):
                 note(line)
+            return
+        if event in _HEAD_PHASE_LINES:
+            console.print(_HEAD_PHASE_LINES[event](info))
+            return
+        if event == "warning":
+            warn(info["text"])
+            self.warned.append(info["text"])
             return
         if event == "phase_begin":
             if info["phases"] > 1 or not info["text"].startswith("training"):
@@ -160,6 +186,18 @@ class _PhaseProgress:
             self.epochs.label = f"phase {info['phase']} epoch" if info["phases"] > 1 else "epoch"
             return
         self.epochs(event, **info)
+
+
+_HEAD_PHASE_LINES = {
+    "features": lambda i: (
+        f"backbone features of {i['train_images']} training and {i['val_images']} validation images computed once "
+        f"in {i['seconds']:.1f} s (augmentation: {i['augmentation']})"
+    ),
+    "head_end": lambda i: (
+        f"head trained {i['epochs_run']} epochs in {i['fit_seconds']:.1f} s and keeps epoch {i['best_epoch']} "
+        f"(lowest validation loss): val top-1 {100 * i['val_top1']:.1f}%"
+    ),
+}
 
 
 def _report_scan(config) -> None:
