@@ -26,6 +26,7 @@ class Note(Event):
     """One line the user should read (which kernel grouped convolutions train on, a study's finished step...)."""
 
     text: str
+    warning: bool = False  # something is likely wrong with the result (shown as a warning)
 
 
 @dataclass(frozen=True)

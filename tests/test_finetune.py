@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from devices.metadata import read_metadata
-from edgex.progress import EpochEnd, PhaseBegin, WeightsLoaded
-from edgex.training.trainer import TrainConfig, train
+from edgex.progress import EpochEnd, Note, PhaseBegin, WeightsLoaded
+from edgex.training.trainer import BN_RECOMPUTE_SAMPLES, TrainConfig, train
 
 
 def _one_error_line(result) -> str:
@@ -181,9 +181,7 @@ def test_from_a_foreign_classifier_replaces_the_head_and_trains_only_the_top_blo
 
 @pytest.mark.slow
 def test_both_phases_resume_in_the_phase_they_stopped_in(tmp_path, trained_tiny, few_photos):
-    config = TrainConfig(
-        data=str(few_photos), preset="tiny", weights=str(trained_tiny), head_epochs=1, epochs=2, unfreeze="2"
-    )
+    config = TrainConfig(data=str(few_photos), preset="tiny", weights=str(trained_tiny), epochs=2, unfreeze="2")
     events = []
 
     def crash_in_phase_2(event):
@@ -196,9 +194,12 @@ def test_both_phases_resume_in_the_phase_they_stopped_in(tmp_path, trained_tiny,
     assert (tmp_path / "checkpoints" / "phase1" / "finished_phase.h5").is_file()
     events.clear()
     result = train(config, tmp_path, resume=True, progress=events.append)
-    assert result.resumed_from_epoch == 2 and result.epochs == 3
-    assert result.history["phase"] == [1, 2, 2] and len(result.history["loss"]) == 3
+    head = result.phases[0]
+    assert 0 < head["epochs_run"] < config.head_epochs  # phase 1 stopped early, and the resume counts what it ran
+    assert result.resumed_from_epoch == head["epochs_run"] + 1 and result.epochs == head["epochs_run"] + 2
+    assert result.history["phase"] == [1] * head["epochs_run"] + [2, 2]
     assert [e.number for e in events if isinstance(e, PhaseBegin)] == [2]  # phase 1 was not redone
+    assert not any(isinstance(e, Note) and e.text.startswith("head trained") for e in events)
     (weights,) = [e.report for e in events if isinstance(e, WeightsLoaded)]
     assert weights.to_dict() == result.weights
     assert result.weights["loaded"] > 0 and result.weights["head_skipped"] == 2  # digits' head, photos' classes
@@ -222,6 +223,146 @@ def test_a_new_head_starts_at_zero_every_class_equally_likely(trained_tiny, digi
     assert all(not w.any() for w in model.get_layer("predictions").get_weights())
     images = digits.val.take(8).arrays()[0]
     np.testing.assert_allclose(model(XCEPTION.apply(images), training=False).numpy(), 1 / 3, atol=1e-6)
+
+
+# -- phase 1: the head on cached backbone features ------------------------------------------------------------------
+def _tiny_cnn(kernel_stddev: float = 0.3, counted: bool = False):
+    """A 16 px CNN with BatchNormalization whose moving statistics are at their initial values (mean 0, variance 1).
+    A small ``kernel_stddev`` gives convolution outputs far smaller than that variance, as a backbone trained for a
+    few steps at momentum 0.999 has: its features then barely vary from image to image (BN's epsilon is small
+    enough for recomputed statistics to undo it). ``counted``: a first layer counts the images that go through the
+    backbone (in ``model.seen``)."""
+    from devices.tfkeras import keras, tensorflow
+
+    k, tf = keras(), tensorflow()
+
+    class Count(k.layers.Layer):
+        def build(self, shape):
+            self.seen = self.add_weight(name="seen", shape=(), dtype="int64", initializer="zeros", trainable=False)
+
+        def call(self, x):
+            self.seen.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+            return x
+
+    inputs = k.Input((16, 16, 3))
+    count = Count()
+    x = count(inputs) if counted else inputs
+    x = k.layers.Conv2D(
+        8, 3, strides=2, padding="same", kernel_initializer=k.initializers.RandomNormal(0, kernel_stddev)
+    )(x)
+    x = k.layers.ReLU()(k.layers.BatchNormalization(epsilon=1e-12)(x))
+    outputs = k.layers.Dense(10, activation="softmax", kernel_initializer="zeros")(k.layers.Flatten()(x))
+    model = k.Model(inputs, outputs)
+    model.seen = count.seen if counted else None
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    """The digits at 16 px, 300 training images and the 360 validation ones."""
+    from edgex.data import load_dataset
+
+    dataset = load_dataset("digits", 16)
+    return replace(dataset, train=dataset.train.take(300))
+
+
+@pytest.fixture(scope="module")
+def head_phase(digits16):
+    """Phase 1 on a tiny CNN with settled statistics: (model, features, fit, images through the backbone)."""
+    from devices.preprocess import XCEPTION
+    from devices.tfkeras import keras
+    from edgex.training.head import cache_features, fit_head
+    from edgex.training.transfer import recompute_bn_statistics
+
+    keras().utils.set_random_seed(0)
+    model = _tiny_cnn(counted=True)
+    recompute_bn_statistics(model, digits16.train.arrays()[0], XCEPTION)
+    model.seen.assign(0)
+    features = cache_features(model, digits16, XCEPTION)
+    fit = fit_head(model, features, max_epochs=200, lr=None, batch_size=32)
+    return model, features, fit, int(model.seen.numpy())
+
+
+def test_the_head_phase_runs_the_backbone_once_and_keeps_its_best_epoch(head_phase, digits16):
+    from devices.preprocess import XCEPTION
+    from edgex.training.head import HEAD_PATIENCE, fit_head
+
+    model, features, fit, seen = head_phase
+    assert seen == len(digits16.train) + len(digits16.val)  # the epochs ran on the cached features
+    assert features.train.shape == (300, 8 * 8 * 8) and features.describe()["augmentation"] == "none"
+    # Early stopping: HEAD_PATIENCE epochs past the lowest validation loss, whose weights the model's head kept.
+    val_losses = [epoch["val_loss"] for epoch in fit.history]
+    assert fit.best_epoch == int(np.argmin(val_losses)) + 1 and len(fit.history) == fit.best_epoch + HEAD_PATIENCE
+    probs = model.predict(XCEPTION.apply(digits16.val.arrays()[0]), verbose=0).astype(np.float64)
+    true = probs[np.arange(len(probs)), digits16.val.labels]
+    assert np.mean(probs.argmax(-1) == digits16.val.labels) == pytest.approx(fit.val_top1, abs=1 / len(probs))
+    assert np.mean(-np.log(np.maximum(true, 1e-30))) == pytest.approx(min(val_losses), rel=1e-3)
+    assert len(fit_head(model, features, max_epochs=3, lr=None, batch_size=32).history) == 3  # the cap
+
+
+@pytest.mark.slow
+def test_the_head_phase_reaches_a_logistic_regression_on_the_same_features(head_phase):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, features, fit, _ = head_phase
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(features.train, features.train_labels)
+    assert fit.val_top1 >= probe.score(features.val, features.val_labels) - 0.02, fit.history[fit.best_epoch - 1]
+    assert fit.seconds < 30  # seconds, not minutes, on a loaded 2-core machine
+
+
+def test_features_that_barely_vary_are_said_with_the_fix(digits16):
+    from devices.preprocess import XCEPTION
+    from edgex.training.head import SPREAD_FLOOR, cache_features, dead_features_line
+    from edgex.training.transfer import recompute_bn_statistics
+
+    model = _tiny_cnn(kernel_stddev=1e-5)
+    dead = cache_features(model, digits16, XCEPTION).describe()
+    line = dead_features_line(dead)
+    assert dead["spread"] < SPREAD_FLOOR and "BatchNormalization" in line and "--recompute-bn" in line
+    recompute_bn_statistics(model, digits16.train.arrays()[0], XCEPTION)
+    settled = cache_features(model, digits16, XCEPTION).describe()
+    assert settled["spread"] > 100 * SPREAD_FLOOR and dead_features_line(settled) is None
+
+
+@pytest.mark.parametrize(
+    "recompute, head_epochs",
+    [(False, 2), pytest.param(True, 2, marks=pytest.mark.slow), pytest.param(False, 0, marks=pytest.mark.slow)],
+)
+def test_train_warns_once_before_training_unless_the_statistics_are_recomputed(
+    cli, tmp_path, monkeypatch, recompute, head_epochs
+):
+    import edgex.cli.render as render
+
+    monkeypatch.setattr(render, "err_console", render.console)  # warnings in line with the progress, to see the order
+    path = tmp_path / "unsettled.keras"
+    _tiny_cnn(kernel_stddev=1e-5).save(path)
+    out = tmp_path / "run"
+    args = ["--from", path, "--preprocessing", "xception", "--epochs", "1", "--batch-size", "256", "--out", out]
+    result = cli("train", *args, "--head-epochs", head_epochs, *(["--recompute-bn"] if recompute else []))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    warnings = [line for line in lines if line.startswith("warning")]
+    meta = read_metadata(out / "model.keras")
+    first = meta.phases[0]  # phase 1, or with --head-epochs 0 the fine-tuning, which then checks the features
+    assert first["features"]["augmentation"] == "none" and first["name"] == ("head" if head_epochs else "fine-tune")
+    assert first.get("epochs_run") == (head_epochs or None)
+    if recompute:
+        assert warnings == [] and meta.sections["bn_statistics"]["recomputed_on_train_images"] == BN_RECOMPUTE_SAMPLES
+        return
+    assert len(warnings) == 1 and "barely vary" in warnings[0] and "--recompute-bn" in warnings[0]  # not repeated
+    order = [next(i for i, line in enumerate(lines) if line.startswith(s)) for s in ("backbone", "warning")]
+    order.append(next(i for i, line in enumerate(lines) if line.startswith(("head trained", "epoch"))))
+    assert order == sorted(order)  # said before the first epoch
+
+
+def test_recompute_bn_is_for_fine_tuning():
+    from devices.errors import EdgexError
+
+    with pytest.raises(EdgexError, match="--recompute-bn is for fine-tuning"):
+        TrainConfig(recompute_bn=True)
 
 
 # -- small data from scratch ---------------------------------------------------------------------------------------

@@ -381,11 +381,18 @@ def test_an_unknown_study_in_the_recipe_is_a_one_line_error(tmp_path, cli):
 
 
 def test_the_recipe_reads_the_fine_tuning_keys(tmp_path):
+    from edgex.pipeline.runfolder import transfer_flags
+    from edgex.training.trainer import transfer_options
+
     recipe_file = tmp_path / "r.yaml"
-    recipe_file.write_text("train: {from: mobilenet.keras, head_epochs: 2, unfreeze: 3, preprocessing: torch}\n")
+    recipe_file.write_text(
+        "train: {from: mobilenet.keras, head_epochs: 2, unfreeze: 3, preprocessing: torch, recompute_bn: true}\n"
+    )
     recipe = resolve_recipe(recipe_file)
     assert (recipe.train.from_model, recipe.train.head_epochs, recipe.train.unfreeze) == ("mobilenet.keras", 2, "3")
     assert recipe.to_json()["train"]["from"] == "mobilenet.keras" and "from_model" not in recipe.to_json()["train"]
+    assert transfer_options(recipe.to_json()["train"])["recompute_bn"] is True
+    assert "--head-epochs 2" in transfer_flags(recipe) and "--recompute-bn" in transfer_flags(recipe)
 
 
 def test_fine_tuning_a_foreign_model_with_the_twin_on_is_a_one_line_error(tmp_path, cli):

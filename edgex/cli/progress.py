@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgex.cli.render import console, note
+from edgex.cli.render import console, note, warn
 from edgex.progress import BatchEnd, EpochBegin, EpochEnd, Event, Note
 
 
@@ -20,8 +20,9 @@ class TrainingProgress:
         self.say = say
         self.bar: Progress | None = None
         self.task = None
+        self.warned: list[str] = []  # the warnings shown while it ran (a command's summary need not repeat them)
         self.views = {
-            Note: lambda event: self.say(event.text),
+            Note: self.note,
             EpochBegin: self.epoch_begin,
             BatchEnd: self.batch_end,
             EpochEnd: self.epoch_end,
@@ -31,6 +32,13 @@ class TrainingProgress:
         view = self.views.get(type(event))
         if view is not None:
             view(event)
+
+    def note(self, event: Note) -> None:
+        if event.warning:
+            warn(event.text)
+            self.warned.append(event.text)
+        else:
+            self.say(event.text)
 
     def epoch_begin(self, event: EpochBegin) -> None:
         if not console.is_terminal:

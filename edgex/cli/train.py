@@ -20,7 +20,20 @@ Weights = Annotated[
 FromModel = Annotated[
     str | None, typer.Option("--from", help="Fine-tune this Keras image classifier instead of a preset.")
 ]
-HeadEpochs = Annotated[int, typer.Option(help="Fine-tuning phase 1: epochs training the new head alone (0 skips it).")]
+HeadEpochs = Annotated[
+    int,
+    typer.Option(
+        help="Fine-tuning phase 1: the most epochs the new head trains on cached backbone features; it stops early "
+        "and keeps its best epoch (0 skips phase 1)."
+    ),
+]
+RecomputeBn = Annotated[
+    bool,
+    typer.Option(
+        help="Fine-tuning: recompute the backbone's BatchNormalization statistics on the training images first "
+        "(for a backbone whose statistics never converged)."
+    ),
+]
 
 
 def train(
@@ -46,10 +59,11 @@ def train(
     strict: Annotated[bool, typer.Option(help="Unreadable images are an error instead of being skipped.")] = False,
     weights: Weights = "none",
     from_model: FromModel = None,
-    head_epochs: HeadEpochs = 5,
+    head_epochs: HeadEpochs = 200,
     unfreeze: Annotated[str, typer.Option(help="Fine-tuning phase 2: top N blocks that train, or all.")] = "all",
     fine_tune_lr: Annotated[float, typer.Option(help="Fine-tuning phase 2's learning rate.")] = 1e-5,
     preprocessing: o.PreprocessingOpt = None,
+    recompute_bn: RecomputeBn = False,
     out: o.Out = "runs/train",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished epoch.")] = False,
     force: o.Force = False,
@@ -78,10 +92,12 @@ def train(
         unfreeze=unfreeze,
         fine_tune_lr=fine_tune_lr,
         preprocessing=preprocessing.value if preprocessing else None,
+        recompute_bn=recompute_bn,
     )
     _report_scan(config)
-    result = run_train(config, out, resume=resume, force=force, progress=None if json_out else _training_progress())
-    _show_result(result, json_out)
+    progress = None if json_out else _training_progress()
+    result = run_train(config, out, resume=resume, force=force, progress=progress)
+    _show_result(result, json_out, shown=progress.warned if progress else ())
 
 
 def _model_options(
@@ -99,7 +115,8 @@ def _model_options(
     return {k: v for k, v in model.items() if v is not None and (k not in defaults or defaults[k] != v)}
 
 
-def _show_result(result, json_out: bool) -> None:
+def _show_result(result, json_out: bool, shown=()) -> None:
+    """The training summary, then the notes not already shown (``shown``) while training."""
     from edgex.cli.render import console, human_count, print_json, table, warn
 
     if json_out:
@@ -117,7 +134,7 @@ def _show_result(result, json_out: bool) -> None:
             + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""),
         ),
         *(
-            [("phases", " + ".join(f"{p['name']} {p['epochs']}" for p in result.phases))]
+            [("phases", " + ".join(f"{p['name']} {p.get('epochs_run', p['epochs'])}" for p in result.phases))]
             if len(result.phases) > 1
             else []
         ),
@@ -128,7 +145,8 @@ def _show_result(result, json_out: bool) -> None:
     ]
     console.print(table("training summary", ["", ""], rows, justify_right=[]))
     for line in result.notes:
-        warn(line)
+        if line not in shown:
+            warn(line)
 
 
 def _training_progress():

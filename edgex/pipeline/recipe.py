@@ -30,10 +30,11 @@ class TrainOptions:
     # two-phase schedule, head_epochs with the backbone frozen and epochs with the top `unfreeze` blocks.
     weights: str = "none"  # none, imagenet, or a .h5 / .weights.h5 / .keras file
     from_model: str | None = field(default=None, metadata={"key": "from"})  # a Keras classifier to fine-tune
-    head_epochs: int = 5
+    head_epochs: int = 200  # the most: the head trains on cached features and stops early
     unfreeze: str = "all"  # a number of blocks, or all
     fine_tune_lr: float = 1e-5
     preprocessing: str | None = None  # xception, caffe, torch, raw; None: the model's own, else xception
+    recompute_bn: bool = False  # BatchNormalization statistics recomputed on the training images first
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,7 @@ def transfer_flags(recipe: Recipe) -> str:
     flags += f" --weights {shlex.quote(t.weights)}" if t.weights != "none" else ""
     if flags:
         flags += f" --head-epochs {t.head_epochs} --unfreeze {t.unfreeze} --fine-tune-lr {t.fine_tune_lr}"
+    flags += " --recompute-bn" if t.recompute_bn else ""
     return flags + (f" --preprocessing {t.preprocessing}" if t.preprocessing else "")
 
 

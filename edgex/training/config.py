@@ -30,10 +30,13 @@ class TrainConfig:
     strict: bool = False  # unreadable images are an error instead of being skipped
     weights: str = "none"  # none, imagenet, or a .h5 / .weights.h5 / .keras file matched by layer name and shape
     from_model: str | None = None  # a Keras image classifier to fine-tune instead of a preset (recipes: from)
-    head_epochs: int = 5  # fine-tuning phase 1: the new head trains, the backbone is frozen (0 skips it)
+    # fine-tuning phase 1: the most epochs the new head trains on backbone features computed once; it stops early
+    # when the validation loss stops falling (head.HEAD_PATIENCE epochs) and keeps its best epoch (0 skips phase 1)
+    head_epochs: int = 200
     unfreeze: str = "all"  # fine-tuning phase 2: the top N blocks (or all) train with the head
     fine_tune_lr: float = 1e-5  # fine-tuning phase 2's learning rate
     preprocessing: str | None = None  # xception, caffe, torch, raw; None: --from's recorded one, else xception
+    recompute_bn: bool = False  # fine-tuning: BatchNormalization statistics recomputed on the training images first
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -63,6 +66,11 @@ class TrainConfig:
         if not isinstance(self.head_epochs, int) or self.head_epochs < 0:
             raise EdgexError(f"head epochs must be an integer >= 0, got {self.head_epochs!r}")
         object.__setattr__(self, "unfreeze", parse_unfreeze(self.unfreeze))
+        if self.recompute_bn and not self.pretrained:
+            raise EdgexError(
+                "--recompute-bn is for fine-tuning (--weights or --from); training from scratch recomputes "
+                "BatchNormalization statistics after its last epoch"
+            )
         if self.from_model is None:
             return
         if self.weights not in ("none", "", None):
@@ -116,6 +124,7 @@ RECIPE_TRANSFER_KEYS = {
     "unfreeze": "unfreeze",
     "fine_tune_lr": "fine_tune_lr",
     "preprocessing": "preprocessing",
+    "recompute_bn": "recompute_bn",
 }
 
 

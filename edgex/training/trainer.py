@@ -15,7 +15,7 @@ from devices.errors import EdgexError, EnvironmentFault
 from devices.files import atomic_path, faults_named, write_json_atomic
 from devices.metadata import TrainingMetrics, read_metadata, write_metadata
 from devices.preprocess import XCEPTION
-from edgex.progress import PhaseBegin, Progress, WeightsLoaded
+from edgex.progress import Note, PhaseBegin, Progress, WeightsLoaded
 from edgex.training import steps
 from edgex.training.config import OPTIMIZERS as OPTIMIZERS
 from edgex.training.config import PRECISIONS as PRECISIONS
@@ -29,6 +29,7 @@ MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "train_run.json"
 PHASE_DONE_FILE = "finished_phase.h5"  # the weights a finished phase hands to the next one (kept for --resume)
+HEAD_PHASE_FILE = "head_phase.json"  # what a finished head phase recorded (its features, epochs, best epoch)
 BN_RECOMPUTE_SAMPLES = 1024
 BN_RECOMPUTE_GAIN = 0.01  # recomputed BatchNormalization statistics are kept when validation top-1 gains this much
 
@@ -103,11 +104,18 @@ class _Run:
         """Finished epochs of an interrupted run, over all its phases."""
         done = 0
         for phase in self.phases:
-            if len(self.phases) > 1 and (self.phase_dir(phase) / PHASE_DONE_FILE).is_file():
-                done += phase.epochs
-                continue
-            return done + _checkpoint_epoch(self.phase_dir(phase))
+            finished = self.finished_epochs(phase)
+            if finished is None:
+                return done + _checkpoint_epoch(self.phase_dir(phase))
+            done += finished
         return done
+
+    def finished_epochs(self, phase: Phase) -> int | None:
+        """The epochs a finished phase of an interrupted run trained (the head phase stops early); None when the
+        phase did not finish."""
+        if len(self.phases) == 1 or not (self.phase_dir(phase) / PHASE_DONE_FILE).is_file():
+            return None
+        return len(steps.read_epoch_history(self.phase_dir(phase))) or phase.epochs
 
 
 def train(
@@ -148,6 +156,7 @@ def train(
             run.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.out_dir / RUN_FILE, config.to_dict())
             model, model_config, start_report = steps.initial_model(config, start, dataset)
+            bn = _recompute_before_fine_tuning(model, config, dataset, preprocessing) if config.recompute_bn else {}
         for phase in run.phases:  # an impossible --unfreeze fails before any epoch runs
             set_trainable(model, phase)
         weights = start_report.to_dict() if start_report else None
@@ -156,14 +165,9 @@ def train(
         steps.say_grouped_path(model, progress)
         inputs = steps.RunInputs.of(config, dataset, preprocessing)
         began = time.perf_counter()
-        records, phases = [], []
-        for phase in run.phases:
-            with _checkpoint_faults(run.checkpoints):
-                epochs, blocks = _fit_phase(model, phase, config, inputs, run, strategy, resume, progress)
-            records += [{**e, "phase": phase.number} if len(run.phases) > 1 else e for e in epochs]
-            phases.append({**phase.to_dict(), "blocks": blocks})
+        records, phases = _run_phases(model, config, inputs, run, strategy, resume, progress)
         seconds = time.perf_counter() - began
-        return _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from)
+        return _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from, bn)
     finally:
         k.mixed_precision.set_global_policy("float32")
 
@@ -223,7 +227,7 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
             phases=meta.phases,
         )
     if interrupted_at and not (resume or force):
-        total = sum(p.epochs for p in run.phases)
+        total = sum(run.finished_epochs(p) or p.epochs for p in run.phases)
         raise EdgexError(
             f"{run.out_dir} holds an interrupted run ({interrupted_at} of {total} epochs done); "
             "pass --resume to continue it or --force to start over"
@@ -231,9 +235,89 @@ def _check_previous_run(run: _Run, config: TrainConfig, resume: bool, force: boo
     return None
 
 
+def _run_phases(model, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
+    """Every phase in turn: (each epoch's metrics, each phase's record). A fine-tuning's backbone features are
+    checked before its first epoch."""
+    from edgex.training import head
+
+    checked = None
+    if config.pretrained and run.phases[0].name != "head":  # --head-epochs 0: nothing else computes them
+        with strategy.scope():
+            checked = _checked_features(head.cache_features(model, inputs.dataset, inputs.preprocessing), progress)
+    records, phases = [], []
+    for phase in run.phases:
+        fit = _fit_head_phase if phase.name == "head" else _fit_phase
+        with _checkpoint_faults(run.checkpoints):
+            epochs, details = fit(model, phase, config, inputs, run, strategy, resume, progress)
+        records += [{**e, "phase": phase.number} if len(run.phases) > 1 else e for e in epochs]
+        phases.append({**phase.to_dict(), **details})
+    if checked is not None:
+        phases[0]["features"] = checked
+    return records, phases
+
+
+def _checked_features(features, progress) -> dict:
+    """The features' description, shown with a warning when they barely vary across the training images."""
+    from edgex.training.head import features_line
+
+    described = features.describe()
+    if progress is not None:
+        progress(Note(features_line(described)))
+    _warn_if_dead(described, progress)
+    return described
+
+
+def _warn_if_dead(described: dict, progress) -> None:
+    from edgex.training.head import dead_features_line
+
+    line = dead_features_line(described)
+    if line and progress is not None:
+        progress(Note(line, warning=True))
+
+
+def _fit_head_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
+    """Phase 1 of a fine-tuning: the head alone, trained on backbone features computed once (or the saved result
+    of a resumed run that had finished it); returns its epochs' metrics and its record."""
+    from edgex.training import head
+    from edgex.training.transfer import set_trainable
+
+    folder = run.phase_dir(phase)
+    finished = folder / PHASE_DONE_FILE
+    set_trainable(model, phase)
+    if resume and finished.is_file():
+        model.load_weights(str(finished))
+        record = json.loads((folder / HEAD_PHASE_FILE).read_text())
+        _warn_if_dead(record["features"], progress)
+        return steps.read_epoch_history(folder), record
+    if progress is not None:
+        progress(PhaseBegin(number=phase.number, phases=len(run.phases), text=phase.describe(), blocks=()))
+    with strategy.scope():
+        features = head.cache_features(model, inputs.dataset, inputs.preprocessing)
+    described = _checked_features(features, progress)
+    fit = head.fit_head(
+        model, features, max_epochs=phase.epochs, lr=phase.lr, batch_size=config.batch_size, seed=config.seed
+    )
+    record = {
+        "blocks": [],
+        "features": described,
+        "epochs_run": len(fit.history),
+        "best_epoch": fit.best_epoch,
+        "val_top1": fit.val_top1,
+        "fit_seconds": fit.seconds,
+    }
+    if progress is not None:
+        progress(Note(head.head_line(record)))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / steps.HISTORY_FILE, fit.history)
+    write_json_atomic(folder / HEAD_PHASE_FILE, record)
+    with atomic_path(finished, overwrite=True) as tmp:  # last: the phase counts as finished once this exists
+        model.save_weights(str(tmp))
+    return fit.history, record
+
+
 def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, strategy, resume, progress):
     """Train one phase (or take its saved result when a resumed run had finished it); returns its epochs' metrics
-    and the blocks that trained."""
+    and its record (the blocks that trained)."""
     from edgex.training.transfer import set_trainable
 
     folder = run.phase_dir(phase)
@@ -241,7 +325,7 @@ def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, 
     finished = folder / PHASE_DONE_FILE
     if resume and len(run.phases) > 1 and finished.is_file():
         model.load_weights(str(finished))
-        return steps.read_epoch_history(folder), blocks
+        return steps.read_epoch_history(folder), {"blocks": blocks}
     if progress is not None:
         progress(PhaseBegin(number=phase.number, phases=len(run.phases), text=phase.describe(), blocks=tuple(blocks)))
     with strategy.scope():
@@ -267,7 +351,7 @@ def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, 
     if len(run.phases) > 1 and phase is not run.phases[-1]:
         with atomic_path(finished, overwrite=True) as tmp:
             model.save_weights(str(tmp))
-    return epochs, blocks
+    return epochs, {"blocks": blocks}
 
 
 def _raise_if_diverged(nan_guard, backup, backup_dir: Path, model_path: Path) -> None:
@@ -294,11 +378,8 @@ def _settle_bn_statistics(model, config, inputs, records) -> dict:
 def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: float) -> dict:
     """``_settle_bn_statistics`` for any Keras classifier: ``val`` the validation tf.data set, ``before`` the
     validation top-1 of the weights as trained (NaN when unknown)."""
-    from edgex.training.transfer import recompute_bn_statistics
-
     trained = model.get_weights()
-    images, _ = dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=seed).arrays()
-    count = recompute_bn_statistics(model, images, preprocessing)
+    count = _recompute_on_train_images(model, dataset, preprocessing, seed)
     after = steps.val_metrics(model, val)[0]
     kept = not before >= after - BN_RECOMPUTE_GAIN  # a NaN before (no validation) keeps them
     if not kept:
@@ -306,19 +387,45 @@ def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: 
     return {"recomputed_on_train_images": count, "val_top1_before": before, "val_top1_after": after, "kept": kept}
 
 
-def _finish(model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from) -> TrainResult:
-    """Settle BatchNormalization statistics after training from scratch, measure, save model and metadata."""
+def _recompute_before_fine_tuning(model, config, dataset, preprocessing) -> dict:
+    """--recompute-bn: the backbone's BatchNormalization statistics recomputed on the training images before the
+    first phase (moving statistics that never converged give every image the same features)."""
+    from edgex.training.transfer import unfreeze_all
+
+    unfreeze_all(model)  # recompute_bn_statistics leaves frozen layers alone; each phase sets its own
+    count = _recompute_on_train_images(model, dataset, preprocessing, config.seed)
+    if not count:
+        raise EdgexError("--recompute-bn: this model has no BatchNormalization layer")
+    return {"recomputed_on_train_images": count, "before_fine_tuning": True}
+
+
+def _recompute_on_train_images(model, dataset, preprocessing, seed: int) -> int:
+    from edgex.training.transfer import recompute_bn_statistics
+
+    images, _ = dataset.train.take(BN_RECOMPUTE_SAMPLES, seed=seed).arrays()
+    return recompute_bn_statistics(model, images, preprocessing)
+
+
+def _finish(
+    model, model_config, config, run, inputs, records, phases, weights, seconds, resumed_from, bn
+) -> TrainResult:
+    """Settle BatchNormalization statistics after training from scratch, measure, save model and metadata.
+    ``bn``: what --recompute-bn did before a fine-tuning."""
+    from edgex.training.head import dead_features_line
     from edgex.training.transfer import unfreeze_all
 
     if config.precision != "float32":
         model = _as_float32(model, model_config)
     saved = without_optimizer(model)
-    bn = _settle_bn_statistics(saved, config, inputs, records) if run.phases[0].name == "train" else {}
+    if run.phases[0].name == "train":
+        bn = _settle_bn_statistics(saved, config, inputs, records)
     unfreeze_all(saved)
     val_top1, val_loss = steps.val_metrics(saved, inputs.val)
     hist = {key: [r.get(key, float("nan")) for r in records] for key in records[-1]} if records else {}
     notes = steps.chance_notes(hist, val_top1, inputs.dataset.classes, bool(bn))
-    epochs = sum(p.epochs for p in run.phases)
+    dead = dead_features_line(phases[0]["features"]) if "features" in phases[0] else None
+    notes = [dead, *notes] if dead else notes
+    epochs = len(records)  # the head phase stops early
     with atomic_path(run.model_path, overwrite=True) as tmp:
         saved.save(tmp)  # the epoch checkpoints hold the optimizer for resuming
     metrics = TrainingMetrics(val_top1=val_top1, val_loss=val_loss, history=hist, train_seconds=seconds)

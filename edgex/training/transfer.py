@@ -22,7 +22,7 @@ class Phase:
 
     number: int  # 1-based position in the run
     name: str  # "train" (from scratch), "head" (backbone frozen) or "fine-tune" (top blocks unfrozen)
-    epochs: int
+    epochs: int  # the head phase: the most it trains (it stops early)
     lr: float | None  # None: the optimizer's default
     unfreeze: str = "all"  # blocks that train besides the head: "all", "0".."N" (head phase: "0")
     bn_frozen: bool = False  # BatchNormalization in inference mode, its statistics kept
@@ -35,8 +35,9 @@ class Phase:
             return f"training every layer for {self.epochs} epochs"
         if self.name == "head":
             return (
-                f"phase {self.number}: the new head only, backbone frozen (BatchNormalization in inference mode), "
-                f"{self.epochs} epochs"
+                f"phase {self.number}: the new head only, on backbone features computed once (backbone frozen, "
+                f"BatchNormalization in inference mode), up to {self.epochs} epochs with early stopping on the "
+                "validation loss"
             )
         blocks = "all blocks" if self.unfreeze == "all" else f"the top {self.unfreeze} blocks"
         return (
