@@ -94,6 +94,11 @@ def train(
         preprocessing=preprocessing.value if preprocessing else None,
         recompute_bn=recompute_bn,
     )
+    _run(config, out, resume, force, json_out)
+
+
+def _run(config, out, resume: bool, force: bool, json_out: bool) -> None:
+    """Scan the data, train with the progress shown, then the summary (without the warnings shown already)."""
     _report_scan(config)
     progress = None if json_out else _training_progress()
     result = run_train(config, out, resume=resume, force=force, progress=progress)

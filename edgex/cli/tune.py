@@ -11,40 +11,53 @@ from edgex.cli import options as o
 GATE_FAILED = 3
 
 
+Model = Annotated[str, typer.Argument(help="The trained Keras model to tune (.keras or .h5).")]
+TuneData = Annotated[
+    str | None, o.data_option("fine-tuning, selection and the held-out check [default: the data MODEL records]")
+]
+Ssh = Annotated[
+    str | None, typer.Option(help="USER@HOST[:PORT] of a board: latency measured there, by the bundle runner.")
+]
+Target = Annotated[
+    str | None, typer.Option(help="Deploy target of the winner's bundle (rpi4, coral-usb...; with --ssh).")
+]
+MaxDrop = Annotated[float, typer.Option(help="Points of top-1 a candidate may lose against MODEL.")]
+Budget = Annotated[str, typer.Option(help="Search time: 90s, 20m, 2h (the winner's checks come after).")]
+Levers = Annotated[
+    str | None, typer.Option(help="Network levers, comma-separated: drop-blocks, prune, resolution, student.")
+]
+Runtimes = Annotated[str | None, typer.Option(help="Runtimes to try, comma-separated [default: those for the device].")]
+LayerErrors = Annotated[
+    bool, typer.Option("--layer-errors", help="Also int8 with the 1, 2 or 4 most sensitive layers in float.")
+]
+Epochs = Annotated[int, typer.Option(help="The most epochs a changed network trains (students twice).")]
+Storage = Annotated[
+    str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
+]
+Seed = Annotated[int, typer.Option(help="Seed of the sampler and of training.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Go on with the tune in --out.")]
+
+
 def tune(
-    model: Annotated[str, typer.Argument(help="The trained Keras model to tune (.keras or .h5).")],
-    data: Annotated[
-        str | None, o.data_option("fine-tuning, selection and the held-out check [default: the data MODEL records]")
-    ] = None,
+    model: Model,
+    data: TuneData = None,
     device: o.Device = "cpu",
-    ssh: Annotated[
-        str | None, typer.Option(help="USER@HOST[:PORT] of a board: latency measured there, by the bundle runner.")
-    ] = None,
+    ssh: Ssh = None,
     ssh_config: o.SshConfig = None,
     remote_dir: o.RemoteDir = "edgex-tune",
     remote_python: o.RemotePython = "python3",
-    target: Annotated[
-        str | None, typer.Option(help="Deploy target of the winner's bundle (rpi4, coral-usb...; with --ssh).")
-    ] = None,
-    max_drop: Annotated[float, typer.Option(help="Points of top-1 a candidate may lose against MODEL.")] = 1.0,
-    budget: Annotated[str, typer.Option(help="Search time: 90s, 20m, 2h (the winner's checks come after).")] = "20m",
-    levers: Annotated[
-        str | None, typer.Option(help="Network levers, comma-separated: drop-blocks, prune, resolution, student.")
-    ] = None,
-    runtimes: Annotated[
-        str | None, typer.Option(help="Runtimes to try, comma-separated [default: those for the device].")
-    ] = None,
+    target: Target = None,
+    max_drop: MaxDrop = 1.0,
+    budget: Budget = "20m",
+    levers: Levers = None,
+    runtimes: Runtimes = None,
     threads: o.ThreadCounts = None,
-    layer_errors: Annotated[
-        bool, typer.Option("--layer-errors", help="Also int8 with the 1, 2 or 4 most sensitive layers in float.")
-    ] = False,
-    epochs: Annotated[int, typer.Option(help="The most epochs a changed network trains (students twice).")] = 12,
-    storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sampler and of training.")] = 0,
+    layer_errors: LayerErrors = False,
+    epochs: Epochs = 12,
+    storage: Storage = None,
+    seed: Seed = 0,
     out: o.Out = "runs/tune",
-    resume: Annotated[bool, typer.Option("--resume", help="Go on with the tune in --out.")] = False,
+    resume: Resume = False,
     force: o.Force = False,
     json_out: o.Json = False,
 ):

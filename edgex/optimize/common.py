@@ -172,8 +172,10 @@ def save_qat_model(qat_model, path: Path, metadata: ArtifactMetadata) -> None:
 
 
 def latency_pair(first: Path, second: Path, *, warmup: int, runs: int, min_seconds: float) -> tuple[float, float]:
-    """The p50 latency (ms) of two model files, measured one after the other with the same settings."""
-    from devices.bench import BenchConfig, benchmark
+    """The p50 latency (ms) of two model files, timed interleaved in one process (devices.interleave)."""
+    from devices.bench import BenchConfig
+    from devices.interleave import interleaved_files
 
     config = BenchConfig(warmup=warmup, runs=runs, min_seconds=min_seconds)
-    return benchmark(first, config=config).latency.p50, benchmark(second, config=config).latency.p50
+    first_run, second_run = interleaved_files([first, second], config=config).results
+    return first_run.latency.p50, second_run.latency.p50

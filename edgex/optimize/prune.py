@@ -135,9 +135,7 @@ def prune(
     (``measure_latency=False`` leaves latency to the caller, who may be running other work on the machine)."""
     model = Path(model)
     _validate(model, sparsity, schedule, pattern, data, epochs)
-    out_dir = Path(out) if out else model.parent / f"prune_{round(sparsity * 100)}"
-    refuse_overwrite(out_dir / REPORT_FILE, force)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _output_folder(model, sparsity, out, force)
     s = setup(model, data, "pruning fine-tunes on data")  # by default, the data the model was trained on
     float_top1 = s.source_top1()
     steps = steps_per_epoch(s.dataset) * epochs
@@ -177,6 +175,13 @@ def prune(
     )
     write_json_atomic(out_dir / REPORT_FILE, report.to_json())
     return report
+
+
+def _output_folder(model: Path, sparsity: float, out, force: bool) -> Path:
+    out_dir = Path(out) if out else model.parent / f"prune_{round(sparsity * 100)}"
+    refuse_overwrite(out_dir / REPORT_FILE, force)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def _zeros_share(rows: list[WeightSparsity]) -> float:

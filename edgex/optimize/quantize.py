@@ -126,8 +126,14 @@ def quantize(
     q = _Quantized(artifact=path, top1=s.artifact_top1(path), parity=result.parity, kept=tuple(keep_float))
     if auto_keep_float and 100 * (float_top1 - q.top1) > max_drop:
         q = _auto_keep_float(s, errors, q.artifact, float_top1, max_drop, calib_samples, auto_keep_limit)
+    report = _report(model, mode, to, s, q, float_top1, float_export, qat, errors, notes, max_drop)
+    write_json_atomic(out_dir / REPORT_FILE, report.to_json())
+    return report
+
+
+def _report(model: Path, mode, to, s: Setup, q, float_top1, float_export, qat, errors, notes, max_drop):
     drop, quant_size = 100 * (float_top1 - q.top1), file_size(q.artifact)
-    report = QuantizeReport(
+    return QuantizeReport(
         mode=mode,
         target=to,
         model=str(model),
@@ -152,8 +158,6 @@ def quantize(
         data=s.data,
         data_recorded=s.data_recorded,
     )
-    write_json_atomic(out_dir / REPORT_FILE, report.to_json())
-    return report
 
 
 def _export_float(s, stem: str, to: str, out_dir: Path):
