@@ -103,7 +103,16 @@ def fine_tune(name: str, model_path: Path, photos: Path, out: Path, epochs: int,
     result = train(config, out, force=True)
     head = result.phases[0]
     seconds = head["features"]["seconds"] + head["fit_seconds"]
-    return Row(name, spread, probe_cv, probe_cv_z, probe_split, head["val_top1"], result.val_top1, seconds)
+    return Row(
+        backbone=name,
+        spread=spread,
+        probe_cv=probe_cv,
+        probe_cv_z=probe_cv_z,
+        probe_split=probe_split,
+        phase1=head["val_top1"],
+        final=result.val_top1,
+        phase1_seconds=seconds,
+    )
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ class LatencyRatio:
     def from_results(cls, a: BenchResult, b: BenchResult) -> LatencyRatio:
         """The ratio a device sent back: its second row carries it (``interleaved``)."""
         data = b.extra["interleaved"]
-        return cls(a, b, float(data["ratio"]), tuple(data["ci95"]), int(data["rounds"]))
+        return cls(a=a, b=b, ratio=float(data["ratio"]), ci95=tuple(data["ci95"]), rounds=int(data["rounds"]))
 
     def to_dict(self) -> dict:
         return {
@@ -92,7 +92,7 @@ class InterleavedRuns:
     def ratio(self, a: int, b: int) -> LatencyRatio:
         """Model ``a`` against model ``b`` (indices into ``results``)."""
         ratio, ci95 = paired_ratio(self.seconds[a], self.seconds[b])
-        return LatencyRatio(self.results[a], self.results[b], ratio, ci95, len(self.seconds[a]))
+        return LatencyRatio(a=self.results[a], b=self.results[b], ratio=ratio, ci95=ci95, rounds=len(self.seconds[a]))
 
 
 def interleave(models: Sequence, config: BenchConfig = BenchConfig(), inputs=None) -> InterleavedRuns:

@@ -111,14 +111,14 @@ def report_plots(out: Path) -> list[ReportPlot]:
     made = []
     timed = [r for r in rows if r.p50_ms is not None]
     if timed:
-        points = [plots.Point(r.variant, r.p50_ms, 100 * r.top1, group=r.format) for r in timed]
+        points = [plots.Point(label=r.variant, x=r.p50_ms, y=100 * r.top1, group=r.format) for r in timed]
         title = "Top-1 accuracy against latency, every variant"
         front = "Pareto front: none both\nfaster and more accurate"
         draw = partial(plots.tradeoff, points, xlabel="latency p50 (ms)", title=title, front=front, **ACCURACY_AXES)
         caption = "Accuracy against latency on this device. " + FRONT_CAPTION.format("faster")
         made.append(ReportPlot("accuracy_vs_latency", caption, draw))
     if rows:
-        points = [plots.Point(r.variant, r.size_bytes / 2**20, 100 * r.top1, group=r.format) for r in rows]
+        points = [plots.Point(label=r.variant, x=r.size_bytes / 2**20, y=100 * r.top1, group=r.format) for r in rows]
         title = "Top-1 accuracy against file size, every variant"
         front = "Pareto front: none both\nsmaller and more accurate"
         draw = partial(plots.tradeoff, points, xlabel="file size (MiB)", title=title, front=front, **ACCURACY_AXES)

@@ -373,7 +373,11 @@ def compare_plots(rows, breakdown: dict) -> dict[str, Callable]:
     from edgex import plots
 
     drawn: dict[str, Callable] = {}
-    points = [plots.Point(f"{r.runtime} {r.precision}", r.macs / 1e6, r.p50_ms, group=r.label) for r in rows if r.macs]
+    points = [
+        plots.Point(label=f"{r.runtime} {r.precision}", x=r.macs / 1e6, y=r.p50_ms, group=r.label)
+        for r in rows
+        if r.macs
+    ]
     if points:
         drawn["latency_vs_macs"] = partial(
             plots.tradeoff,

@@ -79,7 +79,9 @@ def cache_features(model, dataset, preprocessing) -> CachedFeatures:
         for split in (dataset.train, dataset.val)
     )
     seconds = time.perf_counter() - began
-    return CachedFeatures(train, dataset.train.labels, val, dataset.val.labels, seconds)
+    return CachedFeatures(
+        train=train, train_labels=dataset.train.labels, val=val, val_labels=dataset.val.labels, seconds=seconds
+    )
 
 
 def feature_spread(features: np.ndarray) -> tuple[float, float, float]:

@@ -119,7 +119,7 @@ def _space(subject, device, config: TuneConfig):
     threads = config.threads or tuple(range(1, device.cores + 1))
     keep = (1, 2, 4) if config.layer_errors else ()
     levers = config.levers if subject.config is not None else ()
-    return Space(subject.config, levers, runtimes, threads, keep)
+    return Space(config=subject.config, levers=levers, runtimes=runtimes, threads=threads, keep_float=keep)
 
 
 def _runtimes_for(device: str) -> tuple[str, ...]:

@@ -270,7 +270,8 @@ class Search:
         return p50
 
     def _crown(self, trial, placed: Placed, threads: int, p50: float) -> None:
-        record = Incumbent(trial.number, str(placed.path), placed.runtime, placed.options, threads, p50)
+        record = Incumbent(trial=trial.number, path=str(placed.path), runtime=placed.runtime, options=placed.options,
+                           threads=threads, p50_ms=p50)  # fmt: skip
         chain = list(self.study.user_attrs.get("incumbents") or [])
         self.study.set_user_attr("incumbents", [*chain, {**asdict(record), "options": list(record.options)}])
         trial.set_user_attr("incumbent", True)

@@ -74,7 +74,7 @@ class Deployment:
 @dataclass(frozen=True)
 class Candidate:
     network: NetworkChange = field(default_factory=NetworkChange)
-    deployment: Deployment = field(default_factory=lambda: Deployment("litert", "int8", 1))
+    deployment: Deployment = field(default_factory=lambda: Deployment(runtime="litert", precision="int8", threads=1))
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def suggest(trial, space: Space) -> Candidate:
         for name, choices in RUNTIME_OPTIONS[runtime].items()
     )
     options = tuple((name, choice) for name, choice in options if RUNTIME_OPTIONS[runtime][name][choice])
-    return Candidate(NetworkChange(**fields), Deployment(runtime, precision, threads, keep, options))
+    deployment = Deployment(runtime=runtime, precision=precision, threads=threads, keep_float=keep, options=options)
+    return Candidate(network=NetworkChange(**fields), deployment=deployment)
 
 
 def cheap_first(space: Space) -> list[dict]:

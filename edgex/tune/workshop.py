@@ -46,11 +46,15 @@ class Workshop:
         subject = self.subject
         key = change.key(subject.config)
         if change.is_identity:
-            return Network(key, subject.model_path, subject.input_size, subject.float_selection, 0)
+            return Network(
+                key=key, path=subject.model_path, input_size=subject.input_size,
+                selection_top1=subject.float_selection, epochs=0,
+            )  # fmt: skip
         path = self.out / "networks" / key / "model.keras"
         if path.is_file():
             record = read_metadata(path).sections["tune"]
-            return Network(key, path, record["input_size"], record["selection_top1"], record["epochs"])
+            return Network(key=key, path=path, input_size=record["input_size"],
+                           selection_top1=record["selection_top1"], epochs=record["epochs"])  # fmt: skip
         return self._train(change, path, after_rung)
 
     def untrained_artifact(self, change: NetworkChange, deployment: Deployment) -> Path:
@@ -61,7 +65,9 @@ class Workshop:
         if not path.is_file():
             model, config = apply_change(self.subject.teacher, self.subject.config, change)
             _save(model, path, self.subject.network_metadata(config, {"untrained": True}))
-        untrained = Network(f"{folder.name}-untrained", path, 0, float("nan"), 0)
+        untrained = Network(
+            key=f"{folder.name}-untrained", path=path, input_size=0, selection_top1=float("nan"), epochs=0
+        )
         return self.artifact(untrained, deployment)
 
     def _train(self, change: NetworkChange, path: Path, after_rung) -> Network:
@@ -88,7 +94,8 @@ class Workshop:
             "seconds": time.perf_counter() - start,
         }
         _save(model, path, subject.network_metadata(config, record))
-        return Network(change.key(subject.config), path, config.input_size, top1[done], done)
+        return Network(key=change.key(subject.config), path=path, input_size=config.input_size,
+                       selection_top1=top1[done], epochs=done)  # fmt: skip
 
     def artifact(self, network: Network, deployment: Deployment, layer_errors: Callable | None = None) -> Path:
         """The network exported for a deployment (threads and runtime options do not change the file)."""
