@@ -32,6 +32,23 @@ from benchmarks._paper import CACHE, paper_keras
 
 CONVERTS = (("tflite", "fp32"), ("tflite", "int8"), ("tflite", "dynamic"), ("onnx", "fp32"), ("onnx", "int8"))
 LOAD = "from converters import load_source; load_source({path!r})"
+# The bare script a user writes to convert without edgex: Python's start and the TensorFlow import count on both sides.
+BARE = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tensorflow as tf, tf_keras
+path, out, precision = sys.argv[1:4]
+model = tf_keras.models.load_model(path, compile=False)
+converter = tf.lite.TFLiteConverter.from_keras_model(model)
+if precision == "int8":
+    from edgex.data import load_dataset
+    images, _ = load_dataset("digits", 299).train.take(100, seed=0).arrays()
+    samples = images.astype(np.float32) / 127.5 - 1
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([s[None]] for s in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+open(out, "wb").write(converter.convert())
+"""
 LIBRARY_LOAD = "import tf_keras; tf_keras.models.load_model({path!r}, compile=False)"
 
 
@@ -105,7 +122,22 @@ def converts(model: Path, work: Path, fixed: tuple[float, float]) -> dict[str, P
             continue
         made[f"{to}-{precision}"] = out
         _row(f"convert --to {to} --precision {precision}", wall, data["seconds"], fixed, _parity_text(data["parity"]))
+        if to == "tflite" and precision in ("fp32", "int8"):
+            _versus_bare(model, work, precision, wall, out)
     return made
+
+
+def _versus_bare(model: Path, work: Path, precision: str, wall: float, artifact: Path) -> None:
+    """The convert against the bare script (load with tf-keras, convert with TFLite's converter, write), both in a
+    fresh process, and where edgex's rest goes (the artifact's recorded timing)."""
+    from devices.metadata import read_metadata
+    from devices.sysinfo import cpu_features
+
+    bare, _, output = _run([sys.executable, "-c", BARE, str(model), str(work / f"bare_{precision}.tflite"), precision])
+    timing = read_metadata(artifact).timing
+    parts = f"loading {timing.loading_s:.1f} s, conversion {timing.conversion_s:.1f} s, parity {timing.parity_s:.1f} s"
+    print(f"  vs the bare script ({bare:.1f} s): {wall / bare:.2f}x (target <= 1.5x) on {', '.join(cpu_features())};"
+          f" edgex's {wall:.1f} s: {parts}, the rest Python, TensorFlow and the data")  # fmt: skip
 
 
 def quantize(model: Path, work: Path, fixed: tuple[float, float]) -> None:
