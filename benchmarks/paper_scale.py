@@ -133,7 +133,7 @@ def _versus_bare(model: Path, work: Path, precision: str, wall: float, artifact:
     from devices.metadata import read_metadata
     from devices.sysinfo import cpu_features
 
-    bare, _, output = _run([sys.executable, "-c", BARE, str(model), str(work / f"bare_{precision}.tflite"), precision])
+    bare, _, _ = _run([sys.executable, "-c", BARE, str(model), str(work / f"bare_{precision}.tflite"), precision])
     timing = read_metadata(artifact).timing
     parts = f"loading {timing.loading_s:.1f} s, conversion {timing.conversion_s:.1f} s, parity {timing.parity_s:.1f} s"
     print(f"  vs the bare script ({bare:.1f} s): {wall / bare:.2f}x (target <= 1.5x) on {', '.join(cpu_features())};"
