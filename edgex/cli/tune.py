@@ -30,7 +30,7 @@ Runtimes = Annotated[str | None, typer.Option(help="Runtimes to try, comma-separ
 LayerErrors = Annotated[
     bool, typer.Option("--layer-errors", help="Also int8 with the 1, 2 or 4 most sensitive layers in float.")
 ]
-Epochs = Annotated[int, typer.Option(help="The most epochs a changed network trains (students twice).")]
+Epochs = Annotated[int, typer.Option(help="The most epochs a changed network trains (students three times as many).")]
 Storage = Annotated[
     str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
 ]

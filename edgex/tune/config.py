@@ -47,7 +47,7 @@ class TuneConfig:
     runtimes: tuple[str, ...] = ()  # () = every runtime that runs on the device
     threads: tuple[int, ...] = ()  # () = 1 to the device's cores
     layer_errors: bool = False  # also int8 with the k most sensitive layers kept in float
-    max_epochs: int = 12  # the most epochs a changed network trains (students twice as many)
+    max_epochs: int = 12  # the most epochs a changed network trains (students three times as many)
     seed: int = 0
     storage: str | None = None  # an Optuna storage URL shared by several workers (default: SQLite in the run folder)
 

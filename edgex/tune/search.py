@@ -190,6 +190,10 @@ class Search:
         import optuna
 
         change = candidate.network
+        key = change.key(self.subject.config)
+        stopped = (self.study.user_attrs.get("stopped_networks") or {}).get(key)
+        if stopped:  # its training was stopped for falling behind: it is not trained again
+            raise optuna.TrialPruned(f"its network was stopped in trial {stopped}")
         if not change.is_identity and not self._made(change):
             self._check_speed_before_training(trial, candidate)
             trial.set_user_attr("training", "fine-tune" if change.keeps_weights else "student")
@@ -199,6 +203,8 @@ class Search:
             if time.time() > self.deadline:
                 raise optuna.TrialPruned(f"the budget ran out after {epochs} epochs of training")
             if trial.should_prune():
+                stopped = dict(self.study.user_attrs.get("stopped_networks") or {})
+                self.study.set_user_attr("stopped_networks", {**stopped, key: trial.number})
                 raise optuna.TrialPruned(f"{drop:.1f} points below the model after {epochs} epochs: behind the rest")
             return True
 
