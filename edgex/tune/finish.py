@@ -14,6 +14,7 @@ from edgex.tune.search import Incumbent
 from edgex.tune.surgery import NetworkChange
 
 DEFAULT_KEY = {"runtime": "litert", "precision": "int8", "keep_float": 0, "options": {}}  # `edgex quantize`'s
+FINALISTS = 4  # candidates beside the incumbent timed against it at every thread count at the end
 
 
 def held_out_winner(study, subject, records: dict[int, CandidateRecord], notes: list[str]):
@@ -45,6 +46,61 @@ def fastest_threads(device, incumbent: Incumbent, threads: tuple[int, ...]) -> t
     """The winner at every thread count the search offered: the fastest count, and each p50."""
     p50 = device.threads_sweep(incumbent.placed, threads)
     return (min(p50, key=p50.get) if p50 else incumbent.threads), p50
+
+
+def _as_incumbent(record: CandidateRecord) -> Incumbent:
+    from edgex.tune.space import Deployment
+
+    d = record.deployment
+    choices = tuple((d.get("options") or {}).items())
+    deployment = Deployment(runtime=d["runtime"], precision=d["precision"], threads=d["threads"], options=choices)
+    return Incumbent(
+        trial=record.number,
+        path=record.artifact,
+        runtime=d["runtime"],
+        options=tuple(deployment.load_options.items()),
+        threads=d["threads"],
+        p50_ms=record.p50_ms,
+    )
+
+
+def finalists(subject, records: dict[int, CandidateRecord], incumbent: Incumbent, notes: list[str]) -> list:
+    """The held-out winner and the FINALISTS fastest other candidates that passed the gate (one per file and runtime
+    options), those that also pass it on the held-out split. The incumbent won its A/B at the thread count of its
+    trial; another candidate may be faster at another count."""
+    from dataclasses import replace
+
+    chosen, seen = [incumbent], {(incumbent.path, incumbent.options)}
+    for record in sorted((r for r in records.values() if r.passes and r.p50_ms), key=lambda r: r.p50_ms):
+        candidate = _as_incumbent(record)
+        if len(chosen) > FINALISTS or (candidate.path, candidate.options) in seen:
+            continue
+        seen.add((candidate.path, candidate.options))
+        top1 = subject.artifact_top1(Path(candidate.path), subject.at_size(_input_size(record, subject)).heldout,
+                                     dict(candidate.options))  # fmt: skip
+        records[record.number] = replace(record, heldout_top1=top1)
+        if 100 * (subject.float_heldout - top1) <= subject.tune.max_drop:
+            chosen.append(candidate)
+        else:
+            notes.append(f"finalist trial {record.number} failed the held-out check ({100 * top1:.2f}%)")
+    return chosen
+
+
+def final_round(device, chosen: list, threads: tuple[int, ...]) -> tuple[Incumbent, int, dict]:
+    """(the winner, its threads, its p50 per thread count): the incumbent at its fastest thread count is the best so
+    far; each finalist at each thread count then runs an interleaved A/B against the best so far (two models in one
+    process, each at its own count: eight interleaved at once slow each other down unevenly), and replaces it only
+    when the ratio's interval clears the noise margin."""
+    incumbent = chosen[0]
+    count, sweep = fastest_threads(device, incumbent, threads)
+    best, best_count, best_sweep = incumbent, count, sweep
+    for finalist in chosen[1:]:
+        for count in threads:
+            runs = device.runs([best.placed, finalist.placed], [best_count, count])
+            if runs.ratio(0, 1).b_is_faster:
+                best, best_count = finalist, count
+                best_sweep = {count: runs.results[1].latency.p50}
+    return best, best_count, best_sweep
 
 
 def versus_default(device, default: Path | None, incumbent: Incumbent, threads: int) -> dict:

@@ -134,6 +134,17 @@ def _runtimes_for(device: str) -> tuple[str, ...]:
     return ("onnxruntime",)
 
 
+def _final(device, subject, records, incumbent, space, notes):
+    """(winner, threads, its p50 per thread count): a final interleaved round of the finalists on a local device; a
+    board only sweeps the incumbent's thread counts."""
+    from edgex.tune import finish
+
+    if not hasattr(device, "runs"):
+        return (incumbent, *finish.fastest_threads(device, incumbent, space.threads))
+    chosen = finish.finalists(subject, records, incumbent, notes)
+    return finish.final_round(device, chosen, space.threads)
+
+
 def _board(config: TuneConfig, device) -> str | None:
     """The deploy target of the winner's bundle: --target, else with --ssh the generic one of the board's CPU."""
     if config.target or not config.ssh:
@@ -165,7 +176,7 @@ def _finish(study, subject, device, space, config: TuneConfig, out: Path, second
     incumbent = finish.held_out_winner(study, subject, records, notes)
     winner = None
     if incumbent is not None:
-        threads, sweep = finish.fastest_threads(device, incumbent, space.threads)
+        incumbent, threads, sweep = _final(device, subject, records, incumbent, space, notes)
         default = finish.default_artifact(records)
         versus = finish.versus_default(device, default, incumbent, threads)
         record = records[incumbent.trial]
