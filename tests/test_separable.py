@@ -93,6 +93,7 @@ def test_speedup_table_pairs_regular_with_separable():
     assert entry["depthwise_ms"] == 0.5 and entry["pointwise_ms"] == 1.0
 
 
+@pytest.mark.slow
 def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     shapes = tmp_path / "shapes.csv"
     shapes.write_text("h,w,c_in,c_out,k,stride\n16,16,32,32,3,1\n16,16,16,32,3,2\n")
@@ -142,6 +143,7 @@ def test_sweep_config_rejects_bad_values(kwargs, fragment):
         SweepConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_compare_tiny_preset_ab_and_breakdown(tour):
     folder, results = tour  # the README tour runs `edgex compare --preset tiny --out runs/compare`
     out = folder / "runs" / "compare"
