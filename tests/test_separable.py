@@ -172,6 +172,7 @@ def test_compare_tiny_preset_ab_and_breakdown(tour):
         assert_readable(draw())
 
 
+@pytest.mark.slow
 def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
     from edgex.sepconv.compare import CompareConfig, compare
 
@@ -190,6 +191,7 @@ def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
     assert row.top1 is not None and row.top1 > 0.8
 
 
+@pytest.mark.slow
 def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifacts, tmp_path, monkeypatch):
     """The pipeline hands compare the files its convert and quantize stages made (and the twin's, made the same
     way): compare times and scores those, and converts only what it was not given."""

@@ -62,6 +62,7 @@ def test_trained_model_has_metadata_and_learns(trained_tiny):
     assert not (trained_tiny.parent / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_eval_cli_reports_top1_top5_and_confusion(cli, trained_tiny):
     result = cli("eval", trained_tiny, "--json")
     assert result.exit_code == 0, result.output

@@ -99,6 +99,7 @@ def _seeded(config):
     return build_xception(config)
 
 
+@pytest.mark.slow
 def test_pruned_channels_are_exactly_the_original_with_those_channels_silenced():
     """Pruning removes channels and what depends on them, nothing else: the pruned network computes what the
     original computes once those channels' pointwise weights and BatchNormalization output are zeroed."""
@@ -239,6 +240,7 @@ def test_two_workers_a_kill_and_a_resume_share_one_search(trained_tiny, tmp_path
     assert (first / "pareto.png").is_file() and "What each lever bought" in (first / "tune.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_device_compares_in_turn_and_sweeps_threads(tiny_artifacts):
     """The local device's A/B of a file against itself is no win, its thread sweep times every count, and a device
     that is not here is refused before any work."""
