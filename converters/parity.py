@@ -24,6 +24,7 @@ unchanged: the split says whether a shortfall comes from ties or from answers th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,18 +48,27 @@ FLOAT_PRECISIONS = ("fp32", "fp16")  # judged strictly: every sample within the 
 
 def _log_binomial_tail(n: int, k: int, p: float) -> float:
     """log P(X >= k) for X ~ Binomial(n, p)."""
+    import numpy as np
+
     if k <= 0:
         return 0.0
     if p <= 0.0:
         return -math.inf
     if p >= 1.0:
         return 0.0
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-        for i in range(k, n + 1)
-    ]
-    top = max(terms)
-    return top + math.log(sum(math.exp(t - top) for t in terms))
+    i = np.arange(k, n + 1)
+    terms = _log_choose(n, k) + i * math.log(p) + (n - i) * math.log1p(-p)
+    top = terms.max()
+    return float(top + math.log(np.exp(terms - top).sum()))
+
+
+@functools.lru_cache(maxsize=8)
+def _log_choose(n: int, k: int) -> np.ndarray:
+    """log C(n, i) for i = k..n. A bound's bisection sums the tail 60 times for the same n and k, and a feature
+    map's check (a sweep's one-layer models) has a sample per position: hundreds of thousands at paper scale."""
+    import numpy as np
+
+    return np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k, n + 1)])
 
 
 def _solve(f: Callable[[float], bool]) -> float:

@@ -27,6 +27,50 @@ class CliResult:
         return self.stdout + self.stderr
 
 
+def _needs_userland(item) -> bool:
+    return "userland" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The modules of the tests on the emulated arm64 userland last (in their order): it is built meanwhile."""
+    late = {item.module for item in items if _needs_userland(item)}
+    items.sort(key=lambda item: getattr(item, "module", None) in late)
+
+
+def pytest_collection_finish(session):
+    """When a selected test needs the arm64 userland, start building it (its test module's ``build_userland``) in
+    the background: mostly downloads, which then overlap the rest of the suite instead of waiting in front of it."""
+    needing = [item for item in session.items if _needs_userland(item)]
+    if not needing:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = os.environ.get("EDGEX_ARM64_CACHE") or tempfile.mkdtemp(prefix="edgex-test-arm64-")
+    session.config.stash[_USERLAND] = (ThreadPoolExecutor(1).submit(needing[0].module.build_userland, folder), folder)
+
+
+def pytest_sessionfinish(session):
+    """Wait for a userland still being built, and remove it unless EDGEX_ARM64_CACHE keeps it."""
+    import shutil
+
+    if _USERLAND not in session.config.stash:
+        return
+    build, folder = session.config.stash[_USERLAND]
+    build.exception()  # finished, whether it built or failed
+    if not os.environ.get("EDGEX_ARM64_CACHE"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_USERLAND = pytest.StashKey[tuple]()
+
+
+@pytest.fixture(scope="session")
+def userland_in_background(request):
+    """The arm64 userland being built since the session started (a Future of what ``build_userland`` returns)."""
+    return request.config.stash[_USERLAND][0]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_conversions(tmp_path_factory, monkeypatch):
     """Each test converts for itself: conversions and outputs kept by an earlier test (in this process or on
@@ -61,6 +105,16 @@ def readme_commands(block: str) -> list[str]:
 
 
 TOUR_TRAIN = ["edgex", "train", "--data", "digits", "--preset", "tiny", "--epochs", "5", "--out", "runs/tiny"]
+# Lines of the tour that other tests run already, with those tests: the tour does not run them again (every line
+# of the README parses with the real CLI in test_readme, and test_readme checks that each test named here exists).
+TOUR_COVERED = {
+    # a sweep of the shapes of a Keras file (the pipeline's sweep stage), and the sweep command with two precisions
+    # and both runtimes
+    "edgex sweep --shapes runs/tiny/model.keras --precision fp32,int8 --out runs/sweep": (
+        "tests/test_pipeline.py::test_run_folder_has_every_artifact_and_report",
+        "tests/test_separable.py::test_sweep_on_two_shapes_end_to_end",
+    ),
+}
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +122,8 @@ def tour(trained_tiny, tmp_path_factory) -> tuple[Path, dict[str, CliResult]]:
     """The README's tour, every line as written, through the real CLI in this process (TensorFlow is imported once,
     not once per line), in a folder of its own: (folder, line -> result). Tests of the same commands read its
     outputs instead of running them again. Its `edgex train` line asks for exactly trained_tiny (digits, tiny,
-    5 epochs, the default options), which test_training covers: that model stands in for it."""
+    5 epochs, the default options), which test_training covers: that model stands in for it. The lines in
+    TOUR_COVERED are run by the tests they name, not here."""
     import re
     import shlex
 
@@ -84,10 +139,29 @@ def tour(trained_tiny, tmp_path_factory) -> tuple[Path, dict[str, CliResult]]:
             if words == TOUR_TRAIN:
                 copy_model(trained_tiny, folder / "runs" / "tiny")
                 continue
+            if line in TOUR_COVERED:
+                continue
             results[line] = run_cli(*words[1:])
     finally:
         os.chdir(cwd)
     return folder, results
+
+
+RESIDUAL_STUDY = ("study", "residual", "--seeds", "2", "--epochs", "1", "--runtime", "litert", "--precision", "fp32")
+
+
+@pytest.fixture(scope="session")
+def residual_study(tmp_path_factory) -> tuple[Path, CliResult]:
+    """``edgex RESIDUAL_STUDY`` run once through the CLI in a folder of its own, into its default folder
+    runs/study/residual: (that folder, its result). test_study checks it; the pipeline's study stage starts from its
+    trainings (the same study, seeds and epochs), as a rerun of the study would."""
+    folder, cwd = tmp_path_factory.mktemp("study"), os.getcwd()
+    os.chdir(folder)
+    try:
+        result = run_cli(*RESIDUAL_STUDY)
+    finally:
+        os.chdir(cwd)
+    return folder / "runs" / "study" / "residual", result
 
 
 @pytest.fixture

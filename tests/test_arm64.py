@@ -45,15 +45,20 @@ print("RESULT " + json.dumps(found))
 """
 
 
+def build_userland(folder: str | Path):
+    """The userland these tests run on, built in ``folder``. conftest.py starts it in the background as the session
+    starts (it is mostly downloading) and runs the tests that need it last."""
+    return userland_module.build(folder, [LITERT, TFLITE], cpu="cortex-a72")
+
+
 @pytest.fixture(scope="session")
-def userland(tmp_path_factory):
+def userland(userland_in_background):
     """Built once per session; EDGEX_ARM64_CACHE names a folder to keep it in between runs."""
     missing = userland_module.missing_tools()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (apt-get install {' '.join(missing)}; .ci/run does)")
-    folder = os.environ.get("EDGEX_ARM64_CACHE") or tmp_path_factory.mktemp("arm64")
     try:
-        return userland_module.build(folder, [LITERT, TFLITE], cpu="cortex-a72")
+        return userland_in_background.result()
     except userland_module.NoMirror as exc:
         pytest.skip(str(exc))
     except userland_module.UserlandError as exc:

@@ -46,6 +46,7 @@ def test_workers_are_planned_only_where_they_pay():
     assert plan_workers(1, 60.0, processes=2) == (0, 0)
 
 
+@pytest.mark.slow
 def test_split_calibration_gives_the_model_of_one_process(tiny_source, samples, in_one_process, monkeypatch):
     monkeypatch.setattr(calibration, "WORKER_START_S", 0.0)  # split however small the model
     with split_calibration(processes=3) as splits:
@@ -60,6 +61,7 @@ FAILURES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_a_failed_worker_has_its_samples_calibrated_here(tiny_source, samples, in_one_process, monkeypatch, failure):
     command, why, workers = FAILURES[failure]

@@ -300,10 +300,8 @@ def small_disks(tmp_path_factory):
         subprocess.run(["umount", str(folder)], check=True)
 
 
-@pytest.mark.parametrize(
-    "to, name",
-    [("tflite", "model.tflite"), pytest.param("saved-model", "model_saved", marks=pytest.mark.slow)],  # TF's saver
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("to, name", [("tflite", "model.tflite"), ("saved-model", "model_saved")])
 def test_a_full_disk_is_one_line_naming_the_output(tiny_copy, small_disks, cli, to, name):
     full, _ = small_disks
     out = full / name
@@ -315,6 +313,7 @@ def test_a_full_disk_is_one_line_naming_the_output(tiny_copy, small_disks, cli, 
     assert list(full.iterdir()) == []  # no half-written file, no hidden temporary
 
 
+@pytest.mark.slow
 def test_a_read_only_folder_is_one_line_naming_the_output(tiny_copy, small_disks, cli):
     _, readonly = small_disks
     model = tiny_copy("readonly")

@@ -13,7 +13,7 @@ import pytest
 import devices
 from converters import FORMATS, convert
 from converters.edgetpu import compatibility_report, parse_compiler_output
-from converters.registry import CALIBRATION_SAMPLES
+from converters.registry import CALIBRATION_SAMPLES, default_output
 from devices.errors import EdgexError, ModelFileError
 from devices.files import metadata_path
 from devices.metadata import CalibrationRecord, read_metadata
@@ -28,6 +28,7 @@ def model_dir(tiny_copy):
     return tiny_copy("convert").parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("to, precision", CASES, ids=[f"{t}-{p}" for t, p in CASES])
 def test_every_format_and_precision_passes_its_parity_check(model_dir, to, precision):
     result = export_model(model_dir / "model.keras", to, precision, data="digits")
@@ -50,6 +51,7 @@ def test_every_format_and_precision_passes_its_parity_check(model_dir, to, preci
         assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_takes(tiny_copy, monkeypatch):
     import threading
 
@@ -76,6 +78,7 @@ def test_the_data_loads_while_the_model_loads_and_only_at_the_size_the_model_tak
     assert loads == [("edgex-data", 48), ("MainThread", 32)]  # metadata that does not fit the model: loaded again
 
 
+@pytest.mark.slow
 def test_int8_tflite_io_types_and_quantization_parameters_are_recorded(model_dir, tmp_path):
     for io in ("int8", "uint8"):
         result = export_model(
@@ -86,6 +89,7 @@ def test_int8_tflite_io_types_and_quantization_parameters_are_recorded(model_dir
         assert result.parity.passed
 
 
+@pytest.mark.slow
 def test_dynamic_batch_runs_any_batch(model_dir, tmp_path):
     for to, suffix in (("tflite", ".tflite"), ("onnx", ".onnx")):
         result = export_model(
@@ -110,6 +114,7 @@ def test_onnx_file_is_named_and_passes_the_full_checker(model_dir):
     assert model.opset_import[0].version == 17
 
 
+@pytest.mark.slow
 def test_onnx_int8_through_the_tflite_route(model_dir, tmp_path):
     result = export_model(
         model_dir / "model.keras",
@@ -126,18 +131,22 @@ def test_onnx_int8_through_the_tflite_route(model_dir, tmp_path):
         assert result.parity.passed
 
 
+@pytest.mark.slow
 def test_a_saved_model_folder_is_a_source_too(model_dir, tmp_path):
-    saved = export_model(model_dir / "model.keras", "saved-model", data="digits", out=tmp_path / "saved")
-    result = convert(saved.path, "tflite", "fp32", out=tmp_path / "from_saved.tflite")
+    saved = default_output(model_dir / "model.keras", "saved-model", "fp32")
+    if not saved.exists():  # the export test above made it (TensorFlow's saver takes seconds); alone, its own
+        saved = Path(export_model(model_dir / "model.keras", "saved-model", data="digits", out=tmp_path / "saved").path)
+    result = convert(saved, "tflite", "fp32", out=tmp_path / "from_saved.tflite")
     assert result.parity.passed and result.parity.inputs == "random"
 
 
+@pytest.mark.slow
 def test_a_foreign_keras_model_converts(tmp_path):
     from devices.tfkeras import keras
 
     k = keras()
     k.utils.set_random_seed(0)
-    mobilenet = k.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=5)
+    mobilenet = k.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=5, alpha=0.35)
     mobilenet.save(tmp_path / "mobilenet.keras")
     for to, precision in (("tflite", "fp32"), ("onnx", "fp32"), ("tflite", "int8")):
         result = export_model(tmp_path / "mobilenet.keras", to, precision, data="digits")
@@ -145,6 +154,7 @@ def test_a_foreign_keras_model_converts(tmp_path):
         assert read_metadata(result.path).input_shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_edgetpu_export_meets_the_requirements_and_reports_ops(model_dir):
     result = export_model(model_dir / "model.keras", "edgetpu", data="digits", force=True)
     with devices.load_model(result.path) as model:
@@ -159,6 +169,7 @@ def test_edgetpu_export_meets_the_requirements_and_reports_ops(model_dir):
         assert any("edgetpu_compiler not found" in n and "apt-get install edgetpu-compiler" in n for n in result.notes)
 
 
+@pytest.mark.slow
 def test_edgetpu_report_names_the_first_op_that_falls_back(model_dir):
     fp32 = model_dir / "model_fp32.tflite"
     if not fp32.exists():
@@ -217,6 +228,7 @@ def test_compiler_output_is_parsed_into_the_report():
     }
 
 
+@pytest.mark.slow
 def test_edgetpu_compiler_on_path_is_run_and_its_output_kept(model_dir, tmp_path, monkeypatch):
     """A stand-in edgetpu_compiler (the real one is x86 Debian-only): edgex runs it, keeps *_edgetpu.tflite with
     metadata, parses its report, and never overwrites a compiled model without --force."""
@@ -314,6 +326,7 @@ def test_unknown_format_or_precision_lists_the_valid_ones(model_dir, cli, args, 
     assert result.exit_code == 2 and fragment in result.stderr
 
 
+@pytest.mark.slow
 def test_lambda_model_is_refused(tmp_path, cli):
     from devices.tfkeras import keras
 
@@ -344,6 +357,7 @@ def test_an_op_the_target_cannot_express_is_named_with_its_layer(tmp_path, cli):
     assert "cannot express op Bucketize (layer 'buckets'" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_json_output(model_dir, cli):
     result = cli(
         "convert",
@@ -420,6 +434,7 @@ def test_onnx_external_data_through_a_symlink_outside_is_refused(onnx_with_exter
 
 
 # -- the direct ONNX writer for large models ------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"conv": "regular"}, {"intermediate_activation": "elu"}, {"residual": False}, {"include_top": False}],
@@ -480,6 +495,7 @@ def test_direct_writer_names_unsupported_layers(tmp_path):
         keras_to_onnx(model, 1)
 
 
+@pytest.mark.slow
 def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(model_dir, digits, tmp_path, monkeypatch):
     """The pipeline converts one model for several stages; the same source file and options convert once, while
     every export still writes its own file, metadata and parity check."""
@@ -519,6 +535,7 @@ def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(model_d
     assert calls.count("_tf2onnx_fp32") == 1 and int8.parity.passed
 
 
+@pytest.mark.slow
 def test_a_changed_source_file_is_converted_again(model_dir, tmp_path):
     from converters import load_source
     from devices.tfkeras import keras
@@ -534,6 +551,7 @@ def test_a_changed_source_file_is_converted_again(model_dir, tmp_path):
     assert Path(before.path).read_bytes() != Path(after.path).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signature", [True, False])
 def test_tflite_signature_def_is_written_unless_declined(model_dir, tmp_path, signature):
     """Deployed files carry the serving SignatureDef; models made only to be timed may skip it (2-3x faster)."""

@@ -194,6 +194,7 @@ def test_deploy_refuses_keras_models_and_unknown_targets(tiny_artifacts, cli):
     assert result.exit_code == 2 and "'jetson' is not one of" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_deploy_over_ssh_benchmarks_on_the_device_and_brings_results_back(ssh_server, tiny_artifacts, tmp_path, cli):
     out_json = tmp_path / "device.json"
@@ -231,6 +232,7 @@ def test_deploy_over_ssh_benchmarks_on_the_device_and_brings_results_back(ssh_se
     assert (tmp_path / "remote" / "bundle" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_failing_hosts_get_one_line_each_and_do_not_stop_the_others(ssh_server, tiny_artifacts, tmp_path, cli):
     bad_config = tmp_path / "ssh_config"

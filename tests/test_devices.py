@@ -92,6 +92,7 @@ def test_benchmark_reports_everything_and_flags_short_runs(tiny_artifacts):
     assert any("less than the 5 s minimum" in r for r in short.invalid_reasons)
 
 
+@pytest.mark.slow
 def test_bench_json_and_csv_share_one_schema_and_append(tiny_artifacts, tmp_path, cli):
     out_json, out_csv = tmp_path / "bench.json", tmp_path / "bench.csv"
     args = ["--runs", "5", "--min-seconds", "0.05", "--warmup", "1"]

@@ -32,6 +32,7 @@ def test_paper_macs_and_their_split_by_layer_type(paper_model):
     assert share["depthwise"] == pytest.approx(0.016, abs=0.004)
 
 
+@pytest.mark.slow
 def test_weights_of_keras_applications_xception_give_identical_outputs(paper_model):
     from devices.tfkeras import keras
 
@@ -51,6 +52,7 @@ def test_weights_of_keras_applications_xception_give_identical_outputs(paper_mod
     np.testing.assert_allclose(paper_model(x).numpy(), reference(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_regular_twin_matches_the_analytic_formulas(paper_model):
     separable = model_cost(paper_model)
     twin = create_model("paper", conv="regular")

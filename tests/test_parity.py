@@ -84,6 +84,7 @@ def _decision_probabilities(share: float, available: int, confidence: tuple[floa
     return passes, fails
 
 
+@pytest.mark.slow
 def test_the_sequence_of_looks_keeps_its_95_percent():
     per_look = look_confidences(256)
     assert 0.95 < per_look[0] < 1 and 0.95 < per_look[1] < 1
@@ -216,6 +217,7 @@ def _counting_predictions(monkeypatch) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits, monkeypatch):
     from converters.source import load_source, reference_outputs
     from devices.tfkeras import keras
@@ -241,6 +243,7 @@ def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits
     assert not np.allclose(after, first)
 
 
+@pytest.mark.slow
 def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digits, monkeypatch):
     from converters.source import forget_conversions, load_source, reference_outputs
     from devices.tfkeras import keras
@@ -404,6 +407,7 @@ def test_class_mismatch_gives_counts_and_the_first_difference(tiny_artifacts, tm
     assert "first differ at position 3: model 'three', data '3'" in result.output
 
 
+@pytest.mark.slow
 def test_convert_checks_exactly_the_samples_asked_for(tiny_artifacts, tmp_path, cli):
     out = tmp_path / "m.tflite"
     args = ("--to", "tflite", "--data", "digits", "--parity-samples", "40", "--out", out)

@@ -93,6 +93,14 @@ def test_run_folder_has_every_artifact_and_report(run):
     from devices.bundle import safe_extract, verify
 
     assert verify(safe_extract(out / "bundle.tar.gz", out.parent / "unpacked")) == []
+    # the sweep stage timed the layer shapes of the model it trained (the README tour's `edgex sweep --shapes
+    # runs/tiny/model.keras` is left to this test), in the variants the recipe asks for
+    from edgex.sepconv.layer_shapes import resolve_shapes
+
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    shapes = {spec.label for _, spec, _ in resolve_shapes(str(out / "train" / "model.keras"), 32)}
+    assert shapes and {r["shape"] for r in rows} == shapes
+    assert {r["variant"] for r in rows} == {"regular", "separable"}
 
 
 @pytest.mark.slow
@@ -322,10 +330,16 @@ def test_resume_reruns_only_the_changed_stage_and_what_depends_on_it(small_run, 
 
 
 @pytest.mark.slow
-def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, cli, tmp_path):
+def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, residual_study, cli, tmp_path):
+    """The stage runs the recipe's study in study/NAME. It starts from the trainings of the same study that
+    test_study ran (same seeds, epochs, data and preset), as a rerun of a study reuses its finished seeds: nothing is
+    trained twice in the suite."""
     import yaml
 
     _, out = small_run
+    trained, _ = residual_study
+    shutil.copytree(trained / "runs", out / "study" / "residual" / "runs")
+    shutil.copy(trained / "study_config.json", out / "study" / "residual" / "study_config.json")
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["study"]["enabled"] is False  # off by default
     recipe["study"] = {"enabled": True, "studies": ["residual"], "seeds": 2, "epochs": 1, "runtimes": []}
@@ -335,6 +349,7 @@ def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, cli,
     assert result.exit_code == 0, result.output
     ran = {name for name, status in _stage_lines(result.stdout).items() if status == "ran"}
     assert ran == {"study", "report"}
+    assert result.stdout.count("(saved)") == 4  # the seeds test_study trained: the stage's options matched them
     study = json.loads((out / "study" / "residual" / "study.json").read_text())
     assert [len(v["top1"]) for v in study["variants"]] == [2, 2]
     assert all(None not in v["top1_ci95"] for v in study["variants"])
@@ -346,7 +361,8 @@ def test_the_optional_study_stage_adds_its_section_to_the_report(small_run, cli,
 @pytest.mark.slow
 def test_the_optional_tune_stage_ships_its_winner_and_reports_it(small_run, cli, tmp_path):
     """Issue 25: with the tune stage on, deploy ships the tune's winner, and the report shows its Pareto plot and
-    what each lever bought (the deployment knobs only here: no network lever, a 30-second budget)."""
+    what each lever bought (the deployment knobs only here: no network lever, a 10-second budget, in which the cheap
+    candidates come first)."""
     import tarfile
 
     import yaml
@@ -354,7 +370,7 @@ def test_the_optional_tune_stage_ships_its_winner_and_reports_it(small_run, cli,
     _, out = small_run
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["tune"]["enabled"] is False  # off by default
-    recipe["tune"] = {"enabled": True, "budget": "30s", "levers": [], "max_drop": 5}
+    recipe["tune"] = {"enabled": True, "budget": "10s", "levers": [], "max_drop": 5}
     recipe["deploy"] = {"enabled": True, "target": "generic-x86_64", "eval_data": False}
     changed = tmp_path / "tune.yaml"
     changed.write_text(yaml.safe_dump(recipe))

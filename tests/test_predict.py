@@ -33,6 +33,7 @@ def _top1(cli, model, images, *extra) -> list[str]:
     return [p["top"][0]["class"] for p in data["predictions"]]
 
 
+@pytest.mark.slow
 def test_predict_on_the_host_with_every_format(cli, tiny_artifacts, digit_images):
     folder, labels = digit_images
     tops = {name: _top1(cli, path, folder) for name, path in tiny_artifacts.items()}

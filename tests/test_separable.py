@@ -93,6 +93,7 @@ def test_speedup_table_pairs_regular_with_separable():
     assert entry["depthwise_ms"] == 0.5 and entry["pointwise_ms"] == 1.0
 
 
+@pytest.mark.slow
 def test_sweep_on_two_shapes_end_to_end(tmp_path, cli):
     shapes = tmp_path / "shapes.csv"
     shapes.write_text("h,w,c_in,c_out,k,stride\n16,16,32,32,3,1\n16,16,16,32,3,2\n")
@@ -142,6 +143,7 @@ def test_sweep_config_rejects_bad_values(kwargs, fragment):
         SweepConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_compare_tiny_preset_ab_and_breakdown(tour):
     folder, results = tour  # the README tour runs `edgex compare --preset tiny --out runs/compare`
     out = folder / "runs" / "compare"
@@ -170,6 +172,7 @@ def test_compare_tiny_preset_ab_and_breakdown(tour):
         assert_readable(draw())
 
 
+@pytest.mark.slow
 def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
     from edgex.sepconv.compare import CompareConfig, compare
 
@@ -188,6 +191,7 @@ def test_compare_with_trained_models_reports_accuracy(tiny_artifacts, tmp_path):
     assert row.top1 is not None and row.top1 > 0.8
 
 
+@pytest.mark.slow
 def test_compare_times_the_files_it_is_given_instead_of_converting(tiny_artifacts, tmp_path, monkeypatch):
     """The pipeline hands compare the files its convert and quantize stages made (and the twin's, made the same
     way): compare times and scores those, and converts only what it was not given."""

@@ -53,23 +53,19 @@ def test_grouped_conv_with_c_groups_computes_the_depthwise_separable_conv():
     assert grouped.count_params() + one_by_one.count_params() == spec.segment_params(16) == spec.params("separable")
 
 
-# A child process builds a grouped tiny model, saves and loads it, and computes its outputs and gradients on the
-# path edgex chose for that process (TensorFlow's grouped kernel, or tf-keras' XLA one); with oneDNN on it also
-# computes them on the XLA path. The oneDNN setting must be made before TensorFlow is imported, hence the children.
+# A child process builds grouped tiny models (one per segments value), saves and loads each, and computes its
+# outputs and gradients on the path edgex chose for that process (TensorFlow's grouped kernel, or tf-keras' XLA one);
+# with oneDNN on it also computes them on the XLA path. The oneDNN setting must be made before TensorFlow is
+# imported, hence the children: one per setting, for every segments value (each child imports TensorFlow once).
 _GROUPED_GRADIENTS = """
-import json, sys, numpy as np
+import json, os, sys, numpy as np
 from devices.tensorflow import load_keras_model
 from devices.tfkeras import grouped_convolution_path, keras, onednn_enabled, tensorflow
 from edgex.models import build_xception, preset_config
 
-tf, out = tensorflow(), sys.argv[1]
-keras().utils.set_random_seed(7)
-model = build_xception(preset_config("tiny", segments=sys.argv[2]))
-model.save(out + "/grouped.keras")
-loaded = [l for l in load_keras_model(out + "/grouped.keras").submodules if getattr(l, "groups", 1) > 1]
-x = tf.constant(np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(np.float32))
+tf, reports = tensorflow(), {}
 
-def outputs_and_gradients():
+def outputs_and_gradients(model, x):
     with tf.GradientTape() as tape:
         y = model(x, training=True)
         loss = tf.reduce_sum(y * tf.range(10, dtype=tf.float32))
@@ -77,29 +73,39 @@ def outputs_and_gradients():
     return y.numpy(), np.concatenate([g.numpy().ravel() for g in grads])
 
 path = grouped_convolution_path()
-np.savez(out + "/chosen.npz", *outputs_and_gradients())
-native = [l for l in model.submodules if "_jit_compiled_convolution_op" in vars(l)]
-for layer in native:
-    vars(layer).pop("_jit_compiled_convolution_op")  # back to tf-keras' XLA path
-if native:
-    np.savez(out + "/xla.npz", *outputs_and_gradients())
-print(json.dumps({"onednn": onednn_enabled(), "native": path.native, "line": path.describe(),
-                  "native_layers": len(native), "loaded_native": sum("_jit_compiled_convolution_op" in vars(l)
-                  for l in loaded), "grouped_layers": len(loaded)}))
+for segments in sys.argv[2:]:
+    out = os.path.join(sys.argv[1], segments.replace("/", "_"))
+    os.makedirs(out)
+    keras().utils.set_random_seed(7)
+    model = build_xception(preset_config("tiny", segments=segments))
+    model.save(out + "/grouped.keras")
+    loaded = [l for l in load_keras_model(out + "/grouped.keras").submodules if getattr(l, "groups", 1) > 1]
+    x = tf.constant(np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(np.float32))
+    np.savez(out + "/chosen.npz", *outputs_and_gradients(model, x))
+    native = [l for l in model.submodules if "_jit_compiled_convolution_op" in vars(l)]
+    for layer in native:
+        vars(layer).pop("_jit_compiled_convolution_op")  # back to tf-keras' XLA path
+    if native:
+        np.savez(out + "/xla.npz", *outputs_and_gradients(model, x))
+    reports[segments] = {"folder": out, "native_layers": len(native), "grouped_layers": len(loaded),
+                         "loaded_native": sum("_jit_compiled_convolution_op" in vars(l) for l in loaded)}
+print(json.dumps({"onednn": onednn_enabled(), "native": path.native, "line": path.describe(), "models": reports}))
 """
+GROUPED_SEGMENTS = ("2", "C/4")
 
 
-def _grouped_run(segments: str, onednn: str, folder):
+def _grouped_runs(onednn: str, folder) -> tuple[dict, dict]:
+    """The child's report, and (outputs, gradients) on the chosen path by segments value."""
     import json
 
     from tests.conftest import run_python
 
     folder.mkdir()
-    done = run_python(_GROUPED_GRADIENTS, env={"TF_ENABLE_ONEDNN_OPTS": onednn}, args=[str(folder), segments])
+    done = run_python(_GROUPED_GRADIENTS, env={"TF_ENABLE_ONEDNN_OPTS": onednn}, args=[str(folder), *GROUPED_SEGMENTS])
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    chosen = np.load(folder / "chosen.npz")
-    return report, chosen["arr_0"], chosen["arr_1"]
+    chosen = {s: np.load(f"{m['folder']}/chosen.npz") for s, m in report["models"].items()}
+    return report, {s: (c["arr_0"], c["arr_1"]) for s, c in chosen.items()}
 
 
 def _same_outputs_and_gradients(a, b):
@@ -108,24 +114,27 @@ def _same_outputs_and_gradients(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("segments", ["2", "C/4"])
-def test_grouped_convolutions_train_with_onednn_on_and_off(segments, tmp_path):
+def test_grouped_convolutions_train_with_onednn_on_and_off(tmp_path):
     """Issue 28: grouped models train on any x86-64 CPU. With oneDNN on (edgex's choice on x86-64, whatever the
     ISA), built and loaded grouped layers run TensorFlow's own kernel, with the XLA path's outputs and gradients;
     with oneDNN forced off (TensorFlow's default on AVX2-only CPUs, whose Eigen kernels have no grouped gradient)
-    they stay on the XLA path and train, with the same outputs and gradients as the native run."""
-    on, *native = _grouped_run(segments, "", tmp_path / "on")
+    they stay on the XLA path and train, with the same outputs and gradients as the native run. For G = 2 and
+    G = C/4."""
+    on, native = _grouped_runs("", tmp_path / "on")
     assert on["onednn"] and on["native"], on
-    assert on["native_layers"] == on["grouped_layers"] == on["loaded_native"] > 0
     assert "TensorFlow's grouped kernel: oneDNN on" in on["line"]
-    xla = np.load(tmp_path / "on" / "xla.npz")
-    _same_outputs_and_gradients(native, (xla["arr_0"], xla["arr_1"]))
-
-    off, *fallback = _grouped_run(segments, "0", tmp_path / "off")
+    off, fallback = _grouped_runs("0", tmp_path / "off")
     assert not off["onednn"] and not off["native"], off
-    assert off["native_layers"] == off["loaded_native"] == 0 < off["grouped_layers"]
     assert off["line"].startswith("grouped convolutions train on tf-keras' XLA path: oneDNN off")
-    _same_outputs_and_gradients(fallback, native)
+    assert set(on["models"]) == set(off["models"]) == set(GROUPED_SEGMENTS)
+    for segments in GROUPED_SEGMENTS:
+        model = on["models"][segments]
+        assert model["native_layers"] == model["grouped_layers"] == model["loaded_native"] > 0, (segments, model)
+        xla = np.load(f"{model['folder']}/xla.npz")
+        _same_outputs_and_gradients(native[segments], (xla["arr_0"], xla["arr_1"]))
+        model = off["models"][segments]
+        assert model["native_layers"] == model["loaded_native"] == 0 < model["grouped_layers"], (segments, model)
+        _same_outputs_and_gradients(fallback[segments], native[segments])
 
 
 class _FirstEpoch(Exception):

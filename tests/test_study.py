@@ -9,6 +9,7 @@ import pytest
 from devices.errors import EdgexError
 from edgex.study import StudyConfig
 from edgex.study.stats import t_interval, verdict, welch_p
+from tests.conftest import RESIDUAL_STUDY
 
 
 def test_t_interval_and_welch_by_hand():
@@ -54,11 +55,9 @@ def test_bad_study_input_is_one_line_and_exit_2(cli, tmp_path, args, fragment):
 
 
 @pytest.mark.slow
-def test_tiny_study_writes_a_complete_study_json_and_resumes(cli, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "runs" / "study" / "residual"  # each study its own default folder: the README's run one by one
-    args = ("study", "residual", "--seeds", "2", "--epochs", "1", "--runtime", "litert", "--precision", "fp32")
-    result = cli(*args)
+def test_tiny_study_writes_a_complete_study_json_and_resumes(residual_study, cli, monkeypatch):
+    out, result = residual_study  # each study its own default folder (runs/study/NAME): the README's run one by one
+    assert out.parent.parent.name == "runs" and out.name == "residual"
     assert result.exit_code == 0, result.output
     data = json.loads((out / "study.json").read_text())
     assert data["study"] == "residual" and data["config"]["seeds"] == 2
@@ -81,7 +80,8 @@ def test_tiny_study_writes_a_complete_study_json_and_resumes(cli, tmp_path, monk
     assert "95% interval" in summary and "Claim residual > no-residual" in summary
     for name in ("accuracy.png", "latency.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = cli(*args)  # every (variant, seed) is saved: nothing is trained again
+    monkeypatch.chdir(out.parent.parent.parent)
+    again = cli(*RESIDUAL_STUDY)  # every (variant, seed) is saved: nothing is trained again
     assert again.exit_code == 0 and again.stdout.count("(saved)") == 4
     assert json.loads((out / "study.json").read_text())["variants"][0]["top1"] == with_residual["top1"]
     changed = cli("study", "residual", "--epochs", "2", "--out", out)

@@ -62,6 +62,7 @@ def test_trained_model_has_metadata_and_learns(trained_tiny):
     assert not (trained_tiny.parent / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_eval_cli_reports_top1_top5_and_confusion(cli, trained_tiny):
     result = cli("eval", trained_tiny, "--json")
     assert result.exit_code == 0, result.output
@@ -74,6 +75,7 @@ def test_eval_cli_reports_top1_top5_and_confusion(cli, trained_tiny):
     assert "top-1" in table.stdout and "confusion" in table.stdout
 
 
+@pytest.mark.slow
 def test_two_seeded_runs_give_identical_weights(tmp_path):
     config = TrainConfig(preset="tiny", epochs=1, seed=7)
     first = train(config, tmp_path / "a")
@@ -92,7 +94,9 @@ def test_existing_model_is_not_overwritten_without_force(tmp_path, trained_tiny,
     assert sha256_file(out / "model.keras") == before
 
 
-def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
+@pytest.mark.slow
+def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path, cli):
+    """Killed in a process of its own; the refusal and the resume then run in this one (TensorFlow imported once)."""
     out = tmp_path / "run"
     log = tmp_path / "log.txt"
     cmd = [sys.executable, "-m", "edgex", "train", "--preset", "tiny", "--epochs", "4", "--out", str(out)]
@@ -108,11 +112,11 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
     assert not (out / "model.keras").exists()  # nothing half-written under the final name
     assert not list(out.glob("model.keras*"))
 
-    refused = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    refused = cli(*cmd[3:])
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
 
-    resumed = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, cwd=ROOT)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = cli(*cmd[3:], "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
     result = json.loads(resumed.stdout)
     assert result["resumed_from_epoch"] >= 2
     assert result["epochs"] == 4
@@ -120,6 +124,7 @@ def test_resume_after_kill_minus_9_finishes_with_all_epochs(tmp_path):
     assert read_metadata(out / "model.keras").epochs == 4
 
 
+@pytest.mark.slow
 def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, monkeypatch):
     import edgex.training.trainer as training
 
@@ -137,6 +142,7 @@ def test_a_crash_while_saving_the_model_keeps_every_epoch_for_resume(tmp_path, m
     assert not (tmp_path / training.CHECKPOINT_DIR).exists()
 
 
+@pytest.mark.slow
 def test_nan_stops_cleanly_keeps_the_last_good_model_and_checkpoint(tmp_path, trained_tiny, monkeypatch):
     import edgex.training.trainer as training
     from devices.tfkeras import keras, tensorflow
@@ -283,6 +289,7 @@ def test_lambda_layer_is_refused_by_safe_mode(tmp_path, cli):
     assert result.exit_code == 2 and "Lambda" in result.stderr
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_training_saves_a_float32_model(tmp_path):
     result = train(TrainConfig(preset="tiny", epochs=1, precision="mixed_bfloat16"), tmp_path)
     from devices.tensorflow import load_keras_model

@@ -99,6 +99,7 @@ def _seeded(config):
     return build_xception(config)
 
 
+@pytest.mark.slow
 def test_pruned_channels_are_exactly_the_original_with_those_channels_silenced():
     """Pruning removes channels and what depends on them, nothing else: the pruned network computes what the
     original computes once those channels' pointwise weights and BatchNormalization output are zeroed."""
@@ -204,17 +205,17 @@ def test_two_workers_a_kill_and_a_resume_share_one_search(trained_tiny, tmp_path
         corrupt.parent.mkdir(parents=True)
         corrupt.write_bytes(b"not a tflite file")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    worker = subprocess.Popen(_tune_command(trained_tiny, first, storage, "60s"), cwd=ROOT, env=env,
+    worker = subprocess.Popen(_tune_command(trained_tiny, first, storage, "40s"), cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     _wait_for_complete(db, 2, worker)
-    other = subprocess.Popen(_tune_command(trained_tiny, second, storage, "30s"), cwd=ROOT, env=env,
+    other = subprocess.Popen(_tune_command(trained_tiny, second, storage, "20s"), cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     _wait_for_complete(db, 4, worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     before = dict(_trials(db))
     finished = {n for n, state in before.items() if state == "COMPLETE"}
-    resumed = subprocess.run(_tune_command(trained_tiny, first, storage, "60s", "--resume"), cwd=ROOT, env=env,
+    resumed = subprocess.run(_tune_command(trained_tiny, first, storage, "40s", "--resume"), cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert other.wait(timeout=600) == 0, other.communicate()[1][-2000:]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -239,6 +240,7 @@ def test_two_workers_a_kill_and_a_resume_share_one_search(trained_tiny, tmp_path
     assert (first / "pareto.png").is_file() and "What each lever bought" in (first / "tune.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_device_compares_in_turn_and_sweeps_threads(tiny_artifacts):
     """The local device's A/B of a file against itself is no win, its thread sweep times every count, and a device
     that is not here is refused before any work."""
@@ -266,7 +268,7 @@ def test_a_tune_over_ssh_stops_when_the_board_drops_and_resumes(ssh_server, trai
     command = [
         *TUNE, str(trained_tiny), "--out", str(out), "--ssh", ssh_server["host"], "--ssh-config", str(config),
         "--remote-dir", str(tmp_path / "board"), "--remote-python", sys.executable, "--runtimes", "litert",
-        "--threads", "1", "--levers", "prune", "--epochs", "2", "--max-drop", "2", "--budget", "60s", "--json",
+        "--threads", "1", "--levers", "prune", "--epochs", "2", "--max-drop", "2", "--budget", "40s", "--json",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
