@@ -13,6 +13,8 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["EDGEX_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgex-test-cache-")  # never the user's cache
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: TensorFlow's pool of a core each, not of them all
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,44 +33,87 @@ def _needs_userland(item) -> bool:
     return "userland" in getattr(item, "fixturenames", ())
 
 
-@pytest.hookimpl(trylast=True)
+# Session fixtures that take a minute: every test using one runs in the same pytest-xdist worker.
+SHARED_ONCE = ("userland", "tour", "residual_study")
+
+
+def _shared_fixture(item) -> str | None:
+    return next((name for name in SHARED_ONCE if name in getattr(item, "fixturenames", ())), None)
+
+
+def _uses_module_fixture(item) -> bool:
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d.scope == "module" for defs in definitions.values() for d in defs)
+
+
+def _xdist_groups(items) -> dict:
+    """The pytest-xdist group of each test (``--dist loadgroup``): a test using a costly session fixture goes with
+    the others using it, a test using a module-scoped fixture with the rest of its module (and the module with the
+    session fixture when one test uses both); any other test runs wherever a worker is free."""
+    joined = {
+        item.module.__name__: name for item in items if (name := _shared_fixture(item)) and _uses_module_fixture(item)
+    }
+    groups = {}
+    for item in items:
+        group = _shared_fixture(item) or (item.module.__name__ if _uses_module_fixture(item) else None)
+        if group:
+            groups[item] = joined.get(group, group)
+    return groups
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """The modules of the tests on the emulated arm64 userland last (in their order): it is built meanwhile."""
+    """Groups for pytest-xdist; slow tests first, so that quick ones fill the workers' last minutes, and the modules
+    of the tests on the emulated arm64 userland last (in their order): it is built meanwhile."""
+    for item, group in _xdist_groups(items).items():
+        item.add_marker(pytest.mark.xdist_group(group))
     late = {item.module for item in items if _needs_userland(item)}
-    items.sort(key=lambda item: getattr(item, "module", None) in late)
+    items.sort(key=lambda item: (getattr(item, "module", None) in late, item.get_closest_marker("slow") is None))
+
+
+ARM64_FOLDER = "EDGEX_TEST_ARM64_FOLDER"  # where this run builds the userland: one folder for all its workers
+
+
+def pytest_configure(config):
+    """The run's userland folder, chosen once by the main process (pytest-xdist workers inherit it)."""
+    if not hasattr(config, "workerinput"):
+        os.environ[ARM64_FOLDER] = os.environ.get("EDGEX_ARM64_CACHE") or tempfile.mkdtemp(prefix="edgex-test-arm64-")
+
+
+def pytest_unconfigure(config):
+    """The userland is removed by the process that chose its folder, unless EDGEX_ARM64_CACHE keeps it."""
+    import shutil
+
+    if not hasattr(config, "workerinput") and not os.environ.get("EDGEX_ARM64_CACHE"):
+        shutil.rmtree(os.environ.pop(ARM64_FOLDER, ""), ignore_errors=True)
 
 
 def pytest_collection_finish(session):
     """When a selected test needs the arm64 userland, start building it (its test module's ``build_userland``) in
-    the background: mostly downloads, which then overlap the rest of the suite instead of waiting in front of it."""
+    the background: mostly downloads, which then overlap the rest of the suite instead of waiting in front of it.
+    Workers build into one folder under a lock: the first builds it, the others find it built."""
     needing = [item for item in session.items if _needs_userland(item)]
     if not needing:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    folder = os.environ.get("EDGEX_ARM64_CACHE") or tempfile.mkdtemp(prefix="edgex-test-arm64-")
-    session.config.stash[_USERLAND] = (ThreadPoolExecutor(1).submit(needing[0].module.build_userland, folder), folder)
+    build = ThreadPoolExecutor(1).submit(needing[0].module.build_userland, os.environ[ARM64_FOLDER])
+    session.config.stash[_USERLAND] = build
 
 
 def pytest_sessionfinish(session):
-    """Wait for a userland still being built, and remove it unless EDGEX_ARM64_CACHE keeps it."""
-    import shutil
-
-    if _USERLAND not in session.config.stash:
-        return
-    build, folder = session.config.stash[_USERLAND]
-    build.exception()  # finished, whether it built or failed
-    if not os.environ.get("EDGEX_ARM64_CACHE"):
-        shutil.rmtree(folder, ignore_errors=True)
+    """Wait for a userland still being built."""
+    if _USERLAND in session.config.stash:
+        session.config.stash[_USERLAND].exception()  # finished, whether it built or failed
 
 
-_USERLAND = pytest.StashKey[tuple]()
+_USERLAND = pytest.StashKey[object]()
 
 
 @pytest.fixture(scope="session")
 def userland_in_background(request):
     """The arm64 userland being built since the session started (a Future of what ``build_userland`` returns)."""
-    return request.config.stash[_USERLAND][0]
+    return request.config.stash[_USERLAND]
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,9 @@ import numpy as np
 
 HEAD_LR = 1e-3  # Adam's default; --lr sets another
 HEAD_PATIENCE = 20  # epochs without a lower validation loss before phase 1 stops (an epoch on features takes ms)
+# A validation loss lower by less than this is no progress: on classes a linear head separates, the loss falls
+# by ever smaller steps for as long as it trains (Keras' EarlyStopping calls it min_delta).
+HEAD_MIN_DELTA = 1e-4
 FEATURE_BATCH = 64
 # Phase 1 sees every training image once, as it is: in a trial on the photo folder (two backbones, three seeds, a
 # head on raw features), features of 2 or 5 augmented copies (crop, flip) gained nothing measurable, and they
@@ -124,7 +127,8 @@ def fit_head(
     model, features: CachedFeatures, *, max_epochs: int, lr: float | None, batch_size: int, seed: int = 0
 ) -> HeadFit:
     """Train ``model``'s classifier head alone on cached features with Adam, for at most ``max_epochs`` epochs,
-    stopping after HEAD_PATIENCE epochs without a lower validation loss; the head keeps the best epoch's weights.
+    stopping after HEAD_PATIENCE epochs without a validation loss lower by HEAD_MIN_DELTA; the head keeps the best
+    epoch's weights.
 
     The head trains on standardized features (see _Standardized) and its weights are carried back to the features
     as they are. Each epoch is one TensorFlow function call (its minibatches, then the loss and top-1 of both
@@ -146,7 +150,7 @@ def fit_head(
     began = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         history.append(run_epoch(order.permutation(len(features.train))))
-        if not best_epoch or history[-1]["val_loss"] < history[best_epoch - 1]["val_loss"]:
+        if not best_epoch or history[-1]["val_loss"] < history[best_epoch - 1]["val_loss"] - HEAD_MIN_DELTA:
             best_epoch, best_weights = epoch, alone.get_weights()
         elif epoch - best_epoch >= HEAD_PATIENCE:
             break

@@ -14,6 +14,7 @@ mirror is the one this machine's apt is configured with (``apt_mirror``); none i
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -190,6 +191,12 @@ def build(folder: str | Path, runtimes: list[str], cpu: str = "cortex-a72") -> U
         raise UserlandError(f"not installed: {', '.join(missing)} (apt-get install {' '.join(missing)})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:  # processes building one folder: the first builds, the rest reuse it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(folder, runtimes, cpu)
+
+
+def _build_locked(folder: Path, runtimes: list[str], cpu: str) -> Userland:
     with ThreadPoolExecutor(max_workers=1 + len(runtimes)) as pool:  # downloads: mostly waiting on the network
         tree = pool.submit(build_root, folder)
         fetched = {runtime: pool.submit(fetch_wheels, folder, runtime) for runtime in runtimes}
