@@ -43,11 +43,9 @@ class Workshop:
         self.subject = subject  # edgex.tune.subject.Subject: the model, its data and splits
         self.out = out
 
-    def network(
-        self, change: NetworkChange, after_rung: Callable[[int, float], bool], deadline: float | None = None
-    ) -> Network:
+    def network(self, change: NetworkChange, after_rung: Callable[[int, float], bool]) -> Network:
         """The changed network, trained (or found made by an earlier trial). ``after_rung(epochs, drop)`` says
-        whether its training goes on; at ``deadline`` (time.time()) training stops with BudgetSpent."""
+        whether its training goes on."""
         subject = self.subject
         key = change.key(subject.config)
         if change.is_identity:
@@ -60,7 +58,7 @@ class Workshop:
             record = read_metadata(path).sections["tune"]
             return Network(key=key, path=path, input_size=record["input_size"],
                            selection_top1=record["selection_top1"], epochs=record["epochs"])  # fmt: skip
-        return self._train(change, path, after_rung, deadline)
+        return self._train(change, path, after_rung)
 
     def untrained_artifact(self, change: NetworkChange, deployment: Deployment) -> Path:
         """The changed network before training, exported for a deployment: for a latency check (its weights do not
@@ -75,7 +73,7 @@ class Workshop:
         )
         return self.artifact(untrained, deployment)
 
-    def _train(self, change: NetworkChange, path: Path, after_rung, deadline: float | None) -> Network:
+    def _train(self, change: NetworkChange, path: Path, after_rung) -> Network:
         subject = self.subject
         model, config = apply_change(subject.teacher, subject.config, change)
         data = subject.at_size(config.input_size)
@@ -89,7 +87,7 @@ class Workshop:
             return drop > GOOD_ENOUGH * subject.tune.max_drop and after_rung(done, drop)
 
         start = time.perf_counter()
-        config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed, deadline=deadline)
+        config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed)
         done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, _rungs(epochs), rung)
         record = {
             "change": change.key(subject.config),
