@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -128,7 +129,6 @@ def _fresh_conversions(tmp_path_factory, monkeypatch):
 
 def run_cli(*args) -> CliResult:
     """``edgex ARGS...`` in this process, its output captured (for session fixtures, where capsys is not)."""
-    import contextlib
     import io
 
     from edgex.cli import main
@@ -137,6 +137,17 @@ def run_cli(*args) -> CliResult:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def working_in(folder: Path):
+    """``folder`` as the working directory for the block (contextlib.chdir, which needs Python 3.11)."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(cwd)
 
 
 def readme_commands(block: str) -> list[str]:
@@ -176,9 +187,8 @@ def tour(trained_tiny, tmp_path_factory) -> tuple[Path, dict[str, CliResult]]:
         b for b in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "edgex info" in b
     )
     folder = tmp_path_factory.mktemp("tour")
-    results, cwd = {}, os.getcwd()
-    os.chdir(folder)
-    try:
+    results = {}
+    with working_in(folder):
         for line in readme_commands(block):
             words = shlex.split(line)
             if words == TOUR_TRAIN:
@@ -187,8 +197,6 @@ def tour(trained_tiny, tmp_path_factory) -> tuple[Path, dict[str, CliResult]]:
             if line in TOUR_COVERED:
                 continue
             results[line] = run_cli(*words[1:])
-    finally:
-        os.chdir(cwd)
     return folder, results
 
 
@@ -200,12 +208,9 @@ def residual_study(tmp_path_factory) -> tuple[Path, CliResult]:
     """``edgex RESIDUAL_STUDY`` run once through the CLI in a folder of its own, into its default folder
     runs/study/residual: (that folder, its result). test_study checks it; the pipeline's study stage starts from its
     trainings (the same study, seeds and epochs), as a rerun of the study would."""
-    folder, cwd = tmp_path_factory.mktemp("study"), os.getcwd()
-    os.chdir(folder)
-    try:
+    folder = tmp_path_factory.mktemp("study")
+    with working_in(folder):
         result = run_cli(*RESIDUAL_STUDY)
-    finally:
-        os.chdir(cwd)
     return folder / "runs" / "study" / "residual", result
 
 
