@@ -152,6 +152,31 @@ def test_dropping_middle_blocks_keeps_the_later_blocks_weights():
 
 
 @pytest.mark.slow
+def test_training_stops_at_the_deadline_inside_a_rung(digits, monkeypatch):
+    """A rung of a large network can outlast the budget: the deadline is checked at every step, not between rungs."""
+    import edgex.tune.distill
+    from devices.preprocess import XCEPTION
+    from edgex.models import preset_config
+    from edgex.tune.distill import BudgetSpent, DistillConfig, distill
+
+    class Clock:  # the deadline passes after the first epoch's second step
+        calls = 0
+
+        @classmethod
+        def time(cls) -> float:
+            cls.calls += 1
+            return 100.0 if cls.calls <= 2 else 200.0
+
+    monkeypatch.setattr(edgex.tune.distill, "time", Clock)
+    config = preset_config("tiny")
+    rungs = []
+    with pytest.raises(BudgetSpent, match="during epoch 1 of training"):
+        distill(_seeded(config), _seeded(config), digits, XCEPTION, DistillConfig(epochs=4, lr=1e-3, deadline=150.0),
+                (1, 2, 4), lambda done, _: rungs.append(done) or True)  # fmt: skip
+    assert Clock.calls == 3 and rungs == []  # two steps trained, stopped before the first rung's end
+
+
+@pytest.mark.slow
 def test_bench_interleave_prints_the_ratio_with_its_interval(tiny_artifacts, cli):
     """edgex bench A B --interleave: both rows, and the ratio of A to B with its interval; the same file twice is
     no difference beyond the noise."""

@@ -9,6 +9,7 @@ successive-halving schedule stops hopeless candidates early and good-enough ones
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,10 @@ from devices.errors import EdgexError
 
 TEMPERATURE = 4.0  # Hinton et al.'s range is 2-20; 4 is the common choice for small image classifiers
 TEACHER_WEIGHT = 0.7  # the KL term's share of the loss; the labels' cross-entropy has the rest
+
+
+class BudgetSpent(Exception):
+    """Training reached its deadline: the network is not trained, and not kept."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class DistillConfig:
     batch_size: int = 32
     seed: int = 0
     augment: tuple[str, ...] = ("crop",)
+    deadline: float | None = None  # time.time() at which training stops, whatever step it is at (the tune's budget)
 
     def __post_init__(self):
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
@@ -62,6 +68,8 @@ def distill(
     done = 0
     for rung in sorted({min(r, config.epochs) for r in rungs} | {config.epochs}):
         for _ in range((rung - done) * steps):
+            if config.deadline is not None and time.time() > config.deadline:
+                raise BudgetSpent(f"the budget ran out during epoch {done + 1} of training")
             images, labels = next(batches)
             step(images, labels)
         done = rung

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devices.errors import EdgexError
+from edgex.tune.distill import BudgetSpent
 from edgex.tune.latency import Placed
 from edgex.tune.space import Candidate, Space, cheap_first, suggest
 
@@ -208,7 +209,10 @@ class Search:
                 raise optuna.TrialPruned(f"{drop:.1f} points below the model after {epochs} epochs: behind the rest")
             return True
 
-        return self.workshop.network(change, after_rung)
+        try:
+            return self.workshop.network(change, after_rung, self.deadline)
+        except BudgetSpent as spent:  # a rung of a large network can outlast the budget: it stops mid-rung
+            raise optuna.TrialPruned(str(spent)) from spent
 
     def _made(self, change) -> bool:
         return (self.workshop.out / "networks" / change.key(self.subject.config) / "model.keras").is_file()

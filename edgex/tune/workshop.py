@@ -43,9 +43,11 @@ class Workshop:
         self.subject = subject  # edgex.tune.subject.Subject: the model, its data and splits
         self.out = out
 
-    def network(self, change: NetworkChange, after_rung: Callable[[int, float], bool]) -> Network:
+    def network(
+        self, change: NetworkChange, after_rung: Callable[[int, float], bool], deadline: float | None = None
+    ) -> Network:
         """The changed network, trained (or found made by an earlier trial). ``after_rung(epochs, drop)`` says
-        whether its training goes on."""
+        whether its training goes on; at ``deadline`` (time.time()) training stops with BudgetSpent."""
         subject = self.subject
         key = change.key(subject.config)
         if change.is_identity:
@@ -58,7 +60,7 @@ class Workshop:
             record = read_metadata(path).sections["tune"]
             return Network(key=key, path=path, input_size=record["input_size"],
                            selection_top1=record["selection_top1"], epochs=record["epochs"])  # fmt: skip
-        return self._train(change, path, after_rung)
+        return self._train(change, path, after_rung, deadline)
 
     def untrained_artifact(self, change: NetworkChange, deployment: Deployment) -> Path:
         """The changed network before training, exported for a deployment: for a latency check (its weights do not
@@ -73,7 +75,7 @@ class Workshop:
         )
         return self.artifact(untrained, deployment)
 
-    def _train(self, change: NetworkChange, path: Path, after_rung) -> Network:
+    def _train(self, change: NetworkChange, path: Path, after_rung, deadline: float | None) -> Network:
         subject = self.subject
         model, config = apply_change(subject.teacher, subject.config, change)
         data = subject.at_size(config.input_size)
@@ -87,7 +89,7 @@ class Workshop:
             return drop > GOOD_ENOUGH * subject.tune.max_drop and after_rung(done, drop)
 
         start = time.perf_counter()
-        config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed)
+        config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed, deadline=deadline)
         done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, _rungs(epochs), rung)
         record = {
             "change": change.key(subject.config),
