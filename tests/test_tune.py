@@ -240,7 +240,8 @@ def test_two_workers_a_kill_and_a_resume_share_one_search(trained_tiny, tmp_path
     worker.wait()
     before = dict(_trials(db))
     finished = {n for n, state in before.items() if state == "COMPLETE"}
-    resumed = subprocess.run(_tune_command(trained_tiny, first, storage, "40s", "--resume"), cwd=ROOT, env=env,
+    # the budget is the whole search's: a resume gets what is left of it, so a larger one makes room for new work
+    resumed = subprocess.run(_tune_command(trained_tiny, first, storage, "80s", "--resume"), cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert other.wait(timeout=600) == 0, other.communicate()[1][-2000:]
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -22,7 +22,12 @@ Target = Annotated[
     str | None, typer.Option(help="Deploy target of the winner's bundle (rpi4, coral-usb...; with --ssh).")
 ]
 MaxDrop = Annotated[float, typer.Option(help="Points of top-1 a candidate may lose against MODEL.")]
-Budget = Annotated[str, typer.Option(help="Search time: 90s, 20m, 2h (the winner's checks come after).")]
+Budget = Annotated[
+    str,
+    typer.Option(
+        help="Search time: 90s, 20m, 2h (the winner's checks come after); with --resume, the whole search's time."
+    ),
+]
 Levers = Annotated[
     str | None, typer.Option(help="Network levers, comma-separated: drop-blocks, prune, resolution, student.")
 ]
