@@ -8,9 +8,11 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from devices.bench import benchmark
+from devices.bench import BenchConfig, benchmark
 
 KINDS = ("pointwise", "depthwise", "regular", "shortcut", "rest")
+# Per layer: at least 20 runs and 30 ms, in rounds of one run of every layer of the model (60 s at most in all).
+LAYER_BENCH = BenchConfig(warmup=3, min_warmup_seconds=0.01, runs=20, min_seconds=0.03, max_seconds=60.0)
 
 
 def time_breakdown(cost, runtime, precision, artifact, total_ms, config, layers_dir) -> dict:
@@ -42,11 +44,11 @@ def time_breakdown(cost, runtime, precision, artifact, total_ms, config, layers_
 
 
 def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
-    """Sum of one-layer sub-model latencies per kind (each distinct shape timed once)."""
-    from edgex.sepconv.sweep import SWEEP_BENCH, export_layer, layer_model
+    """Sum of one-layer sub-model latencies per kind: each distinct shape exported once, and all of them timed in
+    turn in one process, so that the shares they make are measured under the same conditions."""
+    from edgex.sepconv.sweep import export_layer, layer_model
 
-    cache: dict = {}
-    times = defaultdict(float)
+    uses = []  # (kind, (spec, variant)) for each convolution the model runs
     for layer in cost.layers:
         if layer.spec is None:
             continue
@@ -54,17 +56,27 @@ def _tflite_layer_times(cost, precision, config, folder: Path) -> dict:
         jobs = [(part, part) for part in parts] or [
             (layer.kind, "depthwise" if layer.kind == "depthwise" else "regular")
         ]
-        for kind, variant in jobs:
-            key = (layer.spec, variant)
-            if key not in cache:
-                spec = layer.spec
-                name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
-                path = export_layer(layer_model(spec, variant), folder, name, "litert", precision)
-                cache[key] = benchmark(
-                    path, runtime="litert", device=config.device, threads=config.threads, config=SWEEP_BENCH
-                ).latency.p50
-            times[kind] += cache[key]
+        uses += [(kind, (layer.spec, variant)) for kind, variant in jobs]
+    paths = {}
+    for spec, variant in dict.fromkeys(key for _, key in uses):
+        name = f"{spec.h}x{spec.w}x{spec.c_in}_{spec.c_out}_k{spec.k}s{spec.stride}{spec.padding[0]}_{variant}"
+        paths[spec, variant] = export_layer(layer_model(spec, variant), folder, name, "litert", precision)
+    p50 = dict(zip(paths, _p50s(list(paths.values()), config)))
+    times = defaultdict(float)
+    for kind, key in uses:
+        times[kind] += p50[key]
     return dict(times)
+
+
+def _p50s(paths: list[Path], config) -> list[float]:
+    """Median latency of each file on LiteRT, interleaved when there are several."""
+    from devices.interleave import interleaved_files
+
+    if len(paths) == 1:
+        return [benchmark(paths[0], runtime="litert", device=config.device, threads=config.threads,
+                          config=LAYER_BENCH).latency.p50]  # fmt: skip
+    runs = interleaved_files(paths, runtime="litert", device=config.device, threads=config.threads, config=LAYER_BENCH)
+    return [result.latency.p50 for result in runs.results]
 
 
 def _onnx_profile(artifact: Path, config, runs: int = 20) -> dict:
