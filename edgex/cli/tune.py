@@ -40,6 +40,10 @@ Storage = Annotated[
     str | None, typer.Option(help="Optuna storage URL shared by several workers [default: SQLite in --out].")
 ]
 Seed = Annotated[int, typer.Option(help="Seed of the sampler and of training.")]
+Trials = Annotated[
+    int | None,
+    typer.Option(help="Stop this worker after N candidates, if the budget lasts [default: the budget decides]."),
+]
 Resume = Annotated[bool, typer.Option("--resume", help="Go on with the tune in --out.")]
 
 
@@ -54,6 +58,7 @@ def tune(
     target: Target = None,
     max_drop: MaxDrop = 1.0,
     budget: Budget = "20m",
+    trials: Trials = None,
     levers: Levers = None,
     runtimes: Runtimes = None,
     threads: o.ThreadCounts = None,
@@ -85,6 +90,7 @@ def tune(
         target=target,
         max_drop=max_drop,
         budget_s=parse_budget(budget),
+        max_trials=trials,
         **({"levers": _names(levers)} if levers is not None else {}),
         runtimes=_names(runtimes),
         threads=_counts(threads),

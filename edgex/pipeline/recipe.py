@@ -128,6 +128,7 @@ class TuneOptions:
 
     enabled: bool = False
     budget: str = "10m"  # 90s, 20m, 2h
+    trials: int | None = None  # candidates at most within the budget; None: the budget decides
     max_drop: float | None = None  # points of top-1; None: report.max_drop
     levers: tuple[str, ...] = ("drop-blocks", "prune", "resolution", "student")
     epochs: int = 12  # the most epochs a changed network trains
@@ -339,6 +340,7 @@ def tune_config(recipe: Recipe):
         device=recipe.devices[0],
         max_drop=recipe.report.max_drop if t.max_drop is None else t.max_drop,
         budget_s=parse_budget(t.budget),
+        max_trials=t.trials,
         levers=tuple(t.levers),
         max_epochs=t.epochs,
         seed=recipe.seed,

@@ -43,6 +43,7 @@ class TuneConfig:
     target: str | None = None  # the deploy target of the winner's bundle (rpi4, coral-usb, ...; default with --ssh)
     max_drop: float = 1.0  # points of top-1 a candidate may lose against the model (selection split)
     budget_s: float = 1200.0  # seconds of search; the winner's checks come after
+    max_trials: int | None = None  # candidates this worker tries at most within the budget (None: the budget decides)
     levers: tuple[str, ...] = NETWORK_LEVERS  # network changes to try (the deployment knobs are always tried)
     runtimes: tuple[str, ...] = ()  # () = every runtime that runs on the device
     threads: tuple[int, ...] = ()  # () = 1 to the device's cores
@@ -56,6 +57,8 @@ class TuneConfig:
             raise EdgexError(f"--max-drop must be 0 or more points, got {self.max_drop}")
         if not self.budget_s > 0:
             raise EdgexError(f"the budget must be more than zero, got {self.budget_s} s")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise EdgexError(f"--trials must be 1 or more, got {self.max_trials}")
         for lever in self.levers:
             if lever not in NETWORK_LEVERS:
                 raise choice_error("lever", lever, NETWORK_LEVERS)

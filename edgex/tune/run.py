@@ -44,7 +44,7 @@ def tune(
     if not resume:
         search.enqueue_cheap_first()
     if search_s > 0:
-        _optimize(study, search, search_s, out, spent, started)
+        _optimize(study, search, search_s, config.max_trials, out, spent, started)
     return _finish(study, subject, device, space, config, out, spent + time.time() - started, say)
 
 
@@ -82,7 +82,7 @@ def _spent(out: Path) -> float:
     return float(json.loads((out / STATE_FILE).read_text()).get("spent_s", 0.0))
 
 
-def _optimize(study, search, seconds: float, out: Path, spent: float, started: float) -> None:
+def _optimize(study, search, seconds: float, trials: int | None, out: Path, spent: float, started: float) -> None:
     from edgex.tune.search import CandidateFailed, DeviceLost
 
     def account(study, trial) -> None:
@@ -90,7 +90,9 @@ def _optimize(study, search, seconds: float, out: Path, spent: float, started: f
         write_json_atomic(out / STATE_FILE, {**state, "spent_s": spent + time.time() - started})
 
     try:
-        study.optimize(search, timeout=seconds, catch=(CandidateFailed,), callbacks=[account], gc_after_trial=True)
+        study.optimize(
+            search, n_trials=trials, timeout=seconds, catch=(CandidateFailed,), callbacks=[account], gc_after_trial=True
+        )
     except DeviceLost as exc:
         done = sum(t.state.name == "COMPLETE" for t in study.trials)
         raise DeviceLost(
