@@ -73,20 +73,42 @@ def pytest_collection_modifyitems(items):
 
 
 ARM64_FOLDER = "EDGEX_TEST_ARM64_FOLDER"  # where this run builds the userland: one folder for all its workers
+RUN_FOLDER = "EDGEX_TEST_RUN_FOLDER"  # what the run's workers make once and share (the trained tiny model)
 
 
 def pytest_configure(config):
-    """The run's userland folder, chosen once by the main process (pytest-xdist workers inherit it)."""
+    """The run's userland and shared folders, chosen once by the main process (pytest-xdist workers inherit them)."""
     if not hasattr(config, "workerinput"):
         os.environ[ARM64_FOLDER] = os.environ.get("EDGEX_ARM64_CACHE") or tempfile.mkdtemp(prefix="edgex-test-arm64-")
+        os.environ[RUN_FOLDER] = tempfile.mkdtemp(prefix="edgex-test-run-")
 
 
 def pytest_unconfigure(config):
-    """The userland is removed by the process that chose its folder, unless EDGEX_ARM64_CACHE keeps it."""
+    """The folders are removed by the process that chose them; EDGEX_ARM64_CACHE keeps the userland."""
     import shutil
 
-    if not hasattr(config, "workerinput") and not os.environ.get("EDGEX_ARM64_CACHE"):
-        shutil.rmtree(os.environ.pop(ARM64_FOLDER, ""), ignore_errors=True)
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop(RUN_FOLDER, ""), ignore_errors=True)
+        if not os.environ.get("EDGEX_ARM64_CACHE"):
+            shutil.rmtree(os.environ.pop(ARM64_FOLDER, ""), ignore_errors=True)
+
+
+def made_once(name: str, make):
+    """``make(folder)`` once for the whole run, whichever worker asks first (under a lock; the others wait for it
+    and take what it made). What it makes is read, never written, by the tests."""
+    import fcntl
+    import pickle
+    import shutil
+
+    folder = Path(os.environ[RUN_FOLDER]) / name
+    with open(folder.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = folder.with_suffix(".pickle")
+        if not made.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            made.write_bytes(pickle.dumps(make(folder)))
+        return pickle.loads(made.read_bytes())
 
 
 def pytest_collection_finish(session):
@@ -236,13 +258,11 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory) -> Path:
-    """A tiny Xception trained on digits for a few epochs (about 10 s), with its metadata."""
+def trained_tiny() -> Path:
+    """A tiny Xception trained on digits for a few epochs (about 10 s), with its metadata: once for the run."""
     from edgex.training.trainer import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("tiny")
-    result = train(TrainConfig(preset="tiny", epochs=5), out)
-    return Path(result.model_path)
+    return made_once("tiny", lambda out: Path(train(TrainConfig(preset="tiny", epochs=5), out).model_path))
 
 
 def copy_model(model: Path, folder: Path) -> Path:
@@ -288,15 +308,18 @@ def run_python(
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(tiny_copy) -> dict[str, Path]:
-    """The tiny model exported once: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
+def tiny_artifacts(trained_tiny) -> dict[str, Path]:
+    """The tiny model exported once for the run: keras, tflite fp32/int8, onnx fp32/int8 (keys like 'tflite-int8')."""
     from edgex.artifacts.convert import export_model
 
-    keras_path = tiny_copy("artifacts")
-    found = {"keras": keras_path}
-    for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
-        found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)
-    return found
+    def export(folder: Path) -> dict[str, Path]:
+        keras_path = copy_model(trained_tiny, folder)
+        found = {"keras": keras_path}
+        for to, precision in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")):
+            found[f"{to}-{precision}"] = Path(export_model(keras_path, to, precision, data="digits").path)
+        return found
+
+    return made_once("artifacts", export)
 
 
 SSHD = "/usr/sbin/sshd"
