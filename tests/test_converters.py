@@ -304,9 +304,23 @@ def test_corrupt_member_in_keras_archive_is_a_one_line_error(model_dir, tmp_path
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_int8_without_data_is_refused(model_dir, cli):
-    result = cli("convert", model_dir / "model.keras", "--to", "tflite", "--precision", "int8")
-    assert result.exit_code == 2 and "needs calibration data" in result.stderr
+@pytest.mark.slow
+def test_int8_without_data_calibrates_on_the_recorded_data_or_is_refused(model_dir, tmp_path, cli):
+    out = tmp_path / "int8.tflite"
+    result = cli("convert", model_dir / "model.keras", "--to", "tflite", "--precision", "int8", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert any(note.startswith("calibrated on digits, the data the model's metadata records") for note in data["notes"])
+    meta = json.loads(out.with_name("int8.tflite.json").read_text())
+    assert meta["calibration"] == {"samples": CALIBRATION_SAMPLES, "data": "digits"}
+    assert meta["parity"]["inputs"] == "data"
+    foreign = tmp_path / "foreign.keras"  # no metadata beside it: nothing recorded
+    shutil.copy(model_dir / "model.keras", foreign)
+    result = cli("convert", foreign, "--to", "tflite", "--precision", "int8", "--out", tmp_path / "f.tflite")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "error: int8 quantization needs calibration data and the model records none: "
+        "pass --data digits, an image folder or tfds:NAME"
+    ]
 
 
 @pytest.mark.parametrize(

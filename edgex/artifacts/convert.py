@@ -49,8 +49,12 @@ def export_model(
 
     precision = _checked_precision(to, precision, calib_samples, parity_samples)
     needs_calibration = precision == "int8" or FORMATS[to].integer_only
+    recorded = ()
     if needs_calibration and not data and dataset is None:
-        raise EdgexError("int8 quantization needs calibration data: pass --data digits, an image folder or tfds:NAME")
+        data = _recorded_data(model, source)
+        recorded = (
+            f"calibrated on {data}, the data the model's metadata records it was trained on (--data: other data)",
+        )
     if out is not None:
         refuse_overwrite(out, force)
     ahead = dataset_ahead(model, data) if source is None and dataset is None else None
@@ -63,7 +67,7 @@ def export_model(
         dataset, calibration, parity_inputs = _sample_inputs(
             source, spec, dataset, preprocessing, calib_samples if needs_calibration else 0, parity_samples
         )
-    notes = _provenance_notes(source, dataset)
+    notes = (*recorded, *_provenance_notes(source, dataset))
     return convert(
         source,
         to,
@@ -81,6 +85,19 @@ def export_model(
         data_name=dataset.name if dataset is not None else None,
         notes=notes,
     )
+
+
+def _recorded_data(model, source) -> str:
+    """The data a model's metadata records it was trained on, for int8 calibration without ``--data``."""
+    from devices.metadata import read_metadata
+
+    spec = data_spec(source.metadata if source is not None else read_metadata(model), None)
+    if not spec:
+        raise EdgexError(
+            "int8 quantization needs calibration data and the model records none: "
+            "pass --data digits, an image folder or tfds:NAME"
+        )
+    return spec
 
 
 def _checked_precision(to: str, precision: str | None, calib_samples: int, parity_samples: int | None) -> str:
