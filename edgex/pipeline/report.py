@@ -237,6 +237,8 @@ def _variants_section(rows: list[SummaryRow], best) -> Section:
 
 
 def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Section]:
+    from edgex.sepconv.compare import EFFICIENCY_NOTE
+
     sections = []
     if compare and compare.get("ab"):
         header = ("runtime", "precision", "Xception ms", "twin ms", "measured speedup", "MAC ratio", "efficiency")
@@ -253,7 +255,7 @@ def _separable_sections(compare: dict | None, sweep: dict | None) -> list[Sectio
             for a in compare["ab"]
         )
         table = Table(header=header, rows=rows, numeric=(0, 0, 1, 1, 1, 1, 1), id="ab")
-        sections.append(Section(title="Separable vs regular convolutions", table=table))
+        sections.append(Section(title="Separable vs regular convolutions", table=table, note=EFFICIENCY_NOTE))
     if sweep:
         rows = tuple(
             (r["runtime"], r["precision"], f"{r['compute_gops']:.1f}", f"{r['bandwidth_gbs']:.1f}")

@@ -90,6 +90,14 @@ class ABPair:
         return self.measured_speedup / self.theoretical_speedup
 
 
+# How to read the efficiency column (the report's and compare.md's).
+EFFICIENCY_NOTE = (
+    "efficiency: the measured speedup over the MAC ratio. Below 100%, the separable model loses part of its MAC "
+    "saving (its depthwise convolutions do few MACs per byte moved); above 100%, the twin runs fewer MACs per second "
+    "than Xception on that runtime and precision, so the separable model saves more time than its MACs predict."
+)
+
+
 @dataclass(frozen=True)
 class CompareResult:
     rows: tuple[CompareRow, ...]
@@ -428,6 +436,7 @@ def summary_markdown(result: CompareResult) -> str:
             f"{a.measured_speedup:.2f}x{'' if a.valid else ' *'} | {a.theoretical_speedup:.2f}x | {a.efficiency:.0%} |"
             for a in result.ab
         ]
+        lines += ["", EFFICIENCY_NOTE]
     if result.breakdown:
         lines += [
             "",
