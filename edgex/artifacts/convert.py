@@ -51,22 +51,16 @@ def export_model(
     needs_calibration = precision == "int8" or FORMATS[to].integer_only
     recorded = ()
     if needs_calibration and not data and dataset is None:
-        data = _recorded_data(model, source)
-        recorded = (
-            f"calibrated on {data}, the data the model's metadata records it was trained on (--data: other data)",
-        )
+        data, recorded = _recorded_data(model, source)
     if out is not None:
         refuse_overwrite(out, force)
     ahead = dataset_ahead(model, data) if source is None and dataset is None else None
     source = with_preprocessing(source or load_source(model), preprocessing)
     preprocessing = source.metadata.input_preprocessing
     spec = data_spec(source.metadata, data)
-    calibration = parity_inputs = None
-    if spec or dataset is not None:
-        dataset = dataset or loaded_ahead(ahead, image_side(source.input_shape))
-        dataset, calibration, parity_inputs = _sample_inputs(
-            source, spec, dataset, preprocessing, calib_samples if needs_calibration else 0, parity_samples
-        )
+    dataset, calibration, parity_inputs = _sample_inputs(
+        source, spec, dataset, ahead, preprocessing, calib_samples if needs_calibration else 0, parity_samples
+    )
     notes = (*recorded, *_provenance_notes(source, dataset))
     return convert(
         source,
@@ -87,8 +81,9 @@ def export_model(
     )
 
 
-def _recorded_data(model, source) -> str:
-    """The data a model's metadata records it was trained on, for int8 calibration without ``--data``."""
+def _recorded_data(model, source) -> tuple[str, tuple[str, ...]]:
+    """The data a model's metadata records it was trained on, for int8 calibration without ``--data``, and the note
+    that says so."""
     from devices.metadata import read_metadata
 
     spec = data_spec(source.metadata if source is not None else read_metadata(model), None)
@@ -97,7 +92,9 @@ def _recorded_data(model, source) -> str:
             "int8 quantization needs calibration data and the model records none: "
             "pass --data digits, an image folder or tfds:NAME"
         )
-    return spec
+    return spec, (
+        f"calibrated on {spec}, the data the model's metadata records it was trained on (--data: other data)",
+    )
 
 
 def _checked_precision(to: str, precision: str | None, calib_samples: int, parity_samples: int | None) -> str:
@@ -114,18 +111,21 @@ def _checked_precision(to: str, precision: str | None, calib_samples: int, parit
     return precision
 
 
-def _sample_inputs(source, spec: str | None, dataset, preprocessing, calib_samples: int, parity_samples: int | None):
-    """(dataset, calibration inputs or None when calib_samples is 0, parity inputs), prepared as the model expects."""
+def _sample_inputs(source, spec: str | None, dataset, ahead, preprocessing, calib_samples: int, parity_samples):
+    """(dataset, calibration inputs or None when calib_samples is 0, parity inputs), prepared as the model expects;
+    all None without data. ``ahead``: the dataset being loaded ahead (edgex.artifacts.accuracy.dataset_ahead)."""
     from converters.parity import DEFAULT_PARITY_SAMPLES
 
-    meta = source.metadata
+    if not spec and dataset is None:
+        return None, None, None
     size = image_side(source.input_shape)
+    dataset = dataset or loaded_ahead(ahead, size)
     if size is None:
         raise EdgexError(
             f"the model's input {source.input_shape} is not a square RGB image; edgex calibrates "
             "and checks image classifiers"
         )
-    dataset = dataset or dataset_for(meta, spec, size)
+    dataset = dataset or dataset_for(source.metadata, spec, size)
     calibration = None
     if calib_samples:
         images, _ = dataset.train.take(calib_samples, seed=0).arrays()
