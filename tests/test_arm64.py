@@ -76,7 +76,11 @@ def bundles(tiny_artifacts, tmp_path_factory) -> dict[str, Path]:
     models = {
         "fp32": tiny_artifacts["tflite-fp32"],
         "int8": tiny_artifacts["tflite-int8"],
-        "dynamic": Path(export_model(tiny_artifacts["keras"], "tflite", "dynamic", data="digits").path),
+        "dynamic": Path(
+            export_model(
+                tiny_artifacts["keras"], "tflite", "dynamic", data="digits", out=folder / "model_dynamic.tflite"
+            ).path
+        ),
     }
     found = {}
     for precision, model in models.items():
