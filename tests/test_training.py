@@ -299,6 +299,29 @@ def test_mixed_bfloat16_training_saves_a_float32_model(tmp_path):
     assert model.layers[-1].dtype_policy.name == "float32"
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_a_training_step_is_traced_once(digits, precision):
+    """compile_classifier makes the optimizer's and the metrics' variables before fit: TensorFlow traces a step
+    that creates variables twice (mixed_float16: the loss-scaling optimizer's inner one)."""
+    from devices.preprocess import XCEPTION
+    from devices.tfkeras import keras
+    from edgex.training.steps import compile_classifier
+
+    k = keras()
+    k.mixed_precision.set_global_policy(precision)
+    try:
+        layers = [k.layers.Conv2D(8, 3), k.layers.BatchNormalization(), k.layers.GlobalAveragePooling2D()]
+        model = k.Sequential([k.Input((32, 32, 3)), *layers, k.layers.Dense(10, "softmax", dtype="float32")])
+        compile_classifier(model, k.optimizers.Adam(1e-3))
+        train_ds = digits.train.tf_dataset(16, XCEPTION, shuffle=True, repeat=True)
+        history = model.fit(train_ds, epochs=1, steps_per_epoch=2, verbose=0)
+    finally:
+        k.mixed_precision.set_global_policy("float32")
+    assert model.train_function.experimental_get_tracing_count() == 1
+    assert set(history.history) == {"loss", "accuracy"}
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

@@ -150,6 +150,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     from devices.preprocess import XCEPTION
     from devices.tfkeras import keras
     from edgex.data import load_dataset
+    from edgex.training.steps import compile_classifier
     from edgex.training.trainer import settle_bn_statistics, without_optimizer
 
     k = keras()
@@ -163,7 +164,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
         weights=None, input_shape=(INCEPTION_INPUT, INCEPTION_INPUT, 3), classes=dataset.classes
     )
     schedule = k.optimizers.schedules.CosineDecay(2e-3, steps * config.epochs)
-    model.compile(k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_classifier(model, k.optimizers.Adam(schedule))
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0)
     seconds = time.perf_counter() - start

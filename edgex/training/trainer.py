@@ -329,11 +329,7 @@ def _fit_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _Run, 
     if progress is not None:
         progress(PhaseBegin(number=phase.number, phases=len(run.phases), text=phase.describe(), blocks=tuple(blocks)))
     with strategy.scope():
-        model.compile(
-            optimizer=_optimizer(replace(config, epochs=phase.epochs, lr=phase.lr), inputs.steps),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        steps.compile_classifier(model, _optimizer(replace(config, epochs=phase.epochs, lr=phase.lr), inputs.steps))
     callbacks, nan_guard, backup = steps.epoch_callbacks(progress, folder, phase.epochs)
     history = model.fit(
         inputs.train,
@@ -514,11 +510,7 @@ def fine_tune(
     steps_per_fit = steps_per_epoch(dataset, batch_size)
     train_ds = dataset.train.tf_dataset(batch_size, XCEPTION, shuffle=True, augment=augment, seed=seed, repeat=True)
     val_ds = dataset.val.tf_dataset(128, XCEPTION)
-    model.compile(
-        optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps_per_fit * epochs)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    steps.compile_classifier(model, k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps_per_fit * epochs)))
     all_callbacks = list(callbacks)
     steps.say_grouped_path(model, progress)
     if progress is not None:

@@ -55,6 +55,7 @@ def distill(
     teacher sees them resized to its own); returns the epochs trained. ``rungs``: the epochs after which
     ``after_rung(epochs_done, student)`` is asked whether to go on."""
     from devices.tfkeras import keras, tensorflow
+    from edgex.training.steps import build_optimizer
 
     tf, k = tensorflow(), keras()
     k.utils.set_random_seed(config.seed)
@@ -63,6 +64,7 @@ def distill(
         config.batch_size, preprocessing, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
     )
     optimizer = k.optimizers.Adam(k.optimizers.schedules.CosineDecay(config.lr, steps * config.epochs))
+    build_optimizer(optimizer, student.trainable_variables)
     step = _train_step(tf, k, student, teacher, optimizer)
     batches = iter(train)
     done = 0
