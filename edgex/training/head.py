@@ -199,12 +199,13 @@ def _epoch_function(dense, optimizer, features: CachedFeatures, batch_size: int)
     """``run(order) -> {loss, accuracy, val_loss, val_accuracy}``: one epoch over the training features in ``order``,
     then the metrics of both splits under the new weights."""
     from devices.tfkeras import keras, tensorflow
+    from edgex.training.steps import build_optimizer
 
     tf, k = tensorflow(), keras()
     x, y = tf.constant(features.train), tf.constant(features.train_labels, tf.int32)
     val_x, val_y = tf.constant(features.val), tf.constant(features.val_labels, tf.int32)
     batches = -(-len(features.train) // batch_size)
-    optimizer.build(dense.trainable_variables)
+    build_optimizer(optimizer, dense.trainable_variables)
 
     def loss_and_top1(inputs, labels):
         probs = dense(inputs)
