@@ -342,6 +342,7 @@ def test_train_warns_once_before_training_unless_the_statistics_are_recomputed(
     cli, tmp_path, monkeypatch, recompute, head_epochs
 ):
     import edgex.cli.render as render
+    from edgex.training.head import CHECK_SAMPLES
 
     monkeypatch.setattr(render, "err_console", render.console)  # warnings in line with the progress, to see the order
     path = tmp_path / "unsettled.keras"
@@ -356,6 +357,8 @@ def test_train_warns_once_before_training_unless_the_statistics_are_recomputed(
     first = meta.phases[0]  # phase 1, or with --head-epochs 0 the fine-tuning, which then checks the features
     assert first["features"]["augmentation"] == "none" and first["name"] == ("head" if head_epochs else "fine-tune")
     assert first.get("epochs_run") == (head_epochs or None)
+    # without a head phase, the check runs the backbone over a sample of the training images, not all of them
+    assert (first["features"]["train_images"] == CHECK_SAMPLES) == (not head_epochs)
     if recompute:
         assert warnings == [] and meta.sections["bn_statistics"]["recomputed_on_train_images"] == BN_RECOMPUTE_SAMPLES
         return

@@ -243,7 +243,8 @@ def _run_phases(model, config, inputs: steps.RunInputs, run: _Run, strategy, res
     checked = None
     if config.pretrained and run.phases[0].name != "head":  # --head-epochs 0: nothing else computes them
         with strategy.scope():
-            checked = _checked_features(head.cache_features(model, inputs.dataset, inputs.preprocessing), progress)
+            sampled = head.sampled_features_check(model, inputs.dataset, inputs.preprocessing, config.seed)
+        checked = _checked_features(sampled, progress)
     records, phases = [], []
     for phase in run.phases:
         fit = _fit_head_phase if phase.name == "head" else _fit_phase
@@ -256,11 +257,10 @@ def _run_phases(model, config, inputs: steps.RunInputs, run: _Run, strategy, res
     return records, phases
 
 
-def _checked_features(features, progress) -> dict:
+def _checked_features(described: dict, progress) -> dict:
     """The features' description, shown with a warning when they barely vary across the training images."""
     from edgex.training.head import features_line
 
-    described = features.describe()
     if progress is not None:
         progress(Note(features_line(described)))
     _warn_if_dead(described, progress)
@@ -293,7 +293,7 @@ def _fit_head_phase(model, phase: Phase, config, inputs: steps.RunInputs, run: _
         progress(PhaseBegin(number=phase.number, phases=len(run.phases), text=phase.describe(), blocks=()))
     with strategy.scope():
         features = head.cache_features(model, inputs.dataset, inputs.preprocessing)
-    described = _checked_features(features, progress)
+    described = _checked_features(features.describe(), progress)
     fit = head.fit_head(
         model, features, max_epochs=phase.epochs, lr=phase.lr, batch_size=config.batch_size, seed=config.seed
     )
