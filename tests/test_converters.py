@@ -318,8 +318,8 @@ def test_int8_without_data_calibrates_on_the_recorded_data_or_is_refused(model_d
     shutil.copy(model_dir / "model.keras", foreign)
     result = cli("convert", foreign, "--to", "tflite", "--precision", "int8", "--out", tmp_path / "f.tflite")
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
-        "error: int8 quantization needs calibration data and the model records none: "
-        "pass --data digits, an image folder or tfds:NAME"
+        "error: int8 quantization needs calibration data, and foreign.keras records none (no metadata naming the "
+        "data it was trained on): pass --data digits, an image folder or tfds:NAME"
     ]
 
 

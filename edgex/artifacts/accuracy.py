@@ -75,6 +75,18 @@ def data_spec(meta: ArtifactMetadata, data: str | None) -> str | None:
     return data or (meta.dataset.spec if meta.dataset else None)
 
 
+def required_data_spec(meta: ArtifactMetadata, data: str | None, needs: str, name: str) -> str:
+    """``data_spec``, or a one-line error when there is neither: ``needs`` begins it ("pruning fine-tunes on data"),
+    and ``name`` is the model's file."""
+    spec = data_spec(meta, data)
+    if not spec:
+        raise EdgexError(
+            f"{needs}, and {name} records none (no metadata naming the data it was trained on): "
+            "pass --data digits, an image folder or tfds:NAME"
+        )
+    return spec
+
+
 def image_side(input_shape: tuple[int, ...]) -> int | None:
     """The square RGB side of an image model's input, or None for other inputs."""
     if len(input_shape) == 3 and input_shape[0] == input_shape[1] and input_shape[2] == 3:

@@ -7,7 +7,14 @@ from pathlib import Path
 from converters.registry import CALIBRATION_SAMPLES, FORMATS
 from devices.errors import EdgexError, choice_error
 from devices.files import refuse_overwrite
-from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, image_side, loaded_ahead
+from edgex.artifacts.accuracy import (
+    data_spec,
+    dataset_ahead,
+    dataset_for,
+    image_side,
+    loaded_ahead,
+    required_data_spec,
+)
 
 
 def with_preprocessing(source, name: str | None):
@@ -86,12 +93,8 @@ def _recorded_data(model, source) -> tuple[str, tuple[str, ...]]:
     that says so."""
     from devices.metadata import read_metadata
 
-    spec = data_spec(source.metadata if source is not None else read_metadata(model), None)
-    if not spec:
-        raise EdgexError(
-            "int8 quantization needs calibration data and the model records none: "
-            "pass --data digits, an image folder or tfds:NAME"
-        )
+    meta = source.metadata if source is not None else read_metadata(model)
+    spec = required_data_spec(meta, None, "int8 quantization needs calibration data", Path(model).name)
     return spec, (
         f"calibrated on {spec}, the data the model's metadata records it was trained on (--data: other data)",
     )

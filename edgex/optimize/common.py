@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devices.errors import EdgexError
 from devices.files import atomic_path
 from devices.metadata import ArtifactMetadata, write_metadata
 
@@ -73,18 +72,13 @@ def setup(model: Path, data: str | None, needs: str, preprocessing: str | None =
     raised when there is neither ("pruning fine-tunes on data"). ``preprocessing`` (a name) replaces the one the
     model's metadata records, for models edgex did not make."""
     from converters.source import load_source
-    from edgex.artifacts.accuracy import data_spec, dataset_ahead, dataset_for, loaded_ahead
+    from edgex.artifacts.accuracy import dataset_ahead, dataset_for, loaded_ahead, required_data_spec
     from edgex.artifacts.convert import with_preprocessing
 
     ahead = dataset_ahead(model, data)
     source = with_preprocessing(load_source(model), preprocessing)
     meta = source.metadata
-    spec = data_spec(meta, data)
-    if not spec:
-        raise EdgexError(
-            f"{needs}, and {model.name} records none (no metadata naming the data it was trained on): "
-            "pass --data digits, an image folder or tfds:NAME"
-        )
+    spec = required_data_spec(meta, data, needs, model.name)
     size = int(source.input_shape[0])
     dataset = loaded_ahead(ahead, size) or dataset_for(meta, spec, size)
     names = meta.class_names_or_indices(len(dataset.class_names))
