@@ -192,6 +192,34 @@ def test_bench_interleave_prints_the_ratio_with_its_interval(tiny_artifacts, cli
     assert bad.exit_code == 2 and "--interleave compares two or more models, got 1" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "0"], "the budget must be more than zero, got '0'"),
+        (["--budget", "soon"], "cannot read the budget 'soon'; write it as 90s, 20m, 2h or 1h30m"),
+        (["--max-drop", "-1"], "--max-drop must be 0 or more points, got -1"),
+        (["--device", "gpu:3"], "device 'gpu:3' is not present on this machine"),
+        (["--data", "{photos}"], "the model's classes differ from the data's"),
+        (["{bare}"], "tuning measures on data, and bare.keras records none"),
+    ],
+    ids=["zero-budget", "unreadable-budget", "negative-max-drop", "absent-device", "other-classes", "no-data"],
+)
+def test_bad_tune_input_is_one_line_exit_2(tiny_copy, tmp_path, cli, args, message):
+    """Issue 25's bad input, through the CLI: one line naming the value, exit 2, before any search."""
+    model = tiny_copy("tune-input")
+    if "{photos}" in args:
+        from benchmarks.photo_folder import make_photo_folder
+
+        args = ["--data", make_photo_folder(tmp_path / "photos", per_class=6, seed=1)]
+    if "{bare}" in args:
+        model = model.rename(model.with_name("bare.keras"))
+        args = []
+    result = cli("tune", model, *args, "--out", tmp_path / "tune")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "tune" / "tune.json").exists()
+
+
 TUNE = [sys.executable, "-m", "edgex", "tune"]
 
 

@@ -26,7 +26,7 @@ class Subject:
 
     def __init__(self, model_path: Path, tune, data: str | None):
         from converters.source import load_source
-        from edgex.artifacts.accuracy import class_mismatch, data_spec
+        from edgex.artifacts.accuracy import class_mismatch, required_data_spec
         from edgex.models.xception import XceptionConfig
 
         self.model_path, self.tune = Path(model_path), tune
@@ -35,9 +35,7 @@ class Subject:
         if self.source.kind != "keras":
             raise EdgexError(f"edgex tune starts from a Keras model (.keras or .h5), got {self.model_path}")
         self.metadata = read_metadata(self.model_path)
-        self.data = data_spec(self.metadata, data)
-        if not self.data:
-            raise EdgexError(f"{self.model_path} records no data: pass --data digits, an image folder or tfds:NAME")
+        self.data = required_data_spec(self.metadata, data, "tuning measures on data", self.model_path.name)
         recorded = self.metadata.model_config
         self.config = XceptionConfig.from_dict(recorded) if recorded else None
         self.input_size = int(self.source.input_shape[0])
