@@ -80,10 +80,7 @@ def cache_features(model, dataset, preprocessing) -> CachedFeatures:
     """Run the frozen backbone once over the training and validation images, as they are (no augmentation)."""
     backbone = backbone_of(model)
     began = time.perf_counter()
-    train, val = (
-        np.asarray(backbone.predict(split.tf_dataset(FEATURE_BATCH, preprocessing), verbose=0), np.float32)
-        for split in (dataset.train, dataset.val)
-    )
+    train, val = (_backbone_outputs(backbone, split, preprocessing) for split in (dataset.train, dataset.val))
     seconds = time.perf_counter() - began
     return CachedFeatures(
         train=train, train_labels=dataset.train.labels, val=val, val_labels=dataset.val.labels, seconds=seconds
@@ -94,19 +91,17 @@ def sampled_features_check(model, dataset, preprocessing, seed: int = 0) -> dict
     """The features' description for the check alone, from a seeded sample of CHECK_SAMPLES training images."""
     sample = dataset.train.take(CHECK_SAMPLES, seed=seed)
     began = time.perf_counter()
-    train = np.asarray(backbone_of(model).predict(sample.tf_dataset(FEATURE_BATCH, preprocessing), verbose=0))
-    spread, std, rms = feature_spread(train)
-    return {
-        "train_images": len(train),
-        "of_train_images": len(dataset.train),
-        "val_images": 0,
-        "dimensions": int(train.shape[1]),
-        "augmentation": AUGMENTATION,
-        "seconds": time.perf_counter() - began,
-        "std": std,
-        "rms": rms,
-        "spread": spread,
-    }
+    train = _backbone_outputs(backbone_of(model), sample, preprocessing)
+    seconds = time.perf_counter() - began
+    no_val = np.empty((0, train.shape[1]), np.float32)
+    features = CachedFeatures(
+        train=train, train_labels=sample.labels, val=no_val, val_labels=sample.labels[:0], seconds=seconds
+    )
+    return {**features.describe(), "of_train_images": len(dataset.train)}
+
+
+def _backbone_outputs(backbone, split, preprocessing) -> np.ndarray:
+    return np.asarray(backbone.predict(split.tf_dataset(FEATURE_BATCH, preprocessing), verbose=0), np.float32)
 
 
 def feature_spread(features: np.ndarray) -> tuple[float, float, float]:
