@@ -139,14 +139,17 @@ def userland_in_background(request):
     return request.config.stash[_USERLAND]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_conversions(tmp_path_factory, monkeypatch):
-    """Each test converts for itself: conversions and outputs kept by an earlier test (in this process or on
-    disk) are not seen."""
+@pytest.fixture
+def fresh_conversions(tmp_path_factory, monkeypatch):
+    """For tests that count conversions or model runs: nothing kept by an earlier test (in this process or on
+    disk) is seen. Other tests share what the worker converted, as the commands of one pipeline do: each
+    conversion is still made once, by whichever test asks first."""
     from converters.source import forget_conversions
 
     forget_conversions()
     monkeypatch.setenv("EDGEX_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    forget_conversions()
 
 
 def run_cli(*args) -> CliResult:

@@ -510,7 +510,9 @@ def test_direct_writer_names_unsupported_layers(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(model_dir, digits, tmp_path, monkeypatch):
+def test_a_conversion_repeated_in_one_process_reuses_the_converted_bytes(
+    model_dir, digits, tmp_path, monkeypatch, fresh_conversions
+):
     """The pipeline converts one model for several stages; the same source file and options convert once, while
     every export still writes its own file, metadata and parity check."""
     import converters.onnx

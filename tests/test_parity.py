@@ -218,7 +218,7 @@ def _counting_predictions(monkeypatch) -> list[int]:
 
 
 @pytest.mark.slow
-def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits, monkeypatch):
+def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits, monkeypatch, fresh_conversions):
     from converters.source import load_source, reference_outputs
     from devices.tfkeras import keras
 
@@ -244,7 +244,7 @@ def test_reference_outputs_are_computed_once_and_never_stale(source_copy, digits
 
 
 @pytest.mark.slow
-def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digits, monkeypatch):
+def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digits, monkeypatch, fresh_conversions):
     from converters.source import forget_conversions, load_source, reference_outputs
     from devices.tfkeras import keras
     from edgex.artifacts.accuracy import evaluate_model
@@ -275,7 +275,9 @@ def test_source_outputs_are_kept_on_disk_for_the_next_command(source_copy, digit
     assert calls == [32, 8, 32, 40, 32, 32]
 
 
-def test_the_float_accuracy_is_shared_and_keyed_by_data_and_preprocessing(source_copy, digits, monkeypatch):
+def test_the_float_accuracy_is_shared_and_keyed_by_data_and_preprocessing(
+    source_copy, digits, monkeypatch, fresh_conversions
+):
     from converters.source import load_source, reference_outputs
     from edgex.artifacts.accuracy import evaluate_model, source_accuracy
 
