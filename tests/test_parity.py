@@ -310,7 +310,7 @@ def test_batched_inference_equals_one_sample_at_a_time(tiny_artifacts, digits, k
 
 
 @pytest.mark.parametrize("kind", ["tflite-int8", "onnx-fp32"])
-def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits, tmp_path, kind):
+def test_a_files_outputs_are_kept_per_content_and_sample(tiny_artifacts, digits, tmp_path, kind, fresh_conversions):
     """The parity check then the accuracy run of one file: each sample runs through it once; another content at
     the same path runs again."""
     x = XCEPTION.apply(digits.val.take(20, seed=1).arrays()[0])
