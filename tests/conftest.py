@@ -148,8 +148,6 @@ def fresh_conversions(tmp_path_factory, monkeypatch):
 
     forget_conversions()
     monkeypatch.setenv("EDGEX_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield
-    forget_conversions()
 
 
 def run_cli(*args) -> CliResult:
@@ -185,7 +183,10 @@ def readme_commands(block: str) -> list[str]:
     return lines
 
 
-TOUR_TRAIN = ["edgex", "train", "--data", "digits", "--preset", "tiny", "--epochs", "5", "--out", "runs/tiny"]
+# trained_tiny's TrainConfig (the other fields at their defaults): the README's tour and API example ask for it.
+TINY_TRAINING = {"preset": "tiny", "epochs": 5}
+TOUR_TRAIN = ["edgex", "train", "--data", "digits", "--preset", TINY_TRAINING["preset"],
+              "--epochs", str(TINY_TRAINING["epochs"]), "--out", "runs/tiny"]  # fmt: skip
 # Lines of the tour that other tests run already, with those tests: the tour does not run them again (every line
 # of the README parses with the real CLI in test_readme, and test_readme checks that each test named here exists).
 TOUR_COVERED = {
@@ -258,10 +259,6 @@ def digits():
     from edgex.data import load_dataset
 
     return load_dataset("digits", 32)
-
-
-# trained_tiny's TrainConfig (the other fields at their defaults): the README's tour and API example ask for it.
-TINY_TRAINING = {"preset": "tiny", "epochs": 5}
 
 
 @pytest.fixture(scope="session")
