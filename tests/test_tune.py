@@ -16,6 +16,7 @@ import pytest
 
 from devices.errors import EdgexError
 from edgex.tune import TuneConfig, parse_budget
+from edgex.tune.latency import Placed
 from edgex.tune.space import Space, cheap_first, resolutions
 from tests.conftest import ROOT
 
@@ -175,6 +176,67 @@ def test_training_stops_at_the_deadline_inside_a_rung(digits, monkeypatch):
         distill(_seeded(config), _seeded(config), digits, XCEPTION, DistillConfig(epochs=4, lr=1e-3, deadline=150.0),
                 (1, 2, 4), lambda done, _: rungs.append(done) or True)  # fmt: skip
     assert Clock.calls == 3 and rungs == []  # two steps trained, stopped before the first rung's end
+
+
+def test_a_network_in_training_is_judged_with_settled_batchnorm_statistics(trained_tiny, tmp_path):
+    """Moving statistics that lag the weights would read a good network as a bad one at its rung: its top-1 is taken
+    with the statistics recomputed on training images when that scores higher, and the network keeps them."""
+    from devices.tfkeras import keras
+    from edgex.tune.subject import Subject
+    from edgex.tune.workshop import Workshop
+
+    subject = Subject(trained_tiny, TuneConfig(), None)
+    data = subject.at_size(subject.input_size)
+    model = keras().models.load_model(trained_tiny)  # its own copy: the loaded source is shared by the worker
+    for layer in model.layers:
+        if "BatchNormalization" in type(layer).__name__:
+            layer.moving_mean.assign(layer.moving_mean + 3.0)
+    lagging = subject.keras_top1(model, data.selection)
+    settled = Workshop(subject, tmp_path)._settled_top1(model, data)
+    assert lagging < subject.float_selection - 0.2 and settled >= subject.float_selection - 0.05, (lagging, settled)
+    assert subject.keras_top1(model, data.selection) == settled
+
+
+@pytest.mark.slow
+def test_a_network_change_is_judged_in_the_incumbents_deployment(trained_tiny, tiny_artifacts, tmp_path):
+    """A changed network paired by the sampler with a poor runtime option is timed before training in the
+    incumbent's deployment (its size, not the option, decides), and once trained it is queued in that deployment."""
+    import optuna
+
+    from edgex.tune.latency import AB_BENCH, LocalDevice
+    from edgex.tune.search import Search
+    from edgex.tune.space import suggest
+    from edgex.tune.subject import Subject
+    from edgex.tune.workshop import Workshop
+
+    subject = Subject(trained_tiny, TuneConfig(), None)
+    space = Space(subject.config, ("prune",), ("litert", "onnxruntime"), (1,))
+    study = optuna.create_study(direction="minimize")
+    search = Search(study, subject, Workshop(subject, tmp_path), LocalDevice("cpu", config=AB_BENCH), space,
+                    deadline=time.time() + 600)  # fmt: skip
+    first = cheap_first(space)[0]  # the unchanged network, LiteRT int8: the incumbent
+    study.enqueue_trial(first)
+    trial = study.ask()
+    suggest(trial, space)
+    trial.set_user_attr("deployment", {"runtime": "litert", "precision": "int8", "threads": 1, "options": {}})
+    search._crown(trial, Placed(tiny_artifacts["tflite-int8"], "litert"), threads=1, p50=1.0)
+    study.tell(trial, 1.0)
+    poor = {"prune": 0.5, "runtime": "onnxruntime", "precision_onnxruntime": "fp32", "threads": 1,
+            "onnxruntime_graph": "basic", "onnxruntime_mode": "parallel"}  # fmt: skip
+    study.enqueue_trial(poor)
+    trial = study.ask()
+    candidate = suggest(trial, space)
+    try:
+        search._check_speed_before_training(trial, candidate)
+    except optuna.TrialPruned as pruned:
+        assert "in its deployment" in str(pruned)
+    exported = sorted(p.name for p in (tmp_path / "artifacts").rglob("*") if p.suffix in (".tflite", ".onnx"))
+    assert exported == ["tflite-int8.tflite"], exported  # the incumbent's format and precision, not ONNX fp32
+    assert len(trial.user_attrs["untrained_ratio"]) == 3
+    search._enqueue_in_incumbents_deployment(trial)
+    queued = [t.params if t.params else t.system_attrs["fixed_params"] for t in study.get_trials()
+              if t.state == optuna.trial.TrialState.WAITING]  # fmt: skip
+    assert queued == [{**first, "prune": 0.5}]
 
 
 @pytest.mark.slow

@@ -151,7 +151,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     from devices.tfkeras import keras
     from edgex.data import load_dataset
     from edgex.training.steps import compile_classifier
-    from edgex.training.trainer import settle_bn_statistics, without_optimizer
+    from edgex.training.trainer import settle_bn_statistics, val_top1, without_optimizer
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -170,7 +170,7 @@ def _train_inception(config: StudyConfig, variant: Variant, seed: int, folder: P
     seconds = time.perf_counter() - start
     curve = [float(a) for a in history.history["val_accuracy"]]
     # the same settling of BatchNormalization statistics as train() gives Xception after training from scratch
-    bn = settle_bn_statistics(model, dataset, XCEPTION, val_ds, seed, curve[-1])
+    bn = settle_bn_statistics(model, dataset, XCEPTION, val_top1(val_ds), seed, curve[-1])
     top1 = bn["val_top1_after"] if bn["kept"] else curve[-1]
     path = folder / "model.keras"
     folder.mkdir(parents=True, exist_ok=True)

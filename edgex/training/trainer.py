@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -368,15 +369,20 @@ def _settle_bn_statistics(model, config, inputs, records) -> dict:
     initial values and the saved model is broken, while a longer run's statistics have settled and stay as trained
     (recomputed ones can move the model's int8 quantization, measured, for no gain)."""
     before = records[-1].get("val_accuracy", float("nan")) if records else float("nan")
-    return settle_bn_statistics(model, inputs.dataset, inputs.preprocessing, inputs.val, config.seed, before)
+    return settle_bn_statistics(model, inputs.dataset, inputs.preprocessing, val_top1(inputs.val), config.seed, before)
 
 
-def settle_bn_statistics(model, dataset, preprocessing, val, seed: int, before: float) -> dict:
-    """``_settle_bn_statistics`` for any Keras classifier: ``val`` the validation tf.data set, ``before`` the
-    validation top-1 of the weights as trained (NaN when unknown)."""
+def val_top1(val) -> Callable:
+    """The top-1 of a model on a validation tf.data set, for settle_bn_statistics."""
+    return lambda model: steps.val_metrics(model, val)[0]
+
+
+def settle_bn_statistics(model, dataset, preprocessing, top1: Callable, seed: int, before: float) -> dict:
+    """``_settle_bn_statistics`` for any Keras classifier: ``top1(model)`` its validation top-1, ``before`` that
+    of the weights as trained (NaN when unknown)."""
     trained = model.get_weights()
     count = _recompute_on_train_images(model, dataset, preprocessing, seed)
-    after = steps.val_metrics(model, val)[0]
+    after = top1(model)
     kept = not before >= after - BN_RECOMPUTE_GAIN  # a NaN before (no validation) keeps them
     if not kept:
         model.set_weights(trained)

@@ -51,15 +51,13 @@ def fastest_threads(device, incumbent: Incumbent, threads: tuple[int, ...]) -> t
 def _as_incumbent(record: CandidateRecord) -> Incumbent:
     from edgex.tune.space import Deployment
 
-    d = record.deployment
-    choices = tuple((d.get("options") or {}).items())
-    deployment = Deployment(runtime=d["runtime"], precision=d["precision"], threads=d["threads"], options=choices)
+    deployment = Deployment.from_dict(record.deployment)
     return Incumbent(
         trial=record.number,
         path=record.artifact,
-        runtime=d["runtime"],
+        runtime=deployment.runtime,
         options=tuple(deployment.load_options.items()),
-        threads=d["threads"],
+        threads=deployment.threads,
         p50_ms=record.p50_ms,
     )
 

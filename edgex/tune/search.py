@@ -6,21 +6,21 @@ again when the search resumes.
 A trial pulls levers (suggest), gets its network (trained once, in rungs of epochs that Optuna's successive-
 halving pruner may stop), exports it, measures its top-1 on the selection split through its own runtime, then
 runs an interleaved A/B against the incumbent: it becomes the incumbent only when it passes the gate and the
-ratio's interval clears the noise margin. A network that is not faster than the incumbent before training is not
-trained at all.
+ratio's interval clears the noise margin. A network that is not faster than the incumbent before training, in the
+incumbent's deployment, is not trained at all; one that is trained is then also measured in that deployment.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from devices.errors import EdgexError
 from edgex.tune.distill import BudgetSpent
 from edgex.tune.latency import Placed
-from edgex.tune.space import Candidate, Space, cheap_first, suggest
+from edgex.tune.space import LEVER_PARAMS, Candidate, Deployment, Space, cheap_first, suggest
 
 STUDY_NAME = "edgex-tune"
 HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S was killed and is failed (and retried)
@@ -195,7 +195,8 @@ class Search:
         stopped = (self.study.user_attrs.get("stopped_networks") or {}).get(key)
         if stopped:  # its training was stopped for falling behind: it is not trained again
             raise optuna.TrialPruned(f"its network was stopped in trial {stopped}")
-        if not change.is_identity and not self._made(change):
+        new = not change.is_identity and not self._made(change)
+        if new:
             self._check_speed_before_training(trial, candidate)
             trial.set_user_attr("training", "fine-tune" if change.keeps_weights else "student")
 
@@ -210,30 +211,52 @@ class Search:
             return True
 
         try:
-            return self.workshop.network(change, after_rung, self.deadline)
+            network = self.workshop.network(change, after_rung, self.deadline)
         except BudgetSpent as spent:  # a rung of a large network can outlast the budget: it stops mid-rung
             raise optuna.TrialPruned(str(spent)) from spent
+        if new:
+            self._enqueue_in_incumbents_deployment(trial)
+        return network
 
     def _made(self, change) -> bool:
         return (self.workshop.out / "networks" / change.key(self.subject.config) / "model.keras").is_file()
 
     def _check_speed_before_training(self, trial, candidate: Candidate) -> None:
-        """Prune a network that, exported as asked, is not faster than the incumbent (its weights do not change
-        its speed): no training is spent on it."""
+        """Prune a network that is not faster than the incumbent in the incumbent's own deployment (its weights do
+        not change its speed, and the deployment the sampler paired it with would judge a runtime option, not the
+        network): no training is spent on it. Kept-float layers are left out: they need the trained weights."""
         import optuna
 
         incumbent = self.incumbent()
         if incumbent is None:
             return
-        path = self.workshop.untrained_artifact(candidate.network, candidate.deployment)
-        placed = Placed(path, candidate.deployment.runtime, tuple(candidate.deployment.load_options.items()))
-        ratio = self._ab(incumbent.placed, placed, candidate.deployment.threads)
+        deployment = replace(self._incumbent_deployment(incumbent), keep_float=0)
+        path = self.workshop.untrained_artifact(candidate.network, deployment)
+        ratio = self._ab(incumbent.placed, Placed(path, incumbent.runtime, incumbent.options), incumbent.threads)
         trial.set_user_attr("untrained_ratio", [ratio.ratio, *ratio.ci95])
         if not ratio.b_is_faster:
             raise optuna.TrialPruned(
-                f"not faster than trial {incumbent.trial} before training "
+                f"not faster than trial {incumbent.trial} before training, in its deployment "
                 f"(ratio {ratio.ratio:.2f} [{ratio.ci95[0]:.2f}, {ratio.ci95[1]:.2f}])"
             )
+
+    def _enqueue_in_incumbents_deployment(self, trial) -> None:
+        """A network just trained is measured next in the incumbent's deployment too: the one the sampler paired it
+        with may be a poor one, and the network would then never count."""
+        incumbent = self.incumbent()
+        if incumbent is None:
+            return
+        levers = set(LEVER_PARAMS.values())
+        deployment = {k: v for k, v in self._trial(incumbent.trial).params.items() if k not in levers}
+        params = {**deployment, **{k: v for k, v in trial.params.items() if k in levers}}
+        if params != trial.params:
+            self.study.enqueue_trial(params, skip_if_exists=True)
+
+    def _trial(self, number: int):
+        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+
+    def _incumbent_deployment(self, incumbent: Incumbent) -> Deployment:
+        return Deployment.from_dict(self._trial(incumbent.trial).user_attrs["deployment"])
 
     def layer_errors(self, network) -> list[str]:
         """The network's layers, most sensitive to int8 first (TFLite's QuantizationDebugger)."""

@@ -70,6 +70,14 @@ class Deployment:
     def to_dict(self) -> dict:
         return {**asdict(self), "options": dict(self.options)}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Deployment:
+        """A deployment from ``to_dict``'s record."""
+        return cls(
+            runtime=data["runtime"], precision=data["precision"], threads=data["threads"],
+            keep_float=data.get("keep_float", 0), options=tuple((data.get("options") or {}).items()),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -113,6 +121,7 @@ LEVERS: dict[str, Callable] = {
     "prune": _prune,
     "resolution": _resolution,
 }
+LEVER_PARAMS = {"student": "width", "drop-blocks": "drop_blocks", "prune": "prune", "resolution": "input_size"}
 
 
 def resolutions(size: int) -> tuple[int, ...]:
@@ -164,8 +173,7 @@ def cheap_first(space: Space) -> list[dict]:
     precision, at the most and at the fewest threads (no training; each export serves several of them)."""
     levers = applicable_levers(space)
     unchanged = {"drop_blocks": 0, "prune": 0.0, "width": 1.0, "input_size": getattr(space.config, "input_size", 0)}
-    names = {"drop-blocks": "drop_blocks", "prune": "prune", "student": "width", "resolution": "input_size"}
-    unchanged = {names[lever]: unchanged[names[lever]] for lever in levers}
+    unchanged = {LEVER_PARAMS[lever]: unchanged[LEVER_PARAMS[lever]] for lever in levers}
     trials = []
     for runtime in space.runtimes:
         for precision in PRECISIONS[runtime]:
