@@ -153,6 +153,17 @@ def test_dropping_middle_blocks_keeps_the_later_blocks_weights():
         apply_change(model, config, NetworkChange(drop_blocks=4))
 
 
+def test_a_rung_that_would_end_past_the_budget_is_not_begun():
+    """At the pace of the epochs so far: two epochs took 200 s, so the rung at 4 epochs needs 200 s more."""
+    from edgex.tune.workshop import next_rung_fits
+
+    rungs = (1, 2, 4, 8)
+    assert next_rung_fits(2, rungs, started=1000.0, now=1200.0, deadline=1400.0)
+    assert not next_rung_fits(2, rungs, started=1000.0, now=1200.0, deadline=1399.0)
+    assert next_rung_fits(8, rungs, started=0.0, now=800.0, deadline=801.0)  # the last rung: none follows
+    assert next_rung_fits(1, rungs, started=0.0, now=100.0, deadline=None)
+
+
 @pytest.mark.slow
 def test_training_stops_at_the_deadline_inside_a_rung(digits, monkeypatch):
     """A rung of a large network can outlast the budget: the deadline is checked at every step, not between rungs."""

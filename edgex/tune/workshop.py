@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devices.files import atomic_path
 from devices.metadata import read_metadata, write_metadata
-from edgex.tune.distill import DistillConfig, distill
+from edgex.tune.distill import BudgetSpent, DistillConfig, distill
 from edgex.tune.space import Deployment
 from edgex.tune.surgery import NetworkChange, apply_change
 
@@ -81,16 +81,23 @@ class Workshop:
         data = subject.at_size(config.input_size)
         epochs = self.subject.tune.max_epochs * (1 if change.keeps_weights else STUDENT_EPOCHS)
         lr = FINE_TUNE_LR if change.keeps_weights else STUDENT_LR
-        top1 = {}
+        top1, rungs, started = {}, _rungs(epochs), time.time()
 
         def rung(done: int, student) -> bool:
             top1[done] = self._settled_top1(student, data)
             drop = 100 * (subject.float_selection - top1[done])
-            return drop > GOOD_ENOUGH * subject.tune.max_drop and after_rung(done, drop)
+            if drop <= GOOD_ENOUGH * subject.tune.max_drop:
+                return False
+            if not next_rung_fits(done, rungs, started, time.time(), deadline):
+                if drop <= subject.tune.max_drop:
+                    return False  # within the gate, and the next rung would end past the budget: kept as it is
+                raise BudgetSpent(f"{drop:.1f} points below the model after {done} epochs; the next rung would end "
+                                  "past the budget")  # fmt: skip
+            return after_rung(done, drop)
 
         start = time.perf_counter()
         config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed, deadline=deadline)
-        done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, _rungs(epochs), rung)
+        done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, rungs, rung)
         record = {
             "change": change.key(subject.config),
             "input_size": config.input_size,
@@ -138,6 +145,15 @@ class Workshop:
             keep_float=tuple(keep),
         )
         return path
+
+
+def next_rung_fits(done: int, rungs: tuple[int, ...], started: float, now: float, deadline: float | None) -> bool:
+    """Whether the rung after ``done`` epochs would end by ``deadline``, at the pace of the epochs so far (their
+    rung checks included)."""
+    following = min((r for r in rungs if r > done), default=None)
+    if deadline is None or following is None:
+        return True
+    return now + (following - done) * (now - started) / done <= deadline
 
 
 def _rungs(epochs: int) -> tuple[int, ...]:
