@@ -135,22 +135,27 @@ class Split:
         augment: tuple[str, ...] = (),
         seed: int = 0,
         repeat: bool = False,
+        targets: np.ndarray | None = None,
     ):
-        """A batched ``tf.data`` pipeline: decode, resize, cache, shuffle, batch, augment, preprocess, prefetch."""
+        """A batched ``tf.data`` pipeline: decode, resize, cache, shuffle, batch, augment, preprocess, prefetch.
+        ``targets``: one row per image (in the split's order) that travels beside its label: (labels, targets)."""
         from devices.tfkeras import tensorflow
 
         tf = tensorflow()
         autotune = tf.data.AUTOTUNE
         size = self.image_size
+        labels = self.labels.astype(np.int32)
+        if targets is not None:
+            labels = (labels, np.asarray(targets, np.float32))
         if self.images is not None:
-            ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels.astype(np.int32)))
+            ds = tf.data.Dataset.from_tensor_slices((self.images, labels))
         else:
 
             def decode(path, label):
                 image = tf.numpy_function(lambda p: load_image(p.decode(), (size, size)), [path], tf.uint8)
                 return tf.ensure_shape(image, (size, size, 3)), label
 
-            ds = tf.data.Dataset.from_tensor_slices((list(self.files), self.labels.astype(np.int32)))
+            ds = tf.data.Dataset.from_tensor_slices((list(self.files), labels))
             ds = ds.map(decode, num_parallel_calls=autotune, deterministic=True)
             if len(self) * size * size * 3 < _IN_MEMORY_LIMIT:
                 ds = ds.cache()

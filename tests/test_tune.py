@@ -93,6 +93,35 @@ def test_the_cheap_trials_come_first_and_cover_every_runtime_and_precision():
     assert resolutions(32) == (32,) and resolutions(299) == (299, 256, 224, 144)
 
 
+def test_each_levers_strongest_change_is_queued_after_the_cheap_trials_cheapest_to_train_first(trained_tiny, tmp_path):
+    import optuna
+
+    from edgex.models import preset_config
+    from edgex.tune.search import Search
+    from edgex.tune.space import strongest_changes, suggest
+    from edgex.tune.subject import Subject
+    from edgex.tune.workshop import Workshop
+
+    paper = Space(preset_config("paper"), ("drop-blocks", "prune", "resolution", "student"), ("litert",), (1,))
+    assert strongest_changes(paper) == [
+        {"width": 0.5, "drop_blocks": 0, "input_size": 299},
+        {"width": 1.0, "drop_blocks": 8, "prune": 0.0, "input_size": 299},
+        {"width": 1.0, "drop_blocks": 0, "prune": 0.5, "input_size": 299},
+        {"width": 1.0, "drop_blocks": 0, "prune": 0.0, "input_size": 144},
+    ]
+    subject = Subject(trained_tiny, TuneConfig(), None)  # tiny: no middle block, 32 px; a student or pruning
+    space = Space(subject.config, ("prune", "student"), ("litert",), (1, 2))
+    study, workshop = optuna.create_study(direction="minimize"), Workshop(subject, tmp_path)
+    Search(study, subject, workshop, None, space, deadline=time.time() + 60).enqueue_cheap_first()
+    queued = [t.system_attrs["fixed_params"] for t in study.get_trials()]
+    assert queued[: len(cheap_first(space))] == cheap_first(space)
+    changes = [suggest(optuna.trial.FixedTrial(p), space) for p in queued[len(cheap_first(space)) :]]
+    assert [c.network.key(subject.config) for c in changes] == ["prune50", "width50"]  # the student trains 3x longer
+    costs = [workshop.training_cost(c.network) for c in changes]
+    assert costs[0] < costs[1] and all(c.deployment == changes[0].deployment for c in changes)
+    assert changes[0].deployment.runtime == "litert" and changes[0].deployment.precision == "int8"
+
+
 def _seeded(config):
     from devices.tfkeras import keras
     from edgex.models import build_xception
@@ -187,6 +216,28 @@ def test_training_stops_at_the_deadline_inside_a_rung(digits, monkeypatch):
         distill(_seeded(config), _seeded(config), digits, XCEPTION, DistillConfig(epochs=4, lr=1e-3, deadline=150.0),
                 (1, 2, 4), lambda done, _: rungs.append(done) or True)  # fmt: skip
     assert Clock.calls == 3 and rungs == []  # two steps trained, stopped before the first rung's end
+
+
+@pytest.mark.slow
+def test_the_teachers_targets_given_up_front_train_as_the_teacher_does(digits):
+    """The teacher's outputs computed once (what a network that kept its weights is fine-tuned from) train the
+    student exactly as the teacher run at every step on the same unaugmented images."""
+    from devices.preprocess import XCEPTION
+    from edgex.models import preset_config
+    from edgex.tune.distill import DistillConfig, distill, teacher_targets
+
+    config = preset_config("tiny")
+    teacher, students = _seeded(config), []
+    images = XCEPTION.apply(digits.val.arrays()[0][:64])
+    targets = teacher_targets(teacher, digits, XCEPTION)
+    assert targets.shape == (len(digits.train), digits.classes)
+    for given in (None, targets):
+        student = _seeded(config)
+        distill(student, teacher, digits, XCEPTION, DistillConfig(epochs=1, lr=1e-3, augment=()), (1,),
+                lambda *_: True, given)  # fmt: skip
+        students.append(student.predict(images, verbose=0))
+    assert np.allclose(students[0], students[1], atol=1e-4), np.abs(students[0] - students[1]).max()
+    assert not np.allclose(students[0], teacher.predict(images, verbose=0), atol=1e-2)  # it did train
 
 
 def test_a_network_in_training_is_judged_with_settled_batchnorm_statistics(trained_tiny, tmp_path):

@@ -80,7 +80,7 @@ def cache_features(model, dataset, preprocessing) -> CachedFeatures:
     """Run the frozen backbone once over the training and validation images, as they are (no augmentation)."""
     backbone = backbone_of(model)
     began = time.perf_counter()
-    train, val = (_backbone_outputs(backbone, split, preprocessing) for split in (dataset.train, dataset.val))
+    train, val = (split_outputs(backbone, split, preprocessing) for split in (dataset.train, dataset.val))
     seconds = time.perf_counter() - began
     return CachedFeatures(
         train=train, train_labels=dataset.train.labels, val=val, val_labels=dataset.val.labels, seconds=seconds
@@ -91,7 +91,7 @@ def sampled_features_check(model, dataset, preprocessing, seed: int = 0) -> dict
     """The features' description for the check alone, from a seeded sample of CHECK_SAMPLES training images."""
     sample = dataset.train.take(CHECK_SAMPLES, seed=seed)
     began = time.perf_counter()
-    train = _backbone_outputs(backbone_of(model), sample, preprocessing)
+    train = split_outputs(backbone_of(model), sample, preprocessing)
     seconds = time.perf_counter() - began
     no_val = np.empty((0, train.shape[1]), np.float32)
     features = CachedFeatures(
@@ -100,8 +100,9 @@ def sampled_features_check(model, dataset, preprocessing, seed: int = 0) -> dict
     return {**features.describe(), "of_train_images": len(dataset.train)}
 
 
-def _backbone_outputs(backbone, split, preprocessing) -> np.ndarray:
-    return np.asarray(backbone.predict(split.tf_dataset(FEATURE_BATCH, preprocessing), verbose=0), np.float32)
+def split_outputs(model, split, preprocessing) -> np.ndarray:
+    """A Keras model's outputs for every image of a split, in the split's order (inference mode)."""
+    return np.asarray(model.predict(split.tf_dataset(FEATURE_BATCH, preprocessing), verbose=0), np.float32)
 
 
 def feature_spread(features: np.ndarray) -> tuple[float, float, float]:

@@ -3,6 +3,11 @@
 outputs softened by a temperature, scaled by its square so that both terms keep their size. A network that kept
 the teacher's weights is fine-tuned this way; a student built fresh is trained from scratch this way.
 
+The teacher's outputs can be given up front (``targets``, one row per training image at the teacher's own input
+size): the teacher then runs once per run instead of at every step (at 299 px its forward pass was half of every
+epoch), and training goes without augmentation, so that each image's target is the teacher's output on that very
+image (consistent views, Beyer et al. 2022). A network that kept the teacher's weights is fine-tuned this way.
+
 Training runs in rungs of epochs; after each rung, ``after_rung(epoch, model)`` decides whether to go on (a
 successive-halving schedule stops hopeless candidates early and good-enough ones as soon as they pass).
 """
@@ -50,22 +55,24 @@ def distill(
     config: DistillConfig,
     rungs: tuple[int, ...],
     after_rung: Callable[[int, object], bool],
+    targets=None,
 ) -> int:
     """Train ``student`` from ``teacher`` on ``dataset``'s training split (images at the student's input size; the
-    teacher sees them resized to its own); returns the epochs trained. ``rungs``: the epochs after which
-    ``after_rung(epochs_done, student)`` is asked whether to go on."""
+    teacher sees them resized to its own, or gave ``targets`` for them); returns the epochs trained. ``rungs``: the
+    epochs after which ``after_rung(epochs_done, student)`` is asked whether to go on."""
     from devices.tfkeras import keras, tensorflow
     from edgex.training.steps import build_optimizer
 
     tf, k = tensorflow(), keras()
     k.utils.set_random_seed(config.seed)
     steps = max(1, len(dataset.train) // config.batch_size)
+    augment = config.augment if targets is None else ()
     train = dataset.train.tf_dataset(
-        config.batch_size, preprocessing, shuffle=True, augment=config.augment, seed=config.seed, repeat=True
+        config.batch_size, preprocessing, shuffle=True, augment=augment, seed=config.seed, repeat=True, targets=targets
     )
     optimizer = k.optimizers.Adam(k.optimizers.schedules.CosineDecay(config.lr, steps * config.epochs))
     build_optimizer(optimizer, student.trainable_variables)
-    step = _train_step(tf, k, student, teacher, optimizer)
+    step = _train_step(tf, k, student, None if targets is not None else teacher, optimizer)
     batches = iter(train)
     done = 0
     for rung in sorted({min(r, config.epochs) for r in rungs} | {config.epochs}):
@@ -80,9 +87,18 @@ def distill(
     return done
 
 
+def teacher_targets(teacher, dataset, preprocessing):
+    """The teacher's outputs for every image of ``dataset``'s training split, in order (``dataset`` at the teacher's
+    input size): what ``distill`` takes as ``targets``."""
+    from edgex.training.head import split_outputs
+
+    return split_outputs(teacher, dataset.train, preprocessing)
+
+
 def _train_step(tf, k, student, teacher, optimizer):
-    teacher_size = tuple(teacher.inputs[0].shape[1:3])
+    """One step; ``teacher`` None: each batch's labels come as (labels, the teacher's outputs)."""
     student_size = tuple(student.inputs[0].shape[1:3])
+    teacher_size = student_size if teacher is None else tuple(teacher.inputs[0].shape[1:3])
     eps = 1e-7
 
     def soften(probabilities):
@@ -91,8 +107,12 @@ def _train_step(tf, k, student, teacher, optimizer):
 
     @tf.function
     def step(images, labels):
-        seen = images if teacher_size == student_size else tf.image.resize(images, teacher_size)
-        target = soften(teacher(seen, training=False))
+        if teacher is None:
+            labels, given = labels
+        else:
+            seen = images if teacher_size == student_size else tf.image.resize(images, teacher_size)
+            given = teacher(seen, training=False)
+        target = soften(given)
         with tf.GradientTape() as tape:
             predicted = student(images, training=True)
             kl = tf.reduce_mean(tf.reduce_sum(target * tf.math.log(target / soften(predicted)), axis=-1))

@@ -20,7 +20,7 @@ from pathlib import Path
 from devices.errors import EdgexError
 from edgex.tune.distill import BudgetSpent
 from edgex.tune.latency import Placed
-from edgex.tune.space import LEVER_PARAMS, Candidate, Deployment, Space, cheap_first, suggest
+from edgex.tune.space import LEVER_PARAMS, Candidate, Deployment, Space, cheap_first, strongest_changes, suggest
 
 STUDY_NAME = "edgex-tune"
 HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S was killed and is failed (and retried)
@@ -127,7 +127,17 @@ class Search:
         self._layer_errors: dict[str, list[str]] = {}
 
     def enqueue_cheap_first(self) -> None:
-        for params in cheap_first(self.space):
+        """The deployment knobs on the unchanged network first; then each lever's strongest change on its own, the
+        cheapest to train first (a network at least as slow as the incumbent then is not trained at all, and one
+        within the gate makes every slower change's check a cheap one); the sampler combines levers after them."""
+        from optuna.trial import FixedTrial
+
+        deployments = cheap_first(self.space)
+        levers = set(LEVER_PARAMS.values())
+        default = {k: v for k, v in deployments[0].items() if k not in levers}
+        changes = [{**params, **default} for params in strongest_changes(self.space)]
+        changes.sort(key=lambda params: self.workshop.training_cost(suggest(FixedTrial(params), self.space).network))
+        for params in deployments + changes:
             self.study.enqueue_trial(params, skip_if_exists=True)
 
     def __call__(self, trial) -> float:

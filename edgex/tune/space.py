@@ -101,8 +101,12 @@ def _drop_blocks(trial, config: XceptionConfig) -> dict:
     return {"drop_blocks": trial.suggest_int("drop_blocks", 0, config.middle_blocks)}
 
 
+PRUNE_SHARES = (0.0, 0.25, 0.5)
+WIDTHS = (1.0, 0.67, 0.5)
+
+
 def _prune(trial, config: XceptionConfig) -> dict:
-    return {"prune": trial.suggest_categorical("prune", [0.0, 0.25, 0.5])}
+    return {"prune": trial.suggest_categorical("prune", list(PRUNE_SHARES))}
 
 
 def _resolution(trial, config: XceptionConfig) -> dict:
@@ -111,7 +115,7 @@ def _resolution(trial, config: XceptionConfig) -> dict:
 
 
 def _student(trial, config: XceptionConfig) -> dict:
-    return {"width": trial.suggest_categorical("width", [1.0, 0.67, 0.5])}
+    return {"width": trial.suggest_categorical("width", list(WIDTHS))}
 
 
 # In the order they are asked: a student is built fresh, so pruning the model's channels applies only without one.
@@ -168,12 +172,34 @@ def suggest(trial, space: Space) -> Candidate:
     return Candidate(network=NetworkChange(**fields), deployment=deployment)
 
 
+def _unchanged(space: Space) -> dict:
+    """The lever parameters of the unchanged network."""
+    unchanged = {"drop_blocks": 0, "prune": 0.0, "width": 1.0, "input_size": getattr(space.config, "input_size", 0)}
+    return {LEVER_PARAMS[lever]: unchanged[LEVER_PARAMS[lever]] for lever in applicable_levers(space)}
+
+
+def strongest_changes(space: Space) -> list[dict]:
+    """Each lever's strongest change on its own, as the lever parameters of a trial: all middle blocks dropped,
+    the most pruning, the lowest resolution, the narrowest student."""
+    config = space.config
+    strongest = {
+        "student": ("width", min(WIDTHS)),
+        "drop-blocks": ("drop_blocks", getattr(config, "middle_blocks", 0)),
+        "prune": ("prune", max(PRUNE_SHARES)),
+        "resolution": ("input_size", min(resolutions(getattr(config, "input_size", MIN_INPUT_SIZE)))),
+    }
+    changes = []
+    for lever in applicable_levers(space):
+        name, value = strongest[lever]
+        params = {**_unchanged(space), name: value}
+        changes.append({k: v for k, v in params.items() if not (lever == "student" and k == "prune")})
+    return changes
+
+
 def cheap_first(space: Space) -> list[dict]:
     """Trials to run before the sampler's own, cheapest first: the unchanged network in every runtime and
     precision, at the most and at the fewest threads (no training; each export serves several of them)."""
-    levers = applicable_levers(space)
-    unchanged = {"drop_blocks": 0, "prune": 0.0, "width": 1.0, "input_size": getattr(space.config, "input_size", 0)}
-    unchanged = {LEVER_PARAMS[lever]: unchanged[LEVER_PARAMS[lever]] for lever in levers}
+    unchanged = _unchanged(space)
     trials = []
     for runtime in space.runtimes:
         for precision in PRECISIONS[runtime]:

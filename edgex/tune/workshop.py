@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devices.files import atomic_path
 from devices.metadata import read_metadata, write_metadata
-from edgex.tune.distill import BudgetSpent, DistillConfig, distill
+from edgex.tune.distill import BudgetSpent, DistillConfig, distill, teacher_targets
 from edgex.tune.space import Deployment
 from edgex.tune.surgery import NetworkChange, apply_change
 
@@ -62,6 +62,13 @@ class Workshop:
                            selection_top1=record["selection_top1"], epochs=record["epochs"])  # fmt: skip
         return self._train(change, path, after_rung, deadline)
 
+    def training_cost(self, change: NetworkChange) -> float:
+        """What training a changed network costs, relatively: its multiply-accumulates times its epochs."""
+        from edgex.models.costs import model_cost
+
+        model, _ = apply_change(self.subject.teacher, self.subject.config, change)
+        return model_cost(model).macs * (1 if change.keeps_weights else STUDENT_EPOCHS)
+
     def untrained_artifact(self, change: NetworkChange, deployment: Deployment) -> Path:
         """The changed network before training, exported for a deployment: for a latency check (its weights do not
         change its speed)."""
@@ -96,7 +103,8 @@ class Workshop:
             return after_rung(done, drop)
 
         config_ = DistillConfig(epochs=epochs, lr=lr, seed=subject.tune.seed, deadline=deadline)
-        done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, rungs, rung)
+        targets = self.teacher_targets(data.dataset) if change.keeps_weights else None
+        done = distill(model, subject.teacher, data.dataset, subject.preprocessing, config_, rungs, rung, targets)
         record = {
             "change": change.key(subject.config),
             "input_size": config.input_size,
@@ -107,6 +115,22 @@ class Workshop:
         _save(model, path, subject.network_metadata(config, record))
         return Network(key=change.key(subject.config), path=path, input_size=config.input_size,
                        selection_top1=top1[done], epochs=done)  # fmt: skip
+
+    def teacher_targets(self, dataset):
+        """The model's outputs on the training images (at its own input size), computed once per run folder: the
+        targets of every network that kept its weights. ``dataset``: the data at that network's size, whose
+        training split must list the same images in the same order."""
+        import numpy as np
+
+        own = self.subject.at_size(self.subject.input_size).dataset
+        if not np.array_equal(own.train.labels, dataset.train.labels):
+            raise RuntimeError("the training split differs between input sizes")  # data layer invariant
+        path = self.out / "networks" / f"teacher-targets-{own.fingerprint[:16]}.npy"
+        if not path.is_file():
+            targets = teacher_targets(self.subject.teacher, own, self.subject.preprocessing)
+            with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as file:
+                np.save(file, targets)
+        return np.load(path)
 
     def _settled_top1(self, student, data) -> float:
         """The selection top-1 of a network in training, with BatchNormalization's statistics recomputed on training
