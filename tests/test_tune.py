@@ -182,6 +182,29 @@ def test_dropping_middle_blocks_keeps_the_later_blocks_weights():
         apply_change(model, config, NetworkChange(drop_blocks=4))
 
 
+@pytest.mark.parametrize("samples, behind, stopped", [(181, 0.56, False), (181, 3.0, True), (0, 0.56, True)])
+def test_halving_stops_a_training_only_when_it_is_behind_by_more_than_the_splits_noise(samples, behind, stopped):
+    """At a rung a training behind the better half by one image of a 181-image split (0.55 points) is within a
+    standard error (1.8 points for students at 94%) and goes on; one further behind, or any without a split's size
+    (plain successive halving), is stopped. Only trainings of the same kind are compared."""
+    import optuna
+
+    from edgex.tune.search import SameKindHalving
+
+    study = optuna.create_study(pruner=SameKindHalving(samples, model_top1=0.9945))
+    for kind, drop in (("student", 5.52), ("student", 5.52), ("fine-tune", 0.0)):
+        trial = study.ask()
+        trial.set_user_attr("training", kind)
+        trial.report(drop, 2)
+        study.tell(trial, 1.0)
+    trial = study.ask()
+    trial.set_user_attr("training", "student")
+    trial.report(5.52 + behind, 1)
+    assert not trial.should_prune()  # the first rung says too little
+    trial.report(5.52 + behind, 2)
+    assert trial.should_prune() is stopped
+
+
 def test_a_rung_that_would_end_past_the_budget_is_not_begun():
     """At the pace of the epochs so far: two epochs took 200 s, so the rung at 4 epochs needs 200 s more."""
     from edgex.tune.workshop import next_rung_fits

@@ -22,7 +22,7 @@ def tune(
 ) -> TuneResult:
     """Search for the fastest artifact of ``model`` within ``config.max_drop`` points of its top-1; see TuneConfig.
     ``progress`` receives a Note (edgex.progress) per finished step."""
-    from edgex.tune.search import Search, open_study
+    from edgex.tune.search import SameKindHalving, Search, open_study
     from edgex.tune.subject import Subject
     from edgex.tune.workshop import Workshop
 
@@ -37,7 +37,8 @@ def tune(
         f"{100 * subject.float_heldout:.2f}% held out; gate {config.max_drop:g} points"
     )
     space = _space(subject, device, config)
-    study = open_study(config, out, _subject_key(model, subject), create=not resume)
+    halving = SameKindHalving(len(subject.at_size(subject.input_size).selection), subject.float_selection)
+    study = open_study(config, out, _subject_key(model, subject), create=not resume, pruner=halving)
     started, spent = time.time(), _spent(out)
     search_s = config.budget_s * (1 - FINISH_SHARE) - spent
     search = Search(study, subject, Workshop(subject, out), device, space, started + search_s, say)
