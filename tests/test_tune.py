@@ -378,7 +378,10 @@ def _tune_command(model: Path, out: Path, storage: str, budget: str, *extra) -> 
 
 
 def _trials(db: Path) -> list[tuple[int, str]]:
+    """The trials a study's SQLite file holds; none while Optuna is still creating its tables."""
     with sqlite3.connect(db) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'trials'").fetchone():
+            return []
         return connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
 
 
