@@ -144,8 +144,7 @@ class Search:
         from optuna.trial import FixedTrial
 
         deployments = cheap_first(self.space)
-        levers = set(LEVER_PARAMS.values())
-        default = {k: v for k, v in deployments[0].items() if k not in levers}
+        default = _deployment_params(deployments[0])
         changes = [{**params, **default} for params in strongest_changes(self.space)]
         changes.sort(key=lambda params: self.workshop.training_cost(suggest(FixedTrial(params), self.space).network))
         for params in deployments + changes:
@@ -267,9 +266,9 @@ class Search:
         incumbent = self.incumbent()
         if incumbent is None:
             return
-        levers = set(LEVER_PARAMS.values())
-        deployment = {k: v for k, v in self._trial(incumbent.trial).params.items() if k not in levers}
-        params = {**deployment, **{k: v for k, v in trial.params.items() if k in levers}}
+        deployment = _deployment_params(self._trial(incumbent.trial).params)
+        own = _deployment_params(trial.params)
+        params = {**deployment, **{k: v for k, v in trial.params.items() if k not in own}}
         if params != trial.params:
             self.study.enqueue_trial(params, skip_if_exists=True)
 
@@ -330,6 +329,12 @@ class Search:
         self.study.set_user_attr("incumbents", [*chain, {**asdict(record), "options": list(record.options)}])
         trial.set_user_attr("incumbent", True)
         self.say(f"trial {trial.number} is the new incumbent: {p50:.3f} ms")
+
+
+def _deployment_params(params: dict) -> dict:
+    """A trial's parameters without its network levers: how it is deployed."""
+    levers = set(LEVER_PARAMS.values())
+    return {k: v for k, v in params.items() if k not in levers}
 
 
 def _first_line(exc: BaseException) -> str:
